@@ -1,0 +1,283 @@
+//! `burrow template build|ls|rm`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use burrow_templates::{BASE_TEMPLATE, BuildProgress, BuildStep, TemplateError, TemplateStore};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::client::{ApiClient, ndjson};
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum TemplateCommand {
+    /// Build a template: `base` (debootstrap), from a rootfs dir/tarball, an OCI image layout, or
+    /// an existing template plus build steps.
+    Build(BuildArgs),
+    /// List templates.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a template (refused while sandboxes or other templates use it).
+    Rm { name: String },
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Name of the new template.
+    pub name: String,
+    /// Import a root filesystem from a directory or a .tar/.tar.gz file.
+    #[arg(long, conflicts_with_all = ["from_oci", "from", "file"])]
+    pub from_rootfs: Option<PathBuf>,
+    /// Import an OCI image layout directory.
+    #[arg(long, conflicts_with_all = ["from", "file"])]
+    pub from_oci: Option<PathBuf>,
+    /// Image reference inside the OCI layout (its `org.opencontainers.image.ref.name`).
+    #[arg(long, requires = "from_oci")]
+    pub reference: Option<String>,
+    /// Parent template for build steps.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// A build file: `FROM parent`, then `RUN`, `ENV K=V`, `WORKDIR`, `COPY src dest`, `USER` lines.
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// Build in this process instead of through the server (base, rootfs and OCI imports only).
+    #[arg(long)]
+    pub local: bool,
+    /// Do nothing if a template with this name exists.
+    #[arg(long)]
+    pub if_missing: bool,
+}
+
+pub async fn run(
+    cmd: TemplateCommand,
+    data_dir: &Path,
+    api: impl Fn() -> anyhow::Result<ApiClient>,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TemplateCommand::Build(args) if args.local => build_local(args, data_dir).await,
+        TemplateCommand::Build(args) => build_remote(&api()?, args).await,
+        TemplateCommand::Ls { json } => {
+            let list: Value = api()?.get_json("/v1/templates").await?;
+            let rows = list.as_array().cloned().unwrap_or_default();
+            if json {
+                output::json(&Value::Array(rows));
+            } else {
+                output::table(
+                    &rows,
+                    &[("NAME", "name"), ("SOURCE", "source"), ("SIZE BYTES", "size_bytes"), ("CREATED", "created_at")],
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TemplateCommand::Rm { name } => {
+            api()?.delete(&format!("/v1/templates/{name}")).await?;
+            println!("{name}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(1000);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {prefix:>10} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+fn show(bar: &ProgressBar, p: &BuildProgress) {
+    bar.set_prefix(p.phase.clone());
+    bar.set_message(p.message.clone());
+    if let Some(f) = p.fraction {
+        bar.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
+    }
+}
+
+async fn build_local(args: BuildArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let store = TemplateStore::open(data_dir).context("opening the template store")?;
+    if args.if_missing {
+        match store.get(&args.name) {
+            Ok(_) => {
+                println!("template '{}' exists", args.name);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(TemplateError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let bar = progress_bar();
+    let progress = |p: BuildProgress| show(&bar, &p);
+    let template = if let Some(path) = &args.from_rootfs {
+        store.import_rootfs(&args.name, path, &progress).await?
+    } else if let Some(path) = &args.from_oci {
+        store.import_oci(&args.name, path, args.reference.as_deref(), &progress).await?
+    } else if args.from.is_some() || args.file.is_some() {
+        bail!("builds with steps run sandboxes, so they go through the server: drop --local");
+    } else if args.name == BASE_TEMPLATE {
+        store.build_base(&progress).await?
+    } else {
+        bail!("say what to build from: --from-rootfs, --from-oci, or --from/--file (only `base` builds with no source)");
+    };
+    bar.finish_and_clear();
+    println!("built template '{}' ({} layers)", template.name, template.layers.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn build_remote(api: &ApiClient, args: BuildArgs) -> anyhow::Result<ExitCode> {
+    if args.if_missing {
+        let list: Value = api.get_json("/v1/templates").await?;
+        let exists = list
+            .as_array()
+            .is_some_and(|l| l.iter().any(|t| t.get("name").and_then(Value::as_str) == Some(&args.name)));
+        if exists {
+            println!("template '{}' exists", args.name);
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let from = if let Some(path) = &args.from_rootfs {
+        json!({"type": "rootfs", "path": absolute(path)?})
+    } else if let Some(path) = &args.from_oci {
+        json!({"type": "oci", "path": absolute(path)?, "reference": args.reference})
+    } else if args.from.is_some() || args.file.is_some() {
+        let (parent, steps) = build_file(args.from.as_deref(), args.file.as_deref())?;
+        json!({"type": "template", "parent": parent, "steps": steps})
+    } else {
+        json!({"type": "debootstrap"})
+    };
+    let resp = api
+        .send(api.request(reqwest::Method::POST, "/v1/templates").json(&json!({"name": args.name, "from": from})))
+        .await?;
+    let bar = progress_bar();
+    let mut events = Box::pin(ndjson::<Value>(resp));
+    while let Some(event) = events.next().await {
+        let event = event?;
+        match event.get("type").and_then(Value::as_str) {
+            Some("done") => {
+                bar.finish_and_clear();
+                println!("built template '{}'", args.name);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some("error") => {
+                bar.finish_and_clear();
+                bail!("build failed: {}", event.get("message").and_then(Value::as_str).unwrap_or("unknown error"));
+            }
+            _ => {
+                if let Ok(p) = serde_json::from_value::<BuildProgress>(event.clone()) {
+                    show(&bar, &p);
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    bail!("the server closed the build stream without a result")
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Reads a build file (and/or `--from`) into a parent template and steps.
+fn build_file(from: Option<&str>, file: Option<&Path>) -> anyhow::Result<(String, Vec<BuildStep>)> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        None => String::new(),
+    };
+    let base_dir = file.and_then(Path::parent).unwrap_or(Path::new("."));
+    let (file_parent, steps) = parse_build_file(&text, base_dir)?;
+    let parent = from
+        .map(str::to_string)
+        .or(file_parent)
+        .context("no parent template: give --from or a FROM line")?;
+    Ok((parent, steps))
+}
+
+/// Parses the Dockerfile-like build format. `COPY` sources are resolved against `base_dir`.
+pub fn parse_build_file(text: &str, base_dir: &Path) -> anyhow::Result<(Option<String>, Vec<BuildStep>)> {
+    let mut parent = None;
+    let mut steps = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        let lineno = n + 1;
+        let need = |what: &str| -> anyhow::Result<()> {
+            if rest.is_empty() {
+                bail!("line {lineno}: {word} needs {what}");
+            }
+            Ok(())
+        };
+        match word.to_ascii_uppercase().as_str() {
+            "FROM" => {
+                need("a template name")?;
+                if parent.is_some() || !steps.is_empty() {
+                    bail!("line {lineno}: FROM must come first, once");
+                }
+                parent = Some(rest.to_string());
+            }
+            "RUN" => {
+                need("a command")?;
+                steps.push(BuildStep::Run { command: rest.to_string() });
+            }
+            "ENV" => {
+                need("KEY=VALUE")?;
+                let (key, value) = rest
+                    .split_once('=')
+                    .or_else(|| rest.split_once(char::is_whitespace))
+                    .with_context(|| format!("line {lineno}: ENV needs KEY=VALUE"))?;
+                steps.push(BuildStep::Env { key: key.trim().to_string(), value: value.trim().to_string() });
+            }
+            "WORKDIR" => {
+                need("a path")?;
+                steps.push(BuildStep::Workdir { path: rest.to_string() });
+            }
+            "USER" => {
+                need("a user name")?;
+                steps.push(BuildStep::User { name: rest.to_string() });
+            }
+            "COPY" => {
+                let parts: Vec<&str> = rest.split_whitespace().collect();
+                let [src, dest] = parts.as_slice() else {
+                    bail!("line {lineno}: COPY needs exactly a source and a destination");
+                };
+                let src = base_dir.join(src);
+                steps.push(BuildStep::Copy { src: absolute(&src)?, dest: dest.to_string() });
+            }
+            other => bail!("line {lineno}: unknown instruction {other} (use FROM, RUN, ENV, WORKDIR, COPY, USER)"),
+        }
+    }
+    Ok((parent, steps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_build_files() {
+        let text = "# comment\nFROM base\nRUN apt-get update && apt-get install -y jq\nENV A=1\nENV B two words\nWORKDIR /srv\nUSER user\nCOPY app.py /srv/app.py\n";
+        let (parent, steps) = parse_build_file(text, Path::new("/ctx")).unwrap();
+        assert_eq!(parent.as_deref(), Some("base"));
+        assert_eq!(steps.len(), 6);
+        assert_eq!(steps[2], BuildStep::Env { key: "B".into(), value: "two words".into() });
+        assert_eq!(steps[5], BuildStep::Copy { src: "/ctx/app.py".into(), dest: "/srv/app.py".into() });
+    }
+
+    #[test]
+    fn rejects_bad_build_files() {
+        assert!(parse_build_file("RUN\n", Path::new(".")).is_err());
+        assert!(parse_build_file("FETCH x\n", Path::new(".")).is_err());
+        assert!(parse_build_file("RUN true\nFROM base\n", Path::new(".")).is_err());
+        assert!(parse_build_file("COPY onlyone\n", Path::new(".")).is_err());
+    }
+}
