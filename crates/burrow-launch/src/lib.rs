@@ -1,6 +1,14 @@
-//! The launcher's contract with the daemon: the [`LaunchSpec`] it reads on stdin and the
-//! [`LaunchReport`] line it writes on stdout.
+//! The sandbox launcher: the daemon execs `burrow-launch` for every sandbox, writes a
+//! [`LaunchSpec`] as JSON on its stdin and reads one [`LaunchReport`] line from its stdout.
+//! The launcher is synchronous and single-threaded on purpose: it forks.
 
+pub mod caps;
+pub mod launch;
+mod overlay;
+mod sandbox_fs;
+pub mod seccomp;
 pub mod spec;
+mod sys;
 
 pub use spec::{LaunchReport, LaunchSpec};
+pub use sys::LaunchError;

@@ -32,15 +32,167 @@ pub struct LaunchSpec {
     pub nameservers: Vec<String>,
     /// Size of the /dev/shm and /tmp-like tmpfs mounts, in MiB.
     pub shm_mb: u64,
+    /// Host file that receives the agent's stdout and stderr (created/appended by the launcher,
+    /// outside the sandbox). `None` sends them to /dev/null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_log: Option<PathBuf>,
+    /// How long to wait for the agent's readiness byte, in milliseconds (default 10 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_timeout_ms: Option<u64>,
+}
+
+/// Largest uid_base the 32-bit id space allows for a 65536-id range.
+const MAX_UID_BASE: u32 = u32::MAX - 0x1_0000;
+
+impl LaunchSpec {
+    /// Checks everything the launcher relies on before it touches the system, so bad input is
+    /// refused with a message instead of half-building a sandbox.
+    pub fn validate(&self) -> Result<(), String> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 63
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !self.id.starts_with('-');
+        if !id_ok {
+            return Err(format!(
+                "invalid sandbox id {:?}: expected 1-63 chars of [a-z0-9-], not starting with '-'",
+                self.id
+            ));
+        }
+        if self.layers.is_empty() {
+            return Err("no template layers given".into());
+        }
+        let mut paths: Vec<(&str, &PathBuf)> = vec![
+            ("upper_dir", &self.upper_dir),
+            ("work_dir", &self.work_dir),
+            ("rootfs_dir", &self.rootfs_dir),
+            ("netns_path", &self.netns_path),
+            ("agent_path", &self.agent_path),
+        ];
+        paths.extend(self.layers.iter().map(|l| ("layer", l)));
+        paths.extend(self.cgroup_procs.iter().map(|c| ("cgroup_procs", c)));
+        if let Some(log) = &self.agent_log {
+            paths.push(("agent_log", log));
+        }
+        for (what, path) in paths {
+            let text = path
+                .to_str()
+                .ok_or_else(|| format!("{what} {path:?} is not UTF-8"))?;
+            if !path.is_absolute() {
+                return Err(format!("{what} {path:?} must be an absolute path"));
+            }
+            // Overlay mount options are comma/colon separated: these would be misparsed.
+            if text.contains([',', ':', '\\', '\n'])
+                || text.contains("/../")
+                || text.ends_with("/..")
+            {
+                return Err(format!(
+                    "{what} {path:?} contains a character or component burrow does not accept"
+                ));
+            }
+        }
+        if self.uid_base == 0
+            || self.uid_base > MAX_UID_BASE
+            || !self.uid_base.is_multiple_of(0x1_0000)
+        {
+            return Err(format!(
+                "uid_base {:#x} must be a non-zero multiple of 0x10000 below {MAX_UID_BASE:#x}",
+                self.uid_base
+            ));
+        }
+        for ns in &self.nameservers {
+            if ns.parse::<std::net::IpAddr>().is_err() {
+                return Err(format!("nameserver {ns:?} is not an IP address"));
+            }
+        }
+        for (key, value) in &self.agent_env {
+            if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
+                return Err(format!(
+                    "agent_env entry {key:?} is not a valid environment variable"
+                ));
+            }
+        }
+        if self.shm_mb == 0 {
+            return Err("shm_mb must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// The one JSON line the launcher writes on stdout.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LaunchReport {
     pub ok: bool,
-    /// Host pid of the sandbox's init (pid 1 inside).
+    /// Host pid of the sandbox's init (pid 1 inside). On failure: the init that was started
+    /// and killed, if any (the caller, as subreaper, should reap it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Duration of each launch phase in microseconds, in order (for the daemon's timing logs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases_us: Vec<(String, u64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> LaunchSpec {
+        LaunchSpec {
+            id: "abc1".into(),
+            layers: vec!["/t/l0".into()],
+            upper_dir: "/d/upper".into(),
+            work_dir: "/d/work".into(),
+            rootfs_dir: "/d/rootfs".into(),
+            uid_base: 0x1001_0000,
+            netns_path: "/run/netns/burrow-0".into(),
+            cgroup_procs: vec!["/sys/fs/cgroup/pids/burrow/abc1/cgroup.procs".into()],
+            agent_path: "/usr/bin/agent".into(),
+            agent_env: BTreeMap::new(),
+            nameservers: vec!["10.0.0.53".into()],
+            shm_mb: 64,
+            agent_log: None,
+            ready_timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn accepts_a_valid_spec() {
+        valid().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_input_with_the_field_named() {
+        type Mutation = fn(&mut LaunchSpec);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|s| s.id = "Bad_Id".into(), "sandbox id"),
+            (|s| s.id = String::new(), "sandbox id"),
+            (|s| s.layers.clear(), "no template layers"),
+            (|s| s.layers = vec!["relative/dir".into()], "absolute"),
+            (|s| s.upper_dir = "/d/up,per".into(), "upper_dir"),
+            (|s| s.work_dir = "/d/../etc".into(), "work_dir"),
+            (|s| s.uid_base = 0, "uid_base"),
+            (|s| s.uid_base = 0x1001_0001, "uid_base"),
+            (|s| s.nameservers = vec!["dns.example".into()], "nameserver"),
+            (|s| s.shm_mb = 0, "shm_mb"),
+            (
+                |s| {
+                    s.agent_env.insert("A=B".into(), "x".into());
+                },
+                "agent_env",
+            ),
+        ];
+        for (mutate, expected) in cases {
+            let mut spec = valid();
+            mutate(&mut spec);
+            let err = spec.validate().unwrap_err();
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+    }
 }

@@ -17,4 +17,16 @@ pub enum RuntimeError {
     NotFound(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The caller asked for something invalid (bad id, limits out of range, duplicate id).
+    #[error("invalid sandbox request: {0}")]
+    Invalid(String),
+    /// A host command (ip, nft, mkfs.btrfs, mount, btrfs) failed.
+    #[error("{0}")]
+    Command(String),
+}
+
+/// Builds a `map_err` closure that wraps an `io::Error` with what was being done.
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let context = context.into();
+    move |source| RuntimeError::Io { context, source }
 }

@@ -2,7 +2,14 @@
 //! and destroy sandboxes. The daemon never forks: each sandbox is built by an exec'd
 //! `burrow-launch` process (see the `burrow-launch` crate for the contract).
 
+mod cgroup;
 mod error;
+mod host;
+mod instance;
+mod net;
+mod quota;
+mod runtime;
+mod state;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,6 +23,9 @@ pub use error::RuntimeError;
 pub const AGENT_PORT: u16 = 49983;
 
 /// How the runtime is set up. Built by the server from its configuration.
+///
+/// The size of the sparse btrfs image `<data_dir>/sandboxes.img` backing `<data_dir>/sandboxes`
+/// (created only when that dir is not on btrfs) comes from `BURROW_SANDBOXES_IMAGE_GB` (default 64).
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Root of burrow's data dir; the runtime uses `<data_dir>/sandboxes/<id>/`.
@@ -92,51 +102,67 @@ pub struct ReconcileReport {
     pub orphans_removed: Vec<String>,
 }
 
-/// The runtime. Cheap to share behind an `Arc`.
-pub struct Runtime {
-    config: RuntimeConfig,
+pub use runtime::Runtime;
+
+/// Validates a sandbox id: 1-63 chars of `[a-z0-9-]`, not starting with `-`.
+pub fn validate_id(id: &str) -> Result<(), RuntimeError> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RuntimeError::Invalid(format!(
+            "sandbox id {id:?} must be 1-63 characters of a-z, 0-9 and '-', not starting with '-'"
+        )))
+    }
 }
 
-impl Runtime {
-    /// Prepares the host (cgroup roots, nftables table, network slot pool) and returns the runtime.
-    pub async fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
-        Ok(Self { config })
-    }
-
-    pub fn config(&self) -> &RuntimeConfig {
-        &self.config
-    }
-
-    /// Creates a sandbox and returns once its agent is listening.
-    pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle, RuntimeError> {
-        let _ = spec;
-        Err(RuntimeError::Unsupported("create is not implemented yet".into()))
-    }
-
-    /// Kills every process of the sandbox and releases everything it held (cgroups, network slot,
-    /// upper dir, runtime state). Idempotent: destroying an unknown id is not an error.
-    pub async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
-        let _ = id;
+impl SandboxSpec {
+    /// Checks limits and paths; the error says which value is wrong and what is allowed.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        validate_id(&self.id)?;
+        let bad = |msg: String| Err(RuntimeError::Invalid(msg));
+        if !(self.cpus.is_finite() && self.cpus >= 0.01 && self.cpus <= 256.0) {
+            return bad(format!("cpus = {} must be between 0.01 and 256", self.cpus));
+        }
+        if !(16..=1 << 20).contains(&self.memory_mb) {
+            return bad(format!(
+                "memory_mb = {} must be between 16 and 1048576",
+                self.memory_mb
+            ));
+        }
+        if !(1..=1 << 24).contains(&self.disk_mb) {
+            return bad(format!(
+                "disk_mb = {} must be between 1 and 16777216",
+                self.disk_mb
+            ));
+        }
+        if !(8..=1 << 22).contains(&self.pids_max) {
+            return bad(format!(
+                "pids_max = {} must be between 8 and 4194304",
+                self.pids_max
+            ));
+        }
+        if self.layers.is_empty() {
+            return bad("the template has no layers".into());
+        }
+        for layer in &self.layers {
+            if !layer.is_absolute() || !layer.is_dir() {
+                return bad(format!(
+                    "template layer {layer:?} is not an existing absolute directory"
+                ));
+            }
+        }
+        if self.default_user.is_empty() || self.default_user.contains(['\0', '/']) {
+            return bad(format!(
+                "default_user {:?} is not a valid user name",
+                self.default_user
+            ));
+        }
         Ok(())
-    }
-
-    /// True if the sandbox's init is still alive.
-    pub fn is_alive(&self, handle: &SandboxHandle) -> bool {
-        let _ = handle;
-        false
-    }
-
-    /// Reads current usage from the sandbox's cgroups and upper dir.
-    pub async fn usage(&self, handle: &SandboxHandle) -> Result<SandboxUsage, RuntimeError> {
-        let _ = handle;
-        Ok(SandboxUsage::default())
-    }
-
-    /// After a daemon start: adopts sandboxes in `known` whose processes still run, releases the
-    /// resources of those that died, and removes anything burrow left behind that `known` does not
-    /// name.
-    pub async fn reconcile(&self, known: &[String]) -> Result<ReconcileReport, RuntimeError> {
-        let _ = known;
-        Ok(ReconcileReport::default())
     }
 }

@@ -1,0 +1,136 @@
+//! The sandbox's own mounts, made by its init (pid 1, root of the sandbox's user namespace)
+//! on top of the overlay root, followed by pivot_root.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, symlink};
+use std::path::Path;
+
+use crate::sys::{self, LaunchError, Result, check, cstr};
+
+/// Host device nodes bind-mounted into the sandbox's /dev (all world-usable, nothing host-specific).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Mounts /proc, /dev (+pts, shm), /sys on `root`, then makes `root` the process's `/`.
+pub fn setup_and_pivot(root: &Path, shm_mb: u64) -> Result<()> {
+    // Our mount namespace is a copy: nothing we do below may propagate anywhere.
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    // Mounts copied into a namespace of a less privileged user namespace are locked, and
+    // pivot_root refuses a locked new root: a recursive self-bind gives us an unlocked one.
+    let root_str = root
+        .to_str()
+        .ok_or_else(|| LaunchError(format!("{root:?} is not UTF-8")))?;
+    sys::mount(
+        Some(root_str),
+        root,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )?;
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+    let proc_dir = ensure_dir(root, "proc")?;
+    sys::mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        nosuid_nodev_noexec,
+        None,
+    )?;
+
+    let dev = ensure_dir(root, "dev")?;
+    sys::mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=755,size=64k"),
+    )?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        fs::File::create(&target).map_err(|e| LaunchError(format!("create {target:?}: {e}")))?;
+        sys::bind_mount(&Path::new("/dev").join(name), &target, false)?;
+    }
+    let pts = ensure_dir(root, "dev/pts")?;
+    sys::mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    let shm = ensure_dir(root, "dev/shm")?;
+    sys::mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        nosuid_nodev_noexec,
+        Some(&format!("mode=1777,size={shm_mb}m")),
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(link))
+            .map_err(|e| LaunchError(format!("symlink /dev/{link}: {e}")))?;
+    }
+
+    // /sys: an empty read-only tmpfs. A real sysfs would need the netns's owner (host) and
+    // would expose host hardware; nothing a sandbox runs needs it.
+    let sys_dir = ensure_dir(root, "sys")?;
+    sys::mount(
+        Some("sysfs"),
+        &sys_dir,
+        Some("tmpfs"),
+        nosuid_nodev_noexec | libc::MS_RDONLY,
+        Some("mode=555,size=4k"),
+    )?;
+
+    pivot(root)
+}
+
+fn ensure_dir(root: &Path, rel: &str) -> Result<std::path::PathBuf> {
+    let path = root.join(rel);
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(LaunchError(format!(
+            "/{rel} in the template is not a directory"
+        ))),
+        Err(_) => {
+            fs::DirBuilder::new()
+                .mode(0o755)
+                .create(&path)
+                .map_err(|e| LaunchError(format!("mkdir /{rel}: {e}")))?;
+            Ok(path)
+        }
+    }
+}
+
+fn pivot(root: &Path) -> Result<()> {
+    let c = cstr(root)?;
+    // SAFETY: `c` is a valid C string.
+    check(unsafe { libc::chdir(c.as_ptr()) } as _, || {
+        format!("chdir {root:?}")
+    })?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; detaching "." then
+    // removes it without needing a directory for it inside the sandbox.
+    // SAFETY: both arguments are valid C strings.
+    let r = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) };
+    check(r, || "pivot_root".into())?;
+    // SAFETY: valid C string.
+    let r = unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) };
+    check(r as _, || "detach old root".into())?;
+    // SAFETY: valid C string.
+    check(unsafe { libc::chdir(c"/".as_ptr()) } as _, || {
+        "chdir /".into()
+    })?;
+    Ok(())
+}

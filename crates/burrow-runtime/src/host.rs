@@ -1,0 +1,69 @@
+//! Small helpers for host facts and host commands (blocking; call from spawn_blocking or at start).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::error::RuntimeError;
+
+/// Runs `program args`, feeding `stdin` if given; a non-zero exit becomes an error with stderr.
+pub fn run_command(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), RuntimeError> {
+    let describe = || format!("{program} {}", args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| RuntimeError::Command(format!("{}: cannot run {program}: {e}", describe())))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| RuntimeError::Command(format!("{}: write stdin: {e}", describe())))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| RuntimeError::Command(format!("{}: {e}", describe())))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(RuntimeError::Command(format!(
+            "{} failed ({}): {}",
+            describe(),
+            out.status,
+            stderr.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// IPv4 nameservers of the host (`/etc/resolv.conf`), skipping loopback ones, which a sandbox
+/// cannot reach.
+pub fn host_nameservers() -> Vec<std::net::Ipv4Addr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ns| ns.trim().parse::<std::net::Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .collect()
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/pid/stat).
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// True if `pid` is alive (not a zombie) and started at `start_time`.
+pub fn process_matches(pid: i32, start_time: u64) -> bool {
+    if pid <= 0 || process_start_time(pid) != Some(start_time) {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
+    !matches!(state, Some("Z" | "X") | None)
+}

@@ -1,0 +1,237 @@
+//! Sandbox networking: one network namespace per slot (`/run/netns/burrow-<k>`) with a veth
+//! pair (`bw<k>` on the host, `eth0` inside) on the k-th /30 of 10.200.0.0/16, plus the
+//! `inet burrow` nftables table (NAT out, isolation in).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use crate::error::RuntimeError;
+use crate::host::run_command;
+use crate::instance::Naming;
+
+/// Number of /30 slots in an instance's /16.
+pub const MAX_SLOTS: u32 = 16_384;
+
+/// Addresses and names of slot `k` of an instance (see [`crate::instance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub naming: Naming,
+    pub k: u32,
+}
+
+impl Slot {
+    pub fn new(naming: Naming, k: u32) -> Self {
+        Self { naming, k }
+    }
+    fn net_base(self) -> u32 {
+        u32::from_be_bytes([10, self.naming.subnet_octet(), 0, 0])
+    }
+    pub fn host_ip(self) -> Ipv4Addr {
+        Ipv4Addr::from(self.net_base() + 4 * self.k + 1)
+    }
+    pub fn sandbox_ip(self) -> Ipv4Addr {
+        Ipv4Addr::from(self.net_base() + 4 * self.k + 2)
+    }
+    pub fn netns_name(self) -> String {
+        format!("{}{}", self.naming.netns_prefix(), self.k)
+    }
+    pub fn netns_path(self) -> PathBuf {
+        PathBuf::from("/run/netns").join(self.netns_name())
+    }
+    pub fn host_veth(self) -> String {
+        self.naming.veth(self.k)
+    }
+    /// Slot from a netns name `<prefix><k>` of this instance.
+    pub fn from_netns_name(naming: Naming, name: &str) -> Option<Self> {
+        let k: u32 = name.strip_prefix(&naming.netns_prefix())?.parse().ok()?;
+        (k < MAX_SLOTS).then_some(Self::new(naming, k))
+    }
+}
+
+/// Builds the namespaces, veths, addresses and routes of `slots` (blocking, 2 `ip` runs + 1 per slot).
+pub fn create_slots(slots: &[Slot]) -> Result<(), RuntimeError> {
+    if slots.is_empty() {
+        return Ok(());
+    }
+    run_command("ip", &["-batch", "-"], Some(&host_commands(slots)))?;
+    for s in slots {
+        if let Err(first) = configure_inside(*s) {
+            // Seen once right after mass deletion of namespaces: rebuild this slot and retry.
+            tracing::warn!(slot = s.k, error = %first, "network slot set-up failed; rebuilding it");
+            delete_slot(*s)?;
+            run_command("ip", &["-batch", "-"], Some(&host_commands(&[*s])))?;
+            configure_inside(*s)?;
+        }
+    }
+    Ok(())
+}
+
+fn host_commands(slots: &[Slot]) -> String {
+    let mut host = String::new();
+    for s in slots {
+        let (name, veth) = (s.netns_name(), s.host_veth());
+        host += &format!("netns add {name}\n");
+        host += &format!("link add {veth} type veth peer name eth0 netns {name}\n");
+        host += &format!("addr add {}/30 dev {veth}\n", s.host_ip());
+        host += &format!("link set {veth} up\n");
+    }
+    host
+}
+
+fn configure_inside(s: Slot) -> Result<(), RuntimeError> {
+    let inside = format!(
+        "link set lo up\naddr add {}/30 dev eth0\nlink set eth0 up\nroute add default via {}\n",
+        s.sandbox_ip(),
+        s.host_ip()
+    );
+    run_command("ip", &["-n", &s.netns_name(), "-batch", "-"], Some(&inside))
+}
+
+/// Deletes slot `s`'s namespace (its veth pair goes with it). Missing is fine.
+pub fn delete_slot(s: Slot) -> Result<(), RuntimeError> {
+    // Deleting the host end removes the pair at once; a dropped netns is torn down
+    // asynchronously and would leave `bw<k>` around for a moment.
+    if std::path::Path::new("/sys/class/net")
+        .join(s.host_veth())
+        .exists()
+    {
+        run_command("ip", &["link", "del", &s.host_veth()], None)?;
+    }
+    if !s.netns_path().exists() {
+        return Ok(());
+    }
+    run_command("ip", &["netns", "del", &s.netns_name()], None)
+}
+
+/// Slots of this instance whose namespace currently exists.
+pub fn existing_slots(naming: Naming) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| Slot::from_netns_name(naming, &e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    slots.sort_by_key(|s| s.k);
+    slots
+}
+
+/// Ranges a sandbox may never reach (besides the nameservers): private, shared, link-local
+/// (cloud metadata), loopback, multicast, reserved.
+const BLOCKED: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+/// The instance's `inet burrow<n>` ruleset. `host_subnets` are the host's own directly connected
+/// IPv4 networks (blocked too: a sandbox has no business on the host's LAN).
+pub fn ruleset(naming: Naming, nameservers: &[Ipv4Addr], host_subnets: &[String]) -> String {
+    let mut blocked: Vec<String> = BLOCKED.iter().map(|s| s.to_string()).collect();
+    blocked.extend(host_subnets.iter().cloned());
+    let dns = if nameservers.is_empty() {
+        String::new()
+    } else {
+        let list = nameservers
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("elements = {{ {list} }}")
+    };
+    format!(
+        r#"table inet {table}
+delete table inet {table}
+table inet {table} {{
+    set dns {{ type ipv4_addr; {dns} }}
+    set blocked {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {blocked} }} }}
+    chain forward {{
+        type filter hook forward priority filter - 10; policy accept;
+        oifname "bw*" ct state established,related accept
+        oifname "bw*" drop
+        iifname "bw*" ct state established,related accept
+        iifname "bw*" meta nfproto ipv6 drop
+        iifname "bw*" ip daddr @dns udp dport 53 accept
+        iifname "bw*" ip daddr @dns tcp dport 53 accept
+        iifname "bw*" ip daddr @blocked drop
+    }}
+    chain input {{
+        type filter hook input priority filter - 10; policy accept;
+        iifname "bw*" ct state established,related accept
+        iifname "bw*" ip daddr @dns udp dport 53 accept
+        iifname "bw*" ip daddr @dns tcp dport 53 accept
+        iifname "bw*" drop
+    }}
+    chain postrouting {{
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr 10.{octet}.0.0/16 oifname != "bw*" masquerade
+    }}
+}}
+"#,
+        blocked = blocked.join(", "),
+        table = naming.nft_table(),
+        octet = naming.subnet_octet(),
+    )
+}
+
+/// Installs (atomically replaces) the instance's nftables table and enables forwarding.
+pub fn install_firewall(naming: Naming, nameservers: &[Ipv4Addr]) -> Result<(), RuntimeError> {
+    let rules = ruleset(naming, nameservers, &host_subnets());
+    run_command("nft", &["-f", "-"], Some(&rules))?;
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| RuntimeError::Command(format!("enable net.ipv4.ip_forward: {e}")))
+}
+
+/// The host's directly connected IPv4 networks (excluding loopback and burrow's veths).
+fn host_subnets() -> Vec<String> {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-4", "-o", "route", "show", "scope", "link"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains(" dev bw") && !l.contains(" dev lo"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|net| net.contains('/'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_addresses_follow_the_contract() {
+        let n0 = Naming(0);
+        assert_eq!(Slot::new(n0, 0).host_ip(), Ipv4Addr::new(10, 200, 0, 1));
+        assert_eq!(Slot::new(n0, 0).sandbox_ip(), Ipv4Addr::new(10, 200, 0, 2));
+        assert_eq!(Slot::new(n0, 64).sandbox_ip(), Ipv4Addr::new(10, 200, 1, 2));
+        assert_eq!(
+            Slot::new(n0, MAX_SLOTS - 1).host_ip(),
+            Ipv4Addr::new(10, 200, 255, 253)
+        );
+        assert_eq!(
+            Slot::from_netns_name(n0, "burrow-12"),
+            Some(Slot::new(n0, 12))
+        );
+        assert_eq!(Slot::from_netns_name(n0, "burrow-x"), None);
+        assert_eq!(Slot::from_netns_name(n0, "burrow-99999"), None);
+        assert_eq!(Slot::from_netns_name(n0, "burrow3-1"), None);
+        let n3 = Naming(3);
+        assert_eq!(
+            Slot::from_netns_name(n3, "burrow3-1"),
+            Some(Slot::new(n3, 1))
+        );
+        assert_eq!(Slot::new(n3, 1).sandbox_ip(), Ipv4Addr::new(10, 203, 0, 6));
+        assert_eq!(Slot::new(n3, 1).host_veth(), "bw3x1");
+    }
+}

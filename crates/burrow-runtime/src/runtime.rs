@@ -1,0 +1,816 @@
+//! The [`Runtime`]: allocation of uid ranges and network slots, create/destroy/reconcile.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{DirBuilderExt, chown};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use burrow_launch::{LaunchReport, LaunchSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::cgroup::{Cgroups, Limits};
+use crate::error::{RuntimeError, io_err};
+use crate::host::{host_nameservers, process_matches, process_start_time};
+use crate::instance::{Instance, Naming};
+use crate::net::{self, MAX_SLOTS, Slot};
+use crate::quota::{self, QuotaFs};
+use crate::state;
+use crate::{
+    AGENT_PORT, ReconcileReport, RuntimeConfig, SandboxHandle, SandboxSpec, SandboxUsage,
+    validate_id,
+};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const DEFAULT_IMAGE_GB: u64 = 64;
+/// How long the agent may take to signal readiness.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the agent may take to accept TCP after signalling readiness.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who holds what. Guarded by one std mutex, never held across an await.
+#[derive(Default)]
+struct Allocations {
+    /// uid-range indexes in use (by live, creating, or not-yet-reconciled sandboxes).
+    indexes: BTreeSet<u32>,
+    /// Slots held by sandboxes.
+    slots_in_use: BTreeSet<u32>,
+    /// Slots whose netns is built and free.
+    ready: VecDeque<u32>,
+    /// Slots being built by the pool filler.
+    building: BTreeSet<u32>,
+    /// Live sandboxes this runtime created or adopted.
+    sandboxes: HashMap<String, SandboxHandle>,
+    /// Ids being created or destroyed right now.
+    busy: BTreeSet<String>,
+}
+
+impl Allocations {
+    fn free_slot_numbers(&self, n: usize) -> Vec<u32> {
+        (0..MAX_SLOTS)
+            .filter(|k| {
+                !self.slots_in_use.contains(k)
+                    && !self.building.contains(k)
+                    && !self.ready.contains(k)
+            })
+            .take(n)
+            .collect()
+    }
+}
+
+struct Shared {
+    config: RuntimeConfig,
+    sandboxes_dir: PathBuf,
+    cgroup_root: PathBuf,
+    /// This runtime's claim on its host-global names (netns, veths, subnet, cgroups, uids);
+    /// held, never read, for as long as the runtime lives.
+    _instance: Instance,
+    naming: Naming,
+    quota: QuotaFs,
+    nameservers: Vec<Ipv4Addr>,
+    alloc: Mutex<Allocations>,
+    refill: Arc<Notify>,
+}
+
+/// The runtime. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl Runtime {
+    /// Prepares the host (quota filesystem, cgroup roots, nftables table, network slot pool)
+    /// and returns the runtime. Needs root.
+    pub async fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(RuntimeError::Unsupported(
+                "the linux runtime must run as root".into(),
+            ));
+        }
+        for (what, path) in [
+            ("launcher", &config.launcher_path),
+            ("agent", &config.agent_path),
+        ] {
+            if !path.is_absolute() || !path.is_file() {
+                return Err(RuntimeError::Unsupported(format!(
+                    "{what} binary {path:?} is not an existing absolute path"
+                )));
+            }
+        }
+        // Sandbox inits outlive their launcher; as subreaper the daemon inherits them and can
+        // reap them at destroy (a zombie init keeps its cgroups busy until someone reaps it).
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let image_gb = match std::env::var("BURROW_SANDBOXES_IMAGE_GB") {
+            Ok(v) => v.parse().ok().filter(|gb| *gb >= 1).ok_or_else(|| {
+                RuntimeError::Unsupported(format!(
+                    "BURROW_SANDBOXES_IMAGE_GB={v:?} is not a whole number of GiB >= 1"
+                ))
+            })?,
+            Err(_) => DEFAULT_IMAGE_GB,
+        };
+        let shared = tokio::task::spawn_blocking(move || prepare_host(config, image_gb))
+            .await
+            .map_err(|e| RuntimeError::Launch(format!("host preparation panicked: {e}")))??;
+        let shared = Arc::new(shared);
+        tokio::spawn(fill_pool_forever(Arc::downgrade(&shared)));
+        shared.refill.notify_one();
+        Ok(Self { shared })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.shared.config
+    }
+
+    /// Creates a sandbox and returns once its agent is listening.
+    pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxHandle, RuntimeError> {
+        spec.validate()?;
+        let started = Instant::now();
+        let (index, slot) = self.reserve(&spec.id).await?;
+        let reserved = started.elapsed();
+        let result = self.build(&spec, index, slot).await;
+        let outcome = match result {
+            Ok(handle) => {
+                let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+                alloc.sandboxes.insert(spec.id.clone(), handle.clone());
+                alloc.busy.remove(&spec.id);
+                tracing::info!(id = %spec.id, total_ms = started.elapsed().as_secs_f64() * 1e3,
+                    reserve_ms = reserved.as_secs_f64() * 1e3, "sandbox created");
+                Ok(handle)
+            }
+            Err(e) => {
+                tracing::warn!(id = %spec.id, error = %e, "sandbox create failed; cleaning up");
+                let shared = self.shared.clone();
+                let id = spec.id.clone();
+                let cleanup = tokio::task::spawn_blocking(move || {
+                    teardown(&shared, &id, Some((index, slot)))
+                })
+                .await;
+                if let Ok(Err(ce)) = cleanup {
+                    tracing::error!(id = %spec.id, error = %ce, "cleanup after failed create failed");
+                }
+                Err(e)
+            }
+        };
+        self.shared.refill.notify_one();
+        outcome
+    }
+
+    /// Kills every process of the sandbox and releases everything it held (cgroups, network slot,
+    /// upper dir, runtime state). Idempotent: destroying an unknown id is not an error.
+    pub async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
+        validate_id(id)?;
+        {
+            let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            if !alloc.busy.insert(id.to_owned()) {
+                return Err(RuntimeError::Invalid(format!(
+                    "sandbox {id} is being created or destroyed right now"
+                )));
+            }
+        }
+        let shared = self.shared.clone();
+        let owned = id.to_owned();
+        let result = tokio::task::spawn_blocking(move || teardown(&shared, &owned, None))
+            .await
+            .map_err(|e| RuntimeError::Launch(format!("destroy panicked: {e}")))?;
+        self.shared.refill.notify_one();
+        result
+    }
+
+    /// True if the sandbox's init is still alive.
+    pub fn is_alive(&self, handle: &SandboxHandle) -> bool {
+        process_matches(handle.init_pid, handle.init_start_time)
+    }
+
+    /// Reads current usage from the sandbox's cgroups and upper dir.
+    pub async fn usage(&self, handle: &SandboxHandle) -> Result<SandboxUsage, RuntimeError> {
+        let cg = self.shared.cgroups(&handle.id);
+        if !cg.exists() {
+            return Err(RuntimeError::NotFound(handle.id.clone()));
+        }
+        let dir = self.sandbox_dir(&handle.id);
+        let disk_bytes = tokio::task::spawn_blocking(move || quota::usage(&dir))
+            .await
+            .map_err(|e| RuntimeError::Launch(format!("usage panicked: {e}")))??;
+        Ok(SandboxUsage {
+            cpu_seconds: cg.cpu_seconds(),
+            memory_bytes: cg.memory_bytes(),
+            memory_limit_bytes: cg.memory_limit_bytes(),
+            disk_bytes,
+            pids: cg.pids_current(),
+        })
+    }
+
+    /// After a daemon start: adopts sandboxes in `known` whose processes still run, releases the
+    /// resources of those that died, and removes anything burrow left behind that `known` does not
+    /// name.
+    pub async fn reconcile(&self, known: &[String]) -> Result<ReconcileReport, RuntimeError> {
+        let shared = self.shared.clone();
+        let known: BTreeSet<String> = known.iter().cloned().collect();
+        let report = tokio::task::spawn_blocking(move || reconcile_blocking(&shared, &known))
+            .await
+            .map_err(|e| RuntimeError::Launch(format!("reconcile panicked: {e}")))??;
+        self.shared.refill.notify_one();
+        Ok(report)
+    }
+
+    /// Number of network slots built and waiting for a sandbox.
+    pub fn ready_slots(&self) -> usize {
+        self.shared
+            .alloc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ready
+            .len()
+    }
+
+    /// The cgroup v1 directory of sandbox `id` for `controller` (e.g. `freezer`).
+    pub fn cgroup_dir(&self, controller: &str, id: &str) -> PathBuf {
+        self.shared
+            .cgroup_root
+            .join(controller)
+            .join(self.shared.naming.cgroup_parent())
+            .join(id)
+    }
+
+    /// Directory of sandbox `id` (`<data_dir>/sandboxes/<id>`).
+    pub fn sandbox_dir(&self, id: &str) -> PathBuf {
+        self.shared.sandboxes_dir.join(id)
+    }
+
+    /// Picks a uid range and a network slot for `id` (building a slot now if the pool is empty).
+    async fn reserve(&self, id: &str) -> Result<(u32, Slot), RuntimeError> {
+        let sandbox_dir = self.sandbox_dir(id);
+        let (index, slot) = {
+            let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            if alloc.sandboxes.contains_key(id) || alloc.busy.contains(id) || sandbox_dir.exists() {
+                return Err(RuntimeError::Invalid(format!(
+                    "sandbox {id} already exists"
+                )));
+            }
+            let index = self
+                .shared
+                .naming
+                .uid_indexes()
+                .find(|i| !alloc.indexes.contains(i))
+                .ok_or(RuntimeError::Exhausted)?;
+            let slot = match alloc.ready.pop_front() {
+                Some(k) => Some(k),
+                None => alloc.free_slot_numbers(1).first().copied(),
+            };
+            let Some(slot) = slot else {
+                return Err(RuntimeError::Exhausted);
+            };
+            alloc.indexes.insert(index);
+            alloc.slots_in_use.insert(slot);
+            alloc.busy.insert(id.to_owned());
+            (index, Slot::new(self.shared.naming, slot))
+        };
+        if !slot.netns_path().exists() {
+            tracing::debug!(
+                slot = slot.k,
+                "network pool empty: building a slot on the create path"
+            );
+            let built = tokio::task::spawn_blocking(move || net::create_slots(&[slot])).await;
+            let built = built
+                .map_err(|e| RuntimeError::Launch(format!("slot build panicked: {e}")))
+                .and_then(|r| r);
+            if let Err(e) = built {
+                let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+                alloc.indexes.remove(&index);
+                alloc.slots_in_use.remove(&slot.k);
+                alloc.busy.remove(id);
+                let _ = net::delete_slot(slot);
+                return Err(e);
+            }
+        }
+        Ok((index, slot))
+    }
+
+    async fn build(
+        &self,
+        spec: &SandboxSpec,
+        index: u32,
+        slot: Slot,
+    ) -> Result<SandboxHandle, RuntimeError> {
+        let t = Instant::now();
+        let shared = self.shared.clone();
+        let owned = spec.clone();
+        let launch_spec =
+            tokio::task::spawn_blocking(move || prepare_sandbox(&shared, &owned, index, slot))
+                .await
+                .map_err(|e| RuntimeError::Launch(format!("prepare panicked: {e}")))??;
+        let prepared = t.elapsed();
+        let report = run_launcher(&self.shared.config.launcher_path, &launch_spec).await?;
+        let launched = t.elapsed();
+        let init_pid = report
+            .init_pid
+            .ok_or_else(|| RuntimeError::Launch("report without init_pid".into()))?;
+        let addr = std::net::SocketAddr::from((slot.sandbox_ip(), AGENT_PORT));
+        wait_for_tcp(addr).await?;
+        let connected = t.elapsed();
+        let init_start_time = process_start_time(init_pid).ok_or_else(|| {
+            RuntimeError::Launch(format!(
+                "sandbox init (pid {init_pid}) died right after start"
+            ))
+        })?;
+        let handle = SandboxHandle {
+            id: spec.id.clone(),
+            slot: slot.k,
+            uid_base: state::uid_base(index),
+            ip: slot.sandbox_ip(),
+            init_pid,
+            init_start_time,
+        };
+        state::save(&self.sandbox_dir(&spec.id), &handle)?;
+        let phases: Vec<String> = report
+            .phases_us
+            .iter()
+            .map(|(n, us)| format!("{n}={:.2}", *us as f64 / 1e3))
+            .collect();
+        tracing::debug!(id = %spec.id,
+            prepare_ms = prepared.as_secs_f64() * 1e3,
+            launch_ms = (launched - prepared).as_secs_f64() * 1e3,
+            connect_ms = (connected - launched).as_secs_f64() * 1e3,
+            launcher_phases_ms = %phases.join(" "),
+            "sandbox create phases");
+        Ok(handle)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Wake the pool filler so it notices the runtime is gone and exits.
+        self.shared.refill.notify_one();
+    }
+}
+
+/// Blocking host preparation for [`Runtime::new`].
+fn prepare_host(config: RuntimeConfig, image_gb: u64) -> Result<Shared, RuntimeError> {
+    let sandboxes_dir = config.data_dir.join("sandboxes");
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io_err(format!("create {:?}", config.data_dir)))?;
+    let quota = QuotaFs::ensure(
+        &sandboxes_dir,
+        &config.data_dir.join("sandboxes.img"),
+        image_gb,
+    )?;
+    // Only root needs in: sandbox inits reach their root through an fd, never by this path.
+    set_mode(&sandboxes_dir, 0o700)?;
+    let instance = Instance::claim(&config.data_dir)?;
+    let naming = instance.naming();
+    tracing::info!(instance = naming.0, "runtime instance claimed");
+    let cgroup_root = PathBuf::from(CGROUP_ROOT);
+    Cgroups::ensure_parents(&cgroup_root, &naming.cgroup_parent())?;
+    let nameservers = host_nameservers();
+    if nameservers.is_empty() {
+        tracing::warn!(
+            "no non-loopback IPv4 nameserver in /etc/resolv.conf: sandboxes will have no DNS"
+        );
+    }
+    net::install_firewall(naming, &nameservers)?;
+
+    // Everything a previous daemon left on disk stays reserved until reconcile decides.
+    let mut alloc = Allocations::default();
+    for entry in std::fs::read_dir(&sandboxes_dir)
+        .map_err(io_err(format!("read {sandboxes_dir:?}")))?
+        .flatten()
+    {
+        if let Some(handle) = state::load(&entry.path()) {
+            if let Some(index) = state::index_of(handle.uid_base) {
+                alloc.indexes.insert(index);
+            }
+            alloc.slots_in_use.insert(handle.slot);
+        }
+    }
+    // The instance lock makes this runtime the only owner of its cgroup parent: groups there
+    // with no sandbox dir here were left by an earlier owner of the instance (another data dir
+    // whose server is gone). Kill them now, before their uid range could be handed out again.
+    let parent = naming.cgroup_parent();
+    for id in crate::cgroup::existing_ids(&cgroup_root, &parent) {
+        if !sandboxes_dir.join(&id).exists() {
+            tracing::warn!(
+                id,
+                "removing a sandbox cgroup left by an earlier owner of this instance"
+            );
+            let cg = Cgroups::new(&cgroup_root, &parent, &id);
+            cg.kill_all()?;
+            cg.remove()?;
+        }
+    }
+    // Namespaces nobody claims are in an unknown state: rebuild rather than reuse.
+    for slot in net::existing_slots(naming) {
+        if !alloc.slots_in_use.contains(&slot.k) {
+            net::delete_slot(slot)?;
+        }
+    }
+    let ready_now = alloc.free_slot_numbers(config.net_pool_size);
+    net::create_slots(
+        &ready_now
+            .iter()
+            .map(|k| Slot::new(naming, *k))
+            .collect::<Vec<_>>(),
+    )?;
+    alloc.ready.extend(ready_now);
+    Ok(Shared {
+        config,
+        sandboxes_dir,
+        cgroup_root,
+        _instance: instance,
+        naming,
+        quota,
+        nameservers,
+        alloc: Mutex::new(alloc),
+        refill: Arc::new(Notify::new()),
+    })
+}
+
+impl Shared {
+    fn cgroups(&self, id: &str) -> Cgroups {
+        Cgroups::new(&self.cgroup_root, &self.naming.cgroup_parent(), id)
+    }
+}
+
+/// Keeps `net_pool_size` slots built ahead of demand until the runtime is dropped.
+async fn fill_pool_forever(shared: Weak<Shared>) {
+    loop {
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        let wanted = {
+            let mut alloc = strong.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            let missing = strong
+                .config
+                .net_pool_size
+                .saturating_sub(alloc.ready.len() + alloc.building.len());
+            let numbers = alloc.free_slot_numbers(missing);
+            alloc.building.extend(numbers.iter().copied());
+            numbers
+        };
+        if !wanted.is_empty() {
+            let slots: Vec<Slot> = wanted
+                .iter()
+                .map(|k| Slot::new(strong.naming, *k))
+                .collect();
+            let build = slots.clone();
+            let result = tokio::task::spawn_blocking(move || net::create_slots(&build)).await;
+            let ok = matches!(result, Ok(Ok(())));
+            if !ok {
+                tracing::error!(?result, "building network slots failed");
+                for s in &slots {
+                    let _ = net::delete_slot(*s);
+                }
+            }
+            {
+                let mut alloc = strong.alloc.lock().unwrap_or_else(|e| e.into_inner());
+                for k in wanted {
+                    alloc.building.remove(&k);
+                    if ok {
+                        alloc.ready.push_back(k);
+                    }
+                }
+            }
+            if !ok {
+                drop(strong);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        // Wait for a create/destroy to ask for more, without keeping the runtime alive.
+        let refill = strong.refill.clone();
+        drop(strong);
+        let _ = tokio::time::timeout(Duration::from_secs(5), refill.notified()).await;
+    }
+}
+
+/// Blocking part of create: dirs, quota, cgroups, and the launch spec.
+fn prepare_sandbox(
+    shared: &Shared,
+    spec: &SandboxSpec,
+    index: u32,
+    slot: Slot,
+) -> Result<LaunchSpec, RuntimeError> {
+    let dir = shared.sandboxes_dir.join(&spec.id);
+    // The sandbox dir is a btrfs subvolume carrying the disk limit (upper and work live in it).
+    shared
+        .quota
+        .create_limited_dir(&spec.id, spec.disk_mb << 20)?;
+    set_mode(&dir, 0o700)?;
+    let uid_base = state::uid_base(index);
+    // A placeholder handle (init_pid 0) so a crash from here on is found and cleaned by reconcile.
+    let placeholder = SandboxHandle {
+        id: spec.id.clone(),
+        slot: slot.k,
+        uid_base,
+        ip: slot.sandbox_ip(),
+        init_pid: 0,
+        init_start_time: 0,
+    };
+    state::save(&dir, &placeholder)?;
+    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
+    for d in [&upper, &work] {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(d)
+            .map_err(io_err(format!("create {d:?}")))?;
+        chown(d, Some(uid_base), Some(uid_base)).map_err(io_err(format!("chown {d:?}")))?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&rootfs)
+        .map_err(io_err(format!("create {rootfs:?}")))?;
+    let cgroups = shared.cgroups(&spec.id);
+    cgroups.create(Limits {
+        memory_bytes: spec.memory_mb << 20,
+        cpus: spec.cpus,
+        pids_max: spec.pids_max,
+    })?;
+
+    let mut agent_env = BTreeMap::new();
+    agent_env.insert("BURROW_SANDBOX_ID".to_owned(), spec.id.clone());
+    // The launcher passes the readiness pipe as fd 3 (ARCHITECTURE.md); the agent reads this.
+    agent_env.insert("BURROW_READY_FD".to_owned(), "3".to_owned());
+    agent_env.insert("BURROW_TEMPLATE".to_owned(), spec.template.clone());
+    agent_env.insert("BURROW_DEFAULT_USER".to_owned(), spec.default_user.clone());
+    let env_json =
+        serde_json::to_string(&spec.env).map_err(|e| RuntimeError::Invalid(format!("env: {e}")))?;
+    agent_env.insert("BURROW_ENV_JSON".to_owned(), env_json);
+    if let Some(token) = &spec.access_token {
+        agent_env.insert("BURROW_ACCESS_TOKEN".to_owned(), token.clone());
+    }
+    if let Some(workdir) = &spec.default_workdir {
+        agent_env.insert("BURROW_DEFAULT_WORKDIR".to_owned(), workdir.clone());
+    }
+    Ok(LaunchSpec {
+        id: spec.id.clone(),
+        layers: spec.layers.clone(),
+        upper_dir: upper,
+        work_dir: work,
+        rootfs_dir: rootfs,
+        uid_base,
+        netns_path: slot.netns_path(),
+        cgroup_procs: cgroups.procs_files(),
+        agent_path: shared.config.agent_path.clone(),
+        agent_env,
+        nameservers: shared.nameservers.iter().map(|n| n.to_string()).collect(),
+        shm_mb: (spec.memory_mb / 2).clamp(1, 1024),
+        agent_log: Some(dir.join("agent.log")),
+        ready_timeout_ms: Some(READY_TIMEOUT.as_millis() as u64),
+    })
+}
+
+async fn run_launcher(launcher: &Path, spec: &LaunchSpec) -> Result<LaunchReport, RuntimeError> {
+    let input =
+        serde_json::to_vec(spec).map_err(|e| RuntimeError::Launch(format!("encode spec: {e}")))?;
+    let mut child = tokio::process::Command::new(launcher)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| RuntimeError::Launch(format!("cannot run {launcher:?}: {e}")))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| RuntimeError::Launch("no stdin pipe".into()))?;
+    stdin
+        .write_all(&input)
+        .await
+        .map_err(|e| RuntimeError::Launch(format!("write spec to launcher: {e}")))?;
+    drop(stdin);
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| RuntimeError::Launch("no stdout pipe".into()))?;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        READY_TIMEOUT + Duration::from_secs(5),
+        stdout.read_to_end(&mut out),
+    )
+    .await;
+    let status = child.wait().await;
+    if read.is_err() {
+        return Err(RuntimeError::Launch(
+            "launcher did not answer in time".into(),
+        ));
+    }
+    let line = String::from_utf8_lossy(&out);
+    let report: LaunchReport = serde_json::from_str(line.trim()).map_err(|e| {
+        RuntimeError::Launch(format!(
+            "unreadable launcher report {:?} (exit {status:?}): {e}",
+            line.trim()
+        ))
+    })?;
+    if !report.ok {
+        if let Some(pid) = report.init_pid {
+            // The launcher killed the init it started; as subreaper we inherited and must reap it.
+            let reap = move || {
+                let mut status = 0;
+                // SAFETY: waitpid with a valid out-pointer; the SIGKILLed init exits promptly.
+                unsafe { libc::waitpid(pid, &mut status, 0) }
+            };
+            let _ = tokio::task::spawn_blocking(reap).await;
+        }
+        return Err(RuntimeError::Launch(
+            report.error.unwrap_or_else(|| "unknown error".into()),
+        ));
+    }
+    Ok(report)
+}
+
+async fn wait_for_tcp(addr: std::net::SocketAddr) -> Result<(), RuntimeError> {
+    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%addr, error = %e, "agent not accepting yet");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok(Err(e)) => {
+                return Err(RuntimeError::Launch(format!(
+                    "agent at {addr} does not accept TCP: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(RuntimeError::Launch(format!(
+                    "agent at {addr} did not accept TCP within 2 s"
+                )));
+            }
+        }
+    }
+}
+
+/// Kills and removes everything of sandbox `id`, then releases its allocations. `reserved` is
+/// the (index, slot) of a failed create whose runtime.json may not say so.
+fn teardown(shared: &Shared, id: &str, reserved: Option<(u32, Slot)>) -> Result<(), RuntimeError> {
+    let dir = shared.sandboxes_dir.join(id);
+    let known = shared
+        .alloc
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .sandboxes
+        .get(id)
+        .cloned();
+    let handle = known.or_else(|| state::load(&dir));
+    let result = teardown_resources(shared, id, handle.as_ref());
+    if result.is_ok()
+        && let Some(h) = &handle
+    {
+        // Forget NAT state of the old sandbox before its address is handed to a new one.
+        // Best effort: conntrack exits 1 when there was nothing to delete.
+        let ip = h.ip.to_string();
+        let _ = crate::host::run_command("conntrack", &["-D", "-s", &ip], None);
+    }
+    let mut alloc = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+    alloc.busy.remove(id);
+    alloc.sandboxes.remove(id);
+    if result.is_ok() {
+        let index = reserved
+            .map(|r| r.0)
+            .or_else(|| handle.as_ref().and_then(|h| state::index_of(h.uid_base)));
+        let slot = reserved
+            .map(|r| r.1.k)
+            .or_else(|| handle.as_ref().map(|h| h.slot));
+        if let Some(index) = index {
+            alloc.indexes.remove(&index);
+        }
+        if let Some(slot) = slot
+            && alloc.slots_in_use.remove(&slot)
+        {
+            // Nothing in the sandbox could change its netns (no CAP_NET_ADMIN over it), so the
+            // slot goes straight back to the pool if its namespace is still there.
+            if Slot::new(shared.naming, slot).netns_path().exists() {
+                alloc.ready.push_back(slot);
+            }
+        }
+    }
+    result
+}
+
+fn teardown_resources(
+    shared: &Shared,
+    id: &str,
+    handle: Option<&SandboxHandle>,
+) -> Result<(), RuntimeError> {
+    if let Some(h) = handle
+        && process_matches(h.init_pid, h.init_start_time)
+    {
+        // SAFETY: kill has no memory-safety preconditions; pid and start time were checked.
+        unsafe { libc::kill(h.init_pid, libc::SIGKILL) };
+    }
+    let cgroups = shared.cgroups(id);
+    cgroups.kill_all()?;
+    if let Some(h) = handle
+        && h.init_pid > 0
+    {
+        // Reap init if it is our child (we are subreaper); ECHILD otherwise, which is fine.
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out-pointer.
+        unsafe { libc::waitpid(h.init_pid, &mut status, 0) };
+    }
+    cgroups.remove()?;
+    let dir = shared.sandboxes_dir.join(id);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(format!("remove {dir:?}"))(e)),
+    }
+}
+
+fn reconcile_blocking(
+    shared: &Shared,
+    known: &BTreeSet<String>,
+) -> Result<ReconcileReport, RuntimeError> {
+    let mut report = ReconcileReport::default();
+    let mut on_disk = BTreeSet::new();
+    let entries = std::fs::read_dir(&shared.sandboxes_dir).map_err(io_err("read sandboxes dir"))?;
+    for entry in entries.flatten() {
+        let Ok(id) = entry.file_name().into_string() else {
+            continue;
+        };
+        if validate_id(&id).is_err() || !entry.path().is_dir() {
+            continue;
+        }
+        {
+            let alloc = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            if alloc.busy.contains(&id) || alloc.sandboxes.contains_key(&id) {
+                on_disk.insert(id);
+                continue;
+            }
+        }
+        on_disk.insert(id.clone());
+        let handle = state::load(&entry.path());
+        let alive = handle
+            .as_ref()
+            .is_some_and(|h| process_matches(h.init_pid, h.init_start_time));
+        match (known.contains(&id), alive, handle) {
+            (true, true, Some(h)) => {
+                let mut alloc = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(index) = state::index_of(h.uid_base) {
+                    alloc.indexes.insert(index);
+                }
+                alloc.slots_in_use.insert(h.slot);
+                alloc.sandboxes.insert(id.clone(), h.clone());
+                report.adopted.push(h);
+            }
+            (true, _, _) => {
+                teardown(shared, &id, None)?;
+                report.dead.push(id);
+            }
+            (false, _, _) => {
+                teardown(shared, &id, None)?;
+                report.orphans_removed.push(format!("sandbox {id}"));
+            }
+        }
+    }
+    for id in known {
+        if !on_disk.contains(id) {
+            report.dead.push(id.clone());
+        }
+    }
+    // cgroups without a sandbox dir (a crash between cgroup creation and dir removal).
+    for id in crate::cgroup::existing_ids(&shared.cgroup_root, &shared.naming.cgroup_parent()) {
+        let held = shared
+            .alloc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sandboxes
+            .contains_key(&id);
+        if !held && !on_disk.contains(&id) {
+            let cg = shared.cgroups(&id);
+            cg.kill_all()?;
+            cg.remove()?;
+            report.orphans_removed.push(format!("cgroup {id}"));
+        }
+    }
+    // Namespaces no sandbox holds and the pool does not know.
+    let stray: Vec<Slot> = {
+        let alloc = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        net::existing_slots(shared.naming)
+            .into_iter()
+            .filter(|s| {
+                !alloc.slots_in_use.contains(&s.k)
+                    && !alloc.ready.contains(&s.k)
+                    && !alloc.building.contains(&s.k)
+            })
+            .collect()
+    };
+    for slot in stray {
+        net::delete_slot(slot)?;
+        report
+            .orphans_removed
+            .push(format!("netns {}", slot.netns_name()));
+    }
+    quota::clear_stale(&shared.sandboxes_dir);
+    Ok(report)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err(format!("chmod {path:?}")))
+}
