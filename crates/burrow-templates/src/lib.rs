@@ -3,14 +3,37 @@
 //! A template is a stack of layer directories under `<data_dir>/templates/<name>/layers/`, with
 //! canonical ownership (root = uid 0), plus `template.json` (its [`Template`] record).
 
+mod base;
+mod build;
+mod command;
 mod error;
+mod fsutil;
+mod import;
+mod layer_writer;
+mod merged_view;
+mod name;
+mod normalize;
+mod oci;
+mod store;
+mod tar_import;
+mod tree_copy;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use base::{
+    BASE_MIRROR, BASE_PACKAGES, BASE_SUITE, BASE_USER, BASE_VARIANT, DebootstrapProgress,
+    debootstrap_cache_name,
+};
+pub use build::{RUNTIME_OWNED_PATHS, copy_destination, strip_runtime_files, validate_steps};
 pub use error::TemplateError;
+pub use fsutil::disk_usage;
+pub use layer_writer::{ImportLimits, OPAQUE_XATTRS};
+pub use name::validate_name;
+pub use normalize::{canonical_id, normalize_upper};
+pub use store::TemplateStore;
 
 /// Name of the default template.
 pub const BASE_TEMPLATE: &str = "base";
@@ -42,12 +65,24 @@ pub struct Template {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum BuildStep {
     /// Run a shell command (`/bin/sh -c`) as root in a sandbox of the template built so far.
-    Run { command: String },
-    Env { key: String, value: String },
-    Workdir { path: String },
+    Run {
+        command: String,
+    },
+    Env {
+        key: String,
+        value: String,
+    },
+    Workdir {
+        path: String,
+    },
     /// Copy a host file or directory into the template at `dest`.
-    Copy { src: PathBuf, dest: String },
-    User { name: String },
+    Copy {
+        src: PathBuf,
+        dest: String,
+    },
+    User {
+        name: String,
+    },
 }
 
 /// Progress of a long build, for a progress indicator.
@@ -82,37 +117,4 @@ pub struct StepOutcome {
     pub exit_code: i32,
     pub upper_dir: PathBuf,
     pub uid_base: u32,
-}
-
-/// The template store under `<data_dir>/templates`.
-#[derive(Debug, Clone)]
-pub struct TemplateStore {
-    root: PathBuf,
-}
-
-impl TemplateStore {
-    pub fn open(data_dir: &Path) -> Result<Self, TemplateError> {
-        Ok(Self {
-            root: data_dir.join("templates"),
-        })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// The template called `name`, or [`TemplateError::NotFound`].
-    pub fn get(&self, name: &str) -> Result<Template, TemplateError> {
-        Err(TemplateError::NotFound(name.to_string()))
-    }
-
-    pub fn list(&self) -> Result<Vec<Template>, TemplateError> {
-        Ok(Vec::new())
-    }
-
-    /// Removes a template. Refuses while `in_use` says sandboxes still use it.
-    pub fn remove(&self, name: &str, in_use: bool) -> Result<(), TemplateError> {
-        let _ = (name, in_use);
-        Err(TemplateError::NotFound(name.to_string()))
-    }
 }
