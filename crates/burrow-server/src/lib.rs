@@ -1,1 +1,257 @@
-//! burrow-server
+//! burrow's daemon: the native REST API (`/v1`), API key authentication, the OpenAPI document,
+//! the sandbox service and the port proxy. `burrow serve` calls [`serve`].
+
+mod agent;
+mod api;
+mod auth;
+mod build;
+mod config;
+mod error;
+mod extract;
+mod ids;
+mod json_errors;
+mod keys;
+mod openapi;
+mod proxy;
+mod service;
+mod state;
+mod step_runner;
+mod validate;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use burrow_runtime::{Runtime, RuntimeConfig};
+use burrow_store::Store;
+use burrow_templates::TemplateStore;
+use tokio::net::TcpListener;
+
+pub use config::{DEFAULT_LISTEN, ServerConfig};
+pub use error::ServeError;
+pub use keys::CLIENT_KEY_FILE;
+pub use openapi::document as openapi_document;
+
+use crate::error::HttpError;
+use crate::state::AppState;
+
+/// A daemon whose listener is bound and whose state is loaded; [`Server::run`] serves it.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl Server {
+    /// Opens the data dir, database and runtime, reconciles sandboxes, creates the first API key
+    /// if there is none (printed once to stdout if `print_new_key`), and binds the listener.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServeError> {
+        if config.domain.is_empty() || config.domain.contains(['/', ':', ' ']) {
+            return Err(ServeError::Config(format!(
+                "domain '{}' is not a host name",
+                config.domain
+            )));
+        }
+        std::fs::create_dir_all(&config.data_dir).map_err(ServeError::io(format!(
+            "creating {}",
+            config.data_dir.display()
+        )))?;
+        let store = Store::open(&config.data_dir.join("burrow.db")).await?;
+        if let Some(key) = keys::ensure_first_key(&store, &config.data_dir).await?
+            && config.print_new_key
+        {
+            println!(
+                "burrow: created API key (shown once; also in {}):",
+                config.data_dir.join(CLIENT_KEY_FILE).display()
+            );
+            println!("{key}");
+        }
+        // The launcher accepts only clean absolute paths (no `..`, no symlinks to resolve).
+        let mut config = config;
+        for (what, path) in [
+            ("launcher", &mut config.launcher_path),
+            ("agent", &mut config.agent_path),
+        ] {
+            *path = std::fs::canonicalize(&*path)
+                .map_err(ServeError::io(format!("{what} binary {}", path.display())))?;
+        }
+        let templates = TemplateStore::open(&config.data_dir)?;
+        let runtime = Runtime::new(RuntimeConfig {
+            data_dir: config.data_dir.clone(),
+            launcher_path: config.launcher_path.clone(),
+            agent_path: config.agent_path.clone(),
+            net_pool_size: config.net_pool_size,
+        })
+        .await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(ServeError::io(format!("listening on {}", config.listen)))?;
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            runtime: Arc::new(runtime),
+            templates,
+            proxy_client: proxy::new_client(),
+        };
+        service::reconcile(&state).await?;
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has an address")
+    }
+
+    /// Serves HTTP/1.1 and h2c until `shutdown` completes; then waits up to
+    /// [`SHUTDOWN_GRACE`] for open requests (exec streams, shells, tunnels) before returning.
+    /// Sandboxes keep running: the next start adopts them.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        tracing::info!(addr = %self.local_addr(), "burrow API listening");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let mut graceful_rx = stop_rx.clone();
+        let graceful = async move {
+            let _ = graceful_rx.wait_for(|stop| *stop).await;
+        };
+        let serve = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(graceful)
+            .into_future();
+        let mut deadline_rx = stop_rx;
+        let deadline = async move {
+            let _ = deadline_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = serve => served.map_err(ServeError::io("serving HTTP")),
+            () = deadline => {
+                tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}; closing them");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// How long a shutdown waits for open requests.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    Server::bind(config).await?.run(shutdown).await
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    axum::Json(openapi::document())
+}
+
+fn router(state: AppState) -> Router {
+    let json_limit = state.config.max_json_bytes;
+    let api = Router::new()
+        .route("/healthz", get(api::health::healthz))
+        .route("/openapi.json", get(openapi_json))
+        .route(
+            "/v1/sandboxes",
+            post(api::sandboxes::create).get(api::sandboxes::list),
+        )
+        .route(
+            "/v1/sandboxes/{id}",
+            get(api::sandboxes::get).delete(api::sandboxes::delete),
+        )
+        .route("/v1/sandboxes/{id}/exec", post(api::exec::exec))
+        .route(
+            "/v1/sandboxes/{id}/files",
+            get(api::files::read)
+                .put(api::files::write)
+                .delete(api::files::remove),
+        )
+        .route("/v1/sandboxes/{id}/files/list", get(api::files::list))
+        .route("/v1/sandboxes/{id}/files/mkdir", post(api::files::mkdir))
+        .route("/v1/sandboxes/{id}/pty", get(api::pty::pty))
+        .route(
+            "/v1/sandboxes/{id}/ports/{port}/tunnel",
+            get(api::tunnel::tunnel),
+        )
+        .route(
+            "/v1/templates",
+            get(api::templates::list).post(api::templates::create),
+        )
+        .route(
+            "/v1/templates/{name}",
+            axum::routing::delete(api::templates::delete),
+        )
+        .fallback(api::route_not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        // Uploads stream with their own limit; this one bounds buffered (JSON) bodies.
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn(json_errors::ensure_json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
+    api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        proxy::proxy_or_api,
+    ))
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        panic_response,
+    ))
+    .with_state(state)
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!("request handler panicked: {detail}");
+    HttpError::internal("internal error (a bug in burrow); the server log has details")
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn panics_become_500_json() {
+        let app = axum::Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    panic!("handler bug");
+                    #[allow(unreachable_code)]
+                    ""
+                }),
+            )
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                super::panic_response,
+            ));
+        let resp = app
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["code"], "internal");
+    }
+}

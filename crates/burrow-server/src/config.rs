@@ -1,0 +1,57 @@
+//! The daemon's configuration.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// Default listen address: loopback only, since the API key is the only protection.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
+    burrow_types::DEFAULT_PORT,
+);
+
+/// Everything `burrow serve` can configure.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address of the HTTP listener (API and proxy). Default `127.0.0.1:7420`.
+    pub listen: SocketAddr,
+    /// burrow's data dir. Default `/var/lib/burrow`.
+    pub data_dir: PathBuf,
+    /// Domain for proxy host routing: `{port}-{id}.{domain}`. Default `localhost`.
+    pub domain: String,
+    /// Path of `burrow-launch`. Default: next to the running executable.
+    pub launcher_path: PathBuf,
+    /// Path of `burrow-agent`. Default: next to the running executable.
+    pub agent_path: PathBuf,
+    /// Network slots kept ready ahead of demand.
+    pub net_pool_size: usize,
+    /// Largest file upload (`PUT /v1/sandboxes/{id}/files`), in bytes. Default 1 GiB.
+    pub max_upload_bytes: u64,
+    /// Largest JSON request body, in bytes. Default 1 MiB.
+    pub max_json_bytes: usize,
+    /// Print a newly created API key to stdout (the first start only). Default true.
+    pub print_new_key: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            data_dir: PathBuf::from("/var/lib/burrow"),
+            domain: "localhost".to_string(),
+            launcher_path: sibling_binary("burrow-launch"),
+            agent_path: sibling_binary("burrow-agent"),
+            net_pool_size: 4,
+            max_upload_bytes: 1 << 30,
+            max_json_bytes: 1 << 20,
+            print_new_key: true,
+        }
+    }
+}
+
+/// `name` in the directory of the running executable (falls back to a bare name).
+fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}

@@ -1,0 +1,18 @@
+//! Shared state of all handlers.
+
+use std::sync::Arc;
+
+use burrow_runtime::Runtime;
+use burrow_store::Store;
+use burrow_templates::TemplateStore;
+
+use crate::ServerConfig;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServerConfig>,
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub templates: TemplateStore,
+    pub proxy_client: crate::proxy::ProxyClient,
+}

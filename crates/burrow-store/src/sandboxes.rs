@@ -1,0 +1,233 @@
+//! The `sandboxes` table.
+
+use std::collections::BTreeMap;
+
+use burrow_types::SandboxState;
+use rusqlite::{OptionalExtension, Row, params};
+
+use crate::{Store, StoreError, now_rfc3339};
+
+/// A sandbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub template: String,
+    pub state: SandboxState,
+    pub cpus: f64,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// envd access token of the sandbox's agent.
+    pub access_token: Option<String>,
+    /// The runtime's handle, as JSON (opaque to the store).
+    pub handle_json: Option<String>,
+    pub ip: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Which sandboxes [`Store::list_sandboxes`] returns: all conditions must hold.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxFilter {
+    pub state: Option<SandboxState>,
+    /// Each label must be present with exactly this value.
+    pub labels: Vec<(String, String)>,
+}
+
+const COLUMNS: &str = "id, template, state, cpus, memory_mb, disk_mb, env_json, labels_json, \
+                       access_token, handle_json, ip, error, created_at, updated_at";
+
+fn from_row(r: &Row<'_>) -> Result<SandboxRecord, StoreError> {
+    let state_text: String = r.get(2)?;
+    let env_json: String = r.get(6)?;
+    let labels_json: String = r.get(7)?;
+    let id: String = r.get(0)?;
+    let state = SandboxState::parse(&state_text).ok_or_else(|| {
+        StoreError::Corrupt(format!("sandbox {id}: unknown state '{state_text}'"))
+    })?;
+    let env = serde_json::from_str(&env_json)
+        .map_err(|e| StoreError::Corrupt(format!("sandbox {id}: env: {e}")))?;
+    let labels = serde_json::from_str(&labels_json)
+        .map_err(|e| StoreError::Corrupt(format!("sandbox {id}: labels: {e}")))?;
+    Ok(SandboxRecord {
+        template: r.get(1)?,
+        state,
+        cpus: r.get(3)?,
+        memory_mb: r.get::<_, i64>(4)? as u64,
+        disk_mb: r.get::<_, i64>(5)? as u64,
+        env,
+        labels,
+        access_token: r.get(8)?,
+        handle_json: r.get(9)?,
+        ip: r.get(10)?,
+        error: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+        id,
+    })
+}
+
+impl SandboxRecord {
+    /// A new row in state `creating`, timestamps set to now.
+    pub fn new_creating(id: String, template: String) -> Self {
+        let now = now_rfc3339();
+        Self {
+            id,
+            template,
+            state: SandboxState::Creating,
+            cpus: 1.0,
+            memory_mb: 512,
+            disk_mb: 4096,
+            env: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            access_token: None,
+            handle_json: None,
+            ip: None,
+            error: None,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+}
+
+impl Store {
+    /// Inserts a new sandbox row; fails with [`StoreError::DuplicateSandbox`] if the id exists.
+    pub async fn insert_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError> {
+        let rec = rec.clone();
+        self.call(move |c| {
+            let env = serde_json::to_string(&rec.env).expect("a string map always serialises");
+            let labels =
+                serde_json::to_string(&rec.labels).expect("a string map always serialises");
+            let result = c.execute(
+                &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                params![
+                    rec.id,
+                    rec.template,
+                    rec.state.as_str(),
+                    rec.cpus,
+                    rec.memory_mb as i64,
+                    rec.disk_mb as i64,
+                    env,
+                    labels,
+                    rec.access_token,
+                    rec.handle_json,
+                    rec.ip,
+                    rec.error,
+                    rec.created_at,
+                    rec.updated_at
+                ],
+            );
+            match result {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::DuplicateSandbox(rec.id))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    pub async fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM sandboxes WHERE id = ?1"))?;
+            let row = stmt.query_row([id], |r| Ok(from_row(r))).optional()?;
+            row.transpose()
+        })
+        .await
+    }
+
+    /// Sandboxes matching `filter`, oldest first.
+    pub async fn list_sandboxes(
+        &self,
+        filter: SandboxFilter,
+    ) -> Result<Vec<SandboxRecord>, StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM sandboxes WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at, id"
+            ))?;
+            let state = filter.state.map(|s| s.as_str());
+            let rows = stmt.query_map([state], |r| Ok(from_row(r)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let rec = row??;
+                if filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| rec.labels.get(k) == Some(v))
+                {
+                    out.push(rec);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Ids of every sandbox in the store.
+    pub async fn sandbox_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT id FROM sandboxes ORDER BY id")?;
+            let ids = stmt.query_map([], |r| r.get(0))?;
+            Ok(ids.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    /// Marks a sandbox `running` with its runtime handle. Returns false if the row is gone.
+    pub async fn mark_sandbox_running(
+        &self,
+        id: &str,
+        handle_json: &str,
+        ip: &str,
+    ) -> Result<bool, StoreError> {
+        let (id, handle, ip) = (id.to_string(), handle_json.to_string(), ip.to_string());
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE sandboxes SET state = 'running', handle_json = ?2, ip = ?3, error = NULL, updated_at = ?4 WHERE id = ?1",
+                params![id, handle, ip, now_rfc3339()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Marks a sandbox `error` with a reason; its handle and IP are cleared since its processes
+    /// and resources are gone. Returns false if the row is gone.
+    pub async fn mark_sandbox_error(&self, id: &str, reason: &str) -> Result<bool, StoreError> {
+        let (id, reason) = (id.to_string(), reason.to_string());
+        self.call(move |c| {
+            let n = c.execute(
+                "UPDATE sandboxes SET state = 'error', error = ?2, handle_json = NULL, ip = NULL, updated_at = ?3 WHERE id = ?1",
+                params![id, reason, now_rfc3339()],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Deletes a sandbox row. Returns false if there was none.
+    pub async fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| Ok(c.execute("DELETE FROM sandboxes WHERE id = ?1", [id])? == 1))
+            .await
+    }
+
+    /// Number of sandboxes (in any state) created from `template`.
+    pub async fn count_sandboxes_using(&self, template: &str) -> Result<u64, StoreError> {
+        let template = template.to_string();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM sandboxes WHERE template = ?1",
+                [template],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+}

@@ -1,0 +1,163 @@
+//! The store against a real SQLite file in a temp dir.
+
+use burrow_store::{SandboxFilter, SandboxRecord, Store, StoreError, hash_api_key};
+use burrow_types::SandboxState;
+
+async fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("burrow.db")).await.unwrap();
+    (dir, store)
+}
+
+fn record(id: &str, template: &str, labels: &[(&str, &str)]) -> SandboxRecord {
+    let mut rec = SandboxRecord::new_creating(id.into(), template.into());
+    rec.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    rec.env.insert("A".into(), "1".into());
+    rec.cpus = 0.5;
+    rec.access_token = Some("tok".into());
+    rec
+}
+
+#[tokio::test]
+async fn migrations_are_applied_once_and_reopen_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("burrow.db");
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+    store
+        .insert_sandbox(&record("iaaa", "base", &[]))
+        .await
+        .unwrap();
+    drop(store);
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.sandbox_ids().await.unwrap(), vec!["iaaa".to_string()]);
+    let mode: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("burrow.db");
+    drop(Store::open(&path).await.unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE schema_version SET version = 99", [])
+        .unwrap();
+    let err = Store::open(&path).await.err().expect("must refuse");
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(err.to_string().contains("upgrade burrow"), "{err}");
+}
+
+#[tokio::test]
+async fn sandbox_lifecycle() {
+    let (_dir, store) = open_temp().await;
+    let rec = record("ione", "base", &[("team", "a")]);
+    store.insert_sandbox(&rec).await.unwrap();
+    let dup = store.insert_sandbox(&rec).await.unwrap_err();
+    assert!(matches!(dup, StoreError::DuplicateSandbox(ref id) if id == "ione"));
+
+    let got = store.get_sandbox("ione").await.unwrap().unwrap();
+    assert_eq!(got, rec);
+
+    assert!(
+        store
+            .mark_sandbox_running("ione", "{\"slot\":1}", "10.200.0.2")
+            .await
+            .unwrap()
+    );
+    let got = store.get_sandbox("ione").await.unwrap().unwrap();
+    assert_eq!(got.state, SandboxState::Running);
+    assert_eq!(got.handle_json.as_deref(), Some("{\"slot\":1}"));
+    assert_eq!(got.ip.as_deref(), Some("10.200.0.2"));
+
+    assert!(store.mark_sandbox_error("ione", "gone").await.unwrap());
+    let got = store.get_sandbox("ione").await.unwrap().unwrap();
+    assert_eq!(got.state, SandboxState::Error);
+    assert_eq!(got.error.as_deref(), Some("gone"));
+    assert_eq!(got.handle_json, None);
+
+    assert!(store.delete_sandbox("ione").await.unwrap());
+    assert!(!store.delete_sandbox("ione").await.unwrap());
+    assert!(store.get_sandbox("ione").await.unwrap().is_none());
+    assert!(!store.mark_sandbox_running("ione", "{}", "x").await.unwrap());
+}
+
+#[tokio::test]
+async fn list_filters_by_state_and_every_label() {
+    let (_dir, store) = open_temp().await;
+    store
+        .insert_sandbox(&record("ia", "base", &[("team", "a"), ("env", "dev")]))
+        .await
+        .unwrap();
+    store
+        .insert_sandbox(&record("ib", "base", &[("team", "a")]))
+        .await
+        .unwrap();
+    store
+        .insert_sandbox(&record("ic", "other", &[("team", "b")]))
+        .await
+        .unwrap();
+    store
+        .mark_sandbox_running("ib", "{}", "10.0.0.1")
+        .await
+        .unwrap();
+
+    let ids = |v: Vec<SandboxRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let all = store
+        .list_sandboxes(SandboxFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(all), ["ia", "ib", "ic"]);
+    let team_a = SandboxFilter {
+        labels: vec![("team".into(), "a".into())],
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(store.list_sandboxes(team_a.clone()).await.unwrap()),
+        ["ia", "ib"]
+    );
+    let both = SandboxFilter {
+        labels: vec![("team".into(), "a".into()), ("env".into(), "dev".into())],
+        ..Default::default()
+    };
+    assert_eq!(ids(store.list_sandboxes(both).await.unwrap()), ["ia"]);
+    let running_a = SandboxFilter {
+        state: Some(SandboxState::Running),
+        ..team_a
+    };
+    assert_eq!(ids(store.list_sandboxes(running_a).await.unwrap()), ["ib"]);
+    assert_eq!(store.count_sandboxes_using("base").await.unwrap(), 2);
+    assert_eq!(store.count_sandboxes_using("nope").await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn api_keys_are_stored_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("burrow.db");
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.api_key_count().await.unwrap(), 0);
+    let key = "bw_0123456789abcdef0123456789abcdef01234567";
+    let rec = store.insert_api_key("default", key).await.unwrap();
+    assert_eq!(store.api_key_count().await.unwrap(), 1);
+    assert_eq!(store.find_api_key(key).await.unwrap(), Some(rec));
+    assert_eq!(store.find_api_key("bw_wrong").await.unwrap(), None);
+
+    let raw = std::fs::read(&path).unwrap();
+    let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    for bytes in [&raw, &wal] {
+        assert!(!contains(bytes, key.as_bytes()), "plaintext key on disk");
+    }
+    assert!(
+        contains(&wal, hash_api_key(key).as_bytes())
+            || contains(&raw, hash_api_key(key).as_bytes())
+    );
+}

@@ -1,0 +1,105 @@
+//! Templates: listing and building.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A template as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TemplateInfo {
+    pub name: String,
+    /// `debootstrap`, `rootfs`, `oci`, or `build:<parent>`.
+    pub source: String,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Bytes on disk of the layers this template owns.
+    pub size_bytes: u64,
+    /// Number of layers (its own plus inherited).
+    pub layers: usize,
+    pub env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    pub user: String,
+}
+
+/// `GET /v1/templates` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TemplateList {
+    pub templates: Vec<TemplateInfo>,
+}
+
+/// `POST /v1/templates` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBuildRequest {
+    /// Name of the new template: 1-63 characters a-z, 0-9, '-', '_'.
+    pub name: String,
+    pub from: TemplateSource,
+}
+
+/// Where a new template comes from. Paths are on the daemon's host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TemplateSource {
+    /// A fresh Debian bookworm via debootstrap: how `base` is made (name must be `base`).
+    Debootstrap {},
+    /// A root file system: a directory or a tarball (.tar, .tar.gz).
+    Rootfs { path: String },
+    /// An OCI image layout (directory or tarball).
+    Oci {
+        path: String,
+        /// Tag or digest inside the layout (default: the only image).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    /// Build steps on an existing template.
+    Template {
+        parent: String,
+        steps: Vec<BuildStepSpec>,
+    },
+}
+
+/// One build step, like a Dockerfile instruction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BuildStepSpec {
+    /// Run a shell command as root (network on).
+    Run {
+        command: String,
+    },
+    Env {
+        key: String,
+        value: String,
+    },
+    Workdir {
+        path: String,
+    },
+    /// Copy a host file or directory into the template.
+    Copy {
+        src: String,
+        dest: String,
+    },
+    User {
+        name: String,
+    },
+}
+
+/// One line of the `POST /v1/templates` response (NDJSON). Ends with `done` or `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TemplateBuildEvent {
+    Progress {
+        phase: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fraction: Option<f32>,
+    },
+    Done {
+        template: TemplateInfo,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+}
