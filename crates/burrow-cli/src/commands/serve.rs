@@ -42,13 +42,20 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         launcher_path: lib_dir.join("burrow-launch"),
         agent_path: lib_dir.join("burrow-agent"),
         net_pool_size: args.net_pool,
+        ..burrow_server::ServerConfig::default()
     };
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; stop the server with Ctrl-C");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     };
     burrow_server::serve(config, shutdown).await?;

@@ -115,14 +115,17 @@ async fn build_local(args: BuildArgs, data_dir: &Path) -> anyhow::Result<ExitCod
     }
     let bar = progress_bar();
     let progress = |p: BuildProgress| show(&bar, &p);
-    let template = if let Some(path) = &args.from_rootfs {
-        store.import_rootfs(&args.name, path, &progress).await?
-    } else if let Some(path) = &args.from_oci {
-        store.import_oci(&args.name, path, args.reference.as_deref(), &progress).await?
+    // Imports are blocking file work; run them off the async runtime's workers.
+    let template = if let Some(path) = args.from_rootfs.clone() {
+        let (store, name, bar) = (store.clone(), args.name.clone(), bar.clone());
+        tokio::task::spawn_blocking(move || store.import_rootfs(&name, &path, |p| show(&bar, &p))).await??
+    } else if let Some(path) = args.from_oci.clone() {
+        let (store, name, bar, reference) = (store.clone(), args.name.clone(), bar.clone(), args.reference.clone());
+        tokio::task::spawn_blocking(move || store.import_oci(&name, &path, reference.as_deref(), |p| show(&bar, &p))).await??
     } else if args.from.is_some() || args.file.is_some() {
         bail!("builds with steps run sandboxes, so they go through the server: drop --local");
     } else if args.name == BASE_TEMPLATE {
-        store.build_base(&progress).await?
+        store.build_base(progress).await?
     } else {
         bail!("say what to build from: --from-rootfs, --from-oci, or --from/--file (only `base` builds with no source)");
     };
