@@ -1,0 +1,268 @@
+//! The contract between the E2B API layer and burrow's sandbox service.
+//!
+//! Types here are burrow-native and small; every E2B-specific detail (JSON field names, default
+//! timeouts, status codes, error bodies) is handled by the router in this crate.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// The envd version advertised to SDKs unless the backend says otherwise. SDKs gate features on
+/// it (≥ 0.1.5 metrics, ≥ 0.6.4 current process/filesystem features).
+pub const DEFAULT_ENVD_VERSION: &str = "0.6.13";
+
+/// Who is calling, as established by [`E2bBackend::authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Stable id of the API key (or team) the request is made for.
+    pub id: String,
+}
+
+/// Lifecycle state of a sandbox as E2B exposes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SandboxState {
+    Running,
+    Paused,
+}
+
+/// What happens when a sandbox's end time is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    Kill,
+    /// Pause; `keep_memory: false` means a filesystem-only pause (processes are not preserved).
+    Pause {
+        keep_memory: bool,
+    },
+}
+
+/// A validated request to create a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSandbox {
+    /// Template name as given by the client (E2B `templateID`, which may be an alias).
+    pub template: String,
+    /// Time to live from now; the sandbox's end time becomes `now + timeout`.
+    pub timeout: Duration,
+    pub on_timeout: OnTimeout,
+    /// Wake a paused sandbox on traffic (only ever set together with `OnTimeout::Pause`).
+    pub auto_resume: bool,
+    pub metadata: BTreeMap<String, String>,
+    /// Environment variables for every process in the sandbox.
+    pub env_vars: BTreeMap<String, String>,
+    /// `None` = the server's default policy.
+    pub allow_internet_access: Option<bool>,
+    /// Client-chosen idempotency key (`[a-z0-9-]{1,255}`): a retried create with the same key and
+    /// principal should return the sandbox created the first time instead of a new one.
+    pub idempotency_key: Option<String>,
+}
+
+/// Everything the E2B API reports about a sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub template: String,
+    pub state: SandboxState,
+    pub started_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub disk_size_mb: u64,
+    pub metadata: BTreeMap<String, String>,
+    /// Token envd requires in `X-Access-Token`; `None` if the sandbox's envd is unauthenticated.
+    pub envd_access_token: Option<String>,
+    pub on_timeout: OnTimeout,
+    pub auto_resume: bool,
+    pub allow_internet_access: Option<bool>,
+}
+
+/// Sort order for listings, by start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+/// Filters and pagination for [`E2bBackend::list`]. All filters must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFilter {
+    /// States to include; never empty.
+    pub states: Vec<SandboxState>,
+    /// Every pair must be present in the sandbox's metadata.
+    pub metadata: BTreeMap<String, String>,
+    pub template: Option<String>,
+    pub started_after: Option<DateTime<Utc>>,
+    pub order: Order,
+    /// 1..=100.
+    pub limit: u32,
+    /// Opaque cursor from a previous [`SandboxPage::next_cursor`].
+    pub cursor: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxPage {
+    pub sandboxes: Vec<SandboxInfo>,
+    /// Cursor for the next page (`None` on the last page). Must be printable ASCII (it travels in
+    /// the `x-next-token` header).
+    pub next_cursor: Option<String>,
+}
+
+/// Options of a connect / resume call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// Running: end time becomes `max(end, now + timeout)` (never shortened).
+    /// Paused: resumed with end time `now + timeout`.
+    pub timeout: Duration,
+    /// Resume from the memory snapshot (`true`, default) or cold-boot from disk (`false`).
+    pub restore_memory: bool,
+}
+
+/// Whether a connect found the sandbox running or had to resume it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    AlreadyRunning,
+    Resumed,
+}
+
+/// One resource usage sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxMetric {
+    pub at: DateTime<Utc>,
+    pub cpu_count: u32,
+    pub cpu_used_pct: f64,
+    pub mem_used_bytes: u64,
+    pub mem_total_bytes: u64,
+    pub mem_cache_bytes: u64,
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+}
+
+/// Errors a backend reports; the router maps each to E2B's status code and error body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// 401.
+    #[error("invalid API key")]
+    Unauthorized,
+    /// 404: no such sandbox for this principal.
+    #[error("sandbox {0} not found")]
+    SandboxNotFound(String),
+    /// 404: unknown template.
+    #[error("template '{0}' not found")]
+    TemplateNotFound(String),
+    /// 409 on pause.
+    #[error("sandbox {0} is already paused")]
+    AlreadyPaused(String),
+    /// 404 on set_timeout / refresh, which only apply to running sandboxes (E2B treats a paused
+    /// sandbox as absent from the running set there).
+    #[error("sandbox {0} is paused")]
+    NotRunning(String),
+    /// 409: the sandbox is in a state that does not allow the operation (e.g. being killed).
+    #[error("{0}")]
+    Conflict(String),
+    /// 400: a request the backend cannot satisfy (timeout above the maximum, unsupported mode…).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 429: a quota (e.g. concurrent sandboxes) is exhausted.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// 503: temporarily unable to serve (e.g. no free network slot).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// burrow's sandbox service, as seen by the E2B API.
+///
+/// Every method except `authenticate` receives the authenticated principal; a sandbox that exists
+/// but belongs to another principal must be reported as [`BackendError::SandboxNotFound`].
+pub trait E2bBackend: Send + Sync + 'static {
+    /// Resolves an API key (`X-API-KEY`) to a principal, or [`BackendError::Unauthorized`].
+    fn authenticate(
+        &self,
+        api_key: &str,
+    ) -> impl Future<Output = Result<Principal, BackendError>> + Send;
+
+    /// Creates and starts a sandbox. Returns it once envd is reachable.
+    fn create(
+        &self,
+        principal: &Principal,
+        request: CreateSandbox,
+    ) -> impl Future<Output = Result<SandboxInfo, BackendError>> + Send;
+
+    /// A running or paused sandbox.
+    fn get(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> impl Future<Output = Result<SandboxInfo, BackendError>> + Send;
+
+    fn list(
+        &self,
+        principal: &Principal,
+        filter: ListFilter,
+    ) -> impl Future<Output = Result<SandboxPage, BackendError>> + Send;
+
+    /// Kills a running or paused sandbox and deletes its state.
+    fn kill(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Sets the end time to `now + timeout` (may shorten). A zero timeout fires the on-timeout
+    /// action (kill or pause) right away.
+    fn set_timeout(
+        &self,
+        principal: &Principal,
+        id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Extends the end time to at least `now + duration` (never shortens).
+    fn refresh(
+        &self,
+        principal: &Principal,
+        id: &str,
+        duration: Duration,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Pauses a running sandbox; [`BackendError::AlreadyPaused`] if it is paused.
+    fn pause(
+        &self,
+        principal: &Principal,
+        id: &str,
+        keep_memory: bool,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Makes sure the sandbox runs: extends a running one, resumes a paused one.
+    fn connect(
+        &self,
+        principal: &Principal,
+        id: &str,
+        options: ConnectOptions,
+    ) -> impl Future<Output = Result<(SandboxInfo, ConnectOutcome), BackendError>> + Send;
+
+    /// Samples taken between `start` and `end` (inclusive; `None` = unbounded), oldest first.
+    fn metrics(
+        &self,
+        principal: &Principal,
+        id: &str,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Vec<SandboxMetric>, BackendError>> + Send;
+
+    /// The domain SDKs use to build `{port}-{id}.{domain}` sandbox URLs (the `domain` response
+    /// field). `None` lets the SDK fall back to its own `E2B_DOMAIN`.
+    fn sandbox_domain(&self) -> Option<String> {
+        None
+    }
+
+    /// The envd version advertised in `envdVersion`.
+    fn envd_version(&self) -> String {
+        DEFAULT_ENVD_VERSION.to_owned()
+    }
+}

@@ -1,0 +1,15 @@
+//! Route handlers, grouped by concern.
+
+pub mod lifecycle;
+pub mod sandboxes;
+
+use crate::backend::{E2bBackend, SandboxInfo};
+use crate::wire::{Sandbox, SandboxDetail};
+
+fn sandbox_response<S: E2bBackend>(backend: &S, info: SandboxInfo) -> Sandbox {
+    Sandbox::from_info(info, backend.envd_version(), backend.sandbox_domain())
+}
+
+fn detail_response<S: E2bBackend>(backend: &S, info: SandboxInfo) -> SandboxDetail {
+    SandboxDetail::from_info(info, backend.envd_version(), backend.sandbox_domain())
+}

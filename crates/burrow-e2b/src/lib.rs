@@ -1,0 +1,82 @@
+//! The E2B control-plane API for burrow, so the official `e2b` SDKs work unchanged.
+//!
+//! [`router`] serves E2B's REST endpoints (`/sandboxes`, `/v2/sandboxes`, …, authenticated by
+//! `X-API-KEY`) over any [`E2bBackend`]; the server mounts it on `api.{domain}`. All E2B-specific
+//! translation (field names, per-version defaults, status codes, error bodies) lives here, the
+//! backend speaks burrow-native types. [`tls`] provides the wildcard certificate SDKs need for
+//! `https://{port}-{id}.{domain}` and [`TlsListener`] serves an axum app over it.
+//!
+//! Integration sketch for the server:
+//! ```ignore
+//! let api = burrow_e2b::router(Arc::new(my_sandbox_service)); // impl E2bBackend
+//! let ca = burrow_e2b::tls::LocalCa::load_or_create(&data_dir.join("tls"))?;
+//! let config = burrow_e2b::tls::server_config(ca.issue_wildcard("burrow.example.com")?)?;
+//! let listener = burrow_e2b::TlsListener::new(TcpListener::bind("0.0.0.0:443").await?, config)?;
+//! axum::serve(listener, host_dispatch(api, port_proxy)).await?; // api.{domain} → `api`
+//! ```
+
+pub mod backend;
+mod create_request;
+pub mod error;
+mod extract;
+mod handlers;
+mod list_query;
+pub mod tls;
+mod tls_listener;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+
+pub use backend::{
+    BackendError, ConnectOptions, ConnectOutcome, CreateSandbox, DEFAULT_ENVD_VERSION, E2bBackend,
+    ListFilter, OnTimeout, Order, Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState,
+};
+pub use error::ApiError;
+pub use tls_listener::{HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, TlsListener};
+
+use handlers::{lifecycle, sandboxes};
+
+/// The E2B API routes, ready to be mounted at the root of `api.{domain}`.
+pub fn router<S: E2bBackend>(backend: Arc<S>) -> Router {
+    Router::new()
+        .route(
+            "/sandboxes",
+            post(sandboxes::create_v1::<S>).get(sandboxes::list_v1::<S>),
+        )
+        .route(
+            "/v2/sandboxes",
+            post(sandboxes::create_v2::<S>).get(sandboxes::list_v2::<S>),
+        )
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get::<S>).delete(sandboxes::kill::<S>),
+        )
+        .route("/sandboxes/{id}/timeout", post(lifecycle::set_timeout::<S>))
+        .route("/sandboxes/{id}/refreshes", post(lifecycle::refresh::<S>))
+        .route("/sandboxes/{id}/pause", post(lifecycle::pause::<S>))
+        .route("/sandboxes/{id}/resume", post(lifecycle::resume::<S>))
+        .route("/sandboxes/{id}/connect", post(lifecycle::connect_v1::<S>))
+        .route(
+            "/v2/sandboxes/{id}/connect",
+            post(lifecycle::connect_v2::<S>),
+        )
+        .route("/sandboxes/{id}/metrics", get(lifecycle::metrics::<S>))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(backend)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint in burrow's E2B API")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint",
+    )
+}
