@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
 /// Parses repeated `K=V` flags into a map; a key given twice keeps the last value.
 pub fn key_values(pairs: &[String], what: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -26,14 +26,18 @@ pub fn duration(text: &str) -> anyhow::Result<Duration> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    humantime::parse_duration(text)
-        .with_context(|| format!("'{text}' is not a duration (use seconds like 15, or 15s, 2m, 1h)"))
+    humantime::parse_duration(text).with_context(|| {
+        format!("'{text}' is not a duration (use seconds like 15, or 15s, 2m, 1h)")
+    })
 }
 
 /// Splits `ID:PATH` (a sandbox path) from a plain host path.
 pub fn remote_path(arg: &str) -> Option<(&str, &str)> {
     let (id, path) = arg.split_once(':')?;
-    let is_id = !id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let is_id = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     (is_id && !path.is_empty()).then_some((id, path))
 }
 

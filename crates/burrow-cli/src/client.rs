@@ -82,9 +82,11 @@ pub async fn check(resp: Response) -> anyhow::Result<Response> {
         .ok()
         .and_then(|v| {
             let message = v.get("message")?.as_str()?.to_string();
-            let code = v
-                .get("code")
-                .map(|c| c.as_str().map(str::to_string).unwrap_or_else(|| c.to_string()));
+            let code = v.get("code").map(|c| {
+                c.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| c.to_string())
+            });
             Some(match code {
                 Some(code) => format!("{message} ({code})"),
                 None => message,

@@ -78,7 +78,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let data_dir = config::data_dir(cli.data_dir.as_deref());
     let api = || -> anyhow::Result<client::ApiClient> {
-        client::ApiClient::new(config::server_url(cli.url.as_deref()), config::api_key(&data_dir)?)
+        client::ApiClient::new(
+            config::server_url(cli.url.as_deref()),
+            config::api_key(&data_dir)?,
+        )
     };
     match cli.command {
         Command::Serve(args) => commands::serve::run(args, data_dir).await,

@@ -1,11 +1,14 @@
 //! Output for people (tables) and scripts (`--json`).
 
-use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use serde_json::Value;
 
 /// Prints a value as pretty JSON.
 pub fn json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
 }
 
 /// Prints rows of JSON objects as a table with the given (header, field) columns.
@@ -26,7 +29,14 @@ pub fn cell(row: &Value, field: &str) -> String {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Object(map)) => map
             .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                )
+            })
             .collect::<Vec<_>>()
             .join(","),
         Some(other) => other.to_string(),

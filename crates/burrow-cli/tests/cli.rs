@@ -5,25 +5,47 @@ mod common;
 use common::TestServer;
 
 fn is_sandbox_id(id: &str) -> bool {
-    !id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 #[test]
 fn create_exec_list_info_rm() {
     require_sandboxes!();
     let server = TestServer::start();
-    let id = server.ok(&["create", "--label", "suite=cli", "--env", "GREETING=hi"]).trim().to_string();
-    assert!(is_sandbox_id(&id), "id {id:?} must be lowercase alphanumeric");
+    let id = server
+        .ok(&["create", "--label", "suite=cli", "--env", "GREETING=hi"])
+        .trim()
+        .to_string();
+    assert!(
+        is_sandbox_id(&id),
+        "id {id:?} must be lowercase alphanumeric"
+    );
 
     // Output streams through; the exit code is the command's.
-    assert_eq!(server.ok(&["exec", &id, "--", "sh", "-c", "echo $GREETING; echo err >&2"]), "hi\n");
+    assert_eq!(
+        server.ok(&[
+            "exec",
+            &id,
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING; echo err >&2"
+        ]),
+        "hi\n"
+    );
     let out = server.cli(&["exec", &id, "--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
 
     // Default user is `user` with home /home/user; sudo works without a password.
     assert_eq!(server.ok(&["exec", &id, "--", "whoami"]), "user\n");
     assert_eq!(server.ok(&["exec", &id, "--", "pwd"]), "/home/user\n");
-    assert_eq!(server.ok(&["exec", &id, "--", "sudo", "-n", "id", "-u"]), "0\n");
+    assert_eq!(
+        server.ok(&["exec", &id, "--", "sudo", "-n", "id", "-u"]),
+        "0\n"
+    );
 
     // stdin reaches the command.
     let out = server.cli_with_stdin(&["exec", "-i", &id, "--", "cat"], Some(b"piped input\n"));
@@ -32,11 +54,21 @@ fn create_exec_list_info_rm() {
 
     let listed = server.ok(&["ls", "--label", "suite=cli", "--json"]);
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    assert!(listed.as_array().unwrap().iter().any(|s| s["id"] == id.as_str()));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == id.as_str())
+    );
     let none = server.ok(&["ls", "--label", "suite=other", "--json"]);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&none).unwrap(), serde_json::json!([]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&none).unwrap(),
+        serde_json::json!([])
+    );
 
-    let info: serde_json::Value = serde_json::from_str(&server.ok(&["info", &id, "--json"])).unwrap();
+    let info: serde_json::Value =
+        serde_json::from_str(&server.ok(&["info", &id, "--json"])).unwrap();
     assert_eq!(info["state"], "running");
     assert_eq!(info["template"], "base");
 
@@ -44,7 +76,10 @@ fn create_exec_list_info_rm() {
     let out = server.cli(&["info", &id]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("404") || err.contains("not found"), "unexpected error: {err}");
+    assert!(
+        err.contains("404") || err.contains("not found"),
+        "unexpected error: {err}"
+    );
 }
 
 #[test]
@@ -54,21 +89,41 @@ fn cp_round_trip_and_paths_stay_inside() {
     let id = server.ok(&["create"]).trim().to_string();
     let dir = common::tempdir("burrow-cp");
     let src = dir.join("blob.bin");
-    let data: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let data: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     std::fs::write(&src, &data).unwrap();
 
-    server.ok(&["cp", src.to_str().unwrap(), &format!("{id}:/home/user/blob.bin")]);
+    server.ok(&[
+        "cp",
+        src.to_str().unwrap(),
+        &format!("{id}:/home/user/blob.bin"),
+    ]);
     let back = dir.join("back.bin");
-    server.ok(&["cp", &format!("{id}:/home/user/blob.bin"), back.to_str().unwrap()]);
+    server.ok(&[
+        "cp",
+        &format!("{id}:/home/user/blob.bin"),
+        back.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(&back).unwrap(), data);
 
     // `..` cannot climb out of the sandbox's root: this lands in the sandbox's /tmp, not the host's.
     let marker = format!("burrow-escape-{}", std::process::id());
     let src_small = dir.join("small");
     std::fs::write(&src_small, b"x").unwrap();
-    server.ok(&["cp", src_small.to_str().unwrap(), &format!("{id}:/../../../../tmp/{marker}")]);
-    assert!(!std::path::Path::new("/tmp").join(&marker).exists(), "a sandbox path escaped onto the host");
-    assert_eq!(server.ok(&["exec", &id, "--", "cat", &format!("/tmp/{marker}")]), "x");
+    server.ok(&[
+        "cp",
+        src_small.to_str().unwrap(),
+        &format!("{id}:/../../../../tmp/{marker}"),
+    ]);
+    assert!(
+        !std::path::Path::new("/tmp").join(&marker).exists(),
+        "a sandbox path escaped onto the host"
+    );
+    assert_eq!(
+        server.ok(&["exec", &id, "--", "cat", &format!("/tmp/{marker}")]),
+        "x"
+    );
 }
 
 #[test]
@@ -78,11 +133,18 @@ fn bad_input_gets_clear_errors() {
     let out = server.cli(&["create", "--template", "no-such-template"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no-such-template"), "error should name the template: {err}");
+    assert!(
+        err.contains("no-such-template"),
+        "error should name the template: {err}"
+    );
 
     let out = server.cli(&["exec", "nosuchsandbox", "--", "true"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("404") && err.contains("nosuchsandbox"),
+        "unexpected error: {err}"
+    );
 
     let out = server.cli(&["create", "--env", "NOEQUALS"]);
     assert_eq!(out.status.code(), Some(1));

@@ -74,7 +74,9 @@ impl From<TemplateError> for HttpError {
         let (status, code) = match &e {
             TemplateError::NotFound(_) => (StatusCode::NOT_FOUND, codes::TEMPLATE_NOT_FOUND),
             TemplateError::AlreadyExists(_) => (StatusCode::CONFLICT, codes::TEMPLATE_EXISTS),
-            TemplateError::InUse(_) => (StatusCode::CONFLICT, codes::TEMPLATE_IN_USE),
+            TemplateError::InUse(_) | TemplateError::HasDependents { .. } => {
+                (StatusCode::CONFLICT, codes::TEMPLATE_IN_USE)
+            }
             TemplateError::InvalidName(_)
             | TemplateError::Invalid(_)
             | TemplateError::UnsafeEntry { .. } => {

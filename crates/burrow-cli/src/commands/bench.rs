@@ -58,7 +58,8 @@ async fn create(api: &ApiClient, args: CreateBench) -> anyhow::Result<ExitCode> 
     let body = json!({"template": args.template});
     // One warm-up run so first-use costs (page cache, pool fill) don't count.
     let warm: Value = api.post_json("/v1/sandboxes", &body).await?;
-    api.delete(&format!("/v1/sandboxes/{}", id_of(&warm)?)).await?;
+    api.delete(&format!("/v1/sandboxes/{}", id_of(&warm)?))
+        .await?;
     for i in 0..args.n {
         let start = Instant::now();
         let sandbox: Value = api.post_json("/v1/sandboxes", &body).await?;
@@ -96,14 +97,20 @@ async fn create(api: &ApiClient, args: CreateBench) -> anyhow::Result<ExitCode> 
         println!("{}", create.line("create (until agent ready)"));
         println!("{}", delete.line("delete"));
         if let Some((p50, max)) = rss {
-            println!("idle sandbox RSS (init + agent): p50 {:.2} MiB, max {:.2} MiB", p50 as f64 / 1024.0, max as f64 / 1024.0);
+            println!(
+                "idle sandbox RSS (init + agent): p50 {:.2} MiB, max {:.2} MiB",
+                p50 as f64 / 1024.0,
+                max as f64 / 1024.0
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn exec(api: &ApiClient, args: ExecBench) -> anyhow::Result<ExitCode> {
-    let sandbox: Value = api.post_json("/v1/sandboxes", &json!({"template": args.template})).await?;
+    let sandbox: Value = api
+        .post_json("/v1/sandboxes", &json!({"template": args.template}))
+        .await?;
     let id = id_of(&sandbox)?;
     let result = exec_loop(api, &id, args.n).await;
     api.delete(&format!("/v1/sandboxes/{id}")).await?;
@@ -122,7 +129,9 @@ async fn exec_loop(api: &ApiClient, id: &str, n: usize) -> anyhow::Result<Vec<Du
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 5 {
         let start = Instant::now();
-        let resp = api.send(api.request(reqwest::Method::POST, &path).json(&body)).await?;
+        let resp = api
+            .send(api.request(reqwest::Method::POST, &path).json(&body))
+            .await?;
         let mut events = Box::pin(ndjson::<Value>(resp));
         let mut code = None;
         while let Some(event) = events.next().await {
@@ -154,7 +163,8 @@ fn id_of(sandbox: &Value) -> anyhow::Result<String> {
 
 /// Sum of VmRSS over the processes in the sandbox's pids cgroup (local server only).
 fn sandbox_rss_kib(id: &str) -> Option<u64> {
-    let procs = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/burrow/{id}/cgroup.procs")).ok()?;
+    let procs =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/pids/burrow/{id}/cgroup.procs")).ok()?;
     let mut total = 0;
     for pid in procs.split_whitespace() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clap::Args;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -23,7 +23,9 @@ pub async fn run(api: &ApiClient, args: CpArgs) -> anyhow::Result<ExitCode> {
     match (remote_path(&args.src), remote_path(&args.dst)) {
         (None, Some((id, path))) => upload(api, &args.src, id, path).await?,
         (Some((id, path)), None) => download(api, id, path, &args.dst).await?,
-        (Some(_), Some(_)) => bail!("copying between two sandboxes is not supported; copy through the host"),
+        (Some(_), Some(_)) => {
+            bail!("copying between two sandboxes is not supported; copy through the host")
+        }
         (None, None) => bail!("one side must be a sandbox path written ID:PATH"),
     }
     Ok(ExitCode::SUCCESS)
@@ -35,15 +37,24 @@ async fn upload(api: &ApiClient, src: &str, id: &str, path: &str) -> anyhow::Res
         tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut buf).await?;
         reqwest::Body::from(buf)
     } else {
-        let meta = tokio::fs::metadata(src).await.with_context(|| format!("reading {src}"))?;
+        let meta = tokio::fs::metadata(src)
+            .await
+            .with_context(|| format!("reading {src}"))?;
         if meta.is_dir() {
             bail!("{src} is a directory; burrow cp copies single files");
         }
-        let file = tokio::fs::File::open(src).await.with_context(|| format!("opening {src}"))?;
-        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024))
+        let file = tokio::fs::File::open(src)
+            .await
+            .with_context(|| format!("opening {src}"))?;
+        reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ))
     };
     let target = if path.ends_with('/') {
-        let name = Path::new(src).file_name().context("the source has no file name")?;
+        let name = Path::new(src)
+            .file_name()
+            .context("the source has no file name")?;
         format!("{path}{}", name.to_string_lossy())
     } else {
         path.to_string()
@@ -75,15 +86,21 @@ async fn download(api: &ApiClient, id: &str, path: &str, dst: &str) -> anyhow::R
     }
     let mut target = PathBuf::from(dst);
     if target.is_dir() {
-        let name = Path::new(path).file_name().context("the sandbox path has no file name")?;
+        let name = Path::new(path)
+            .file_name()
+            .context("the sandbox path has no file name")?;
         target.push(name);
     }
     let tmp = target.with_extension("burrow-partial");
-    let mut file = tokio::fs::File::create(&tmp).await.with_context(|| format!("creating {}", tmp.display()))?;
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .with_context(|| format!("creating {}", tmp.display()))?;
     while let Some(chunk) = stream.next().await {
         file.write_all(&chunk?).await?;
     }
     file.flush().await?;
-    tokio::fs::rename(&tmp, &target).await.with_context(|| format!("writing {}", target.display()))?;
+    tokio::fs::rename(&tmp, &target)
+        .await
+        .with_context(|| format!("writing {}", target.display()))?;
     Ok(())
 }

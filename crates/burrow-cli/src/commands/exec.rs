@@ -3,15 +3,15 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::args::{duration, key_values};
-use crate::client::{ndjson, ApiClient};
+use crate::client::{ApiClient, ndjson};
 
 #[derive(Args)]
 pub struct ExecArgs {
@@ -52,11 +52,19 @@ pub async fn run(api: &ApiClient, args: ExecArgs) -> anyhow::Result<ExitCode> {
     }
     if args.stdin {
         let mut input = Vec::new();
-        std::io::stdin().read_to_end(&mut input).context("reading stdin")?;
-        body["stdin"] = json!(B64.encode(input));
+        std::io::stdin()
+            .read_to_end(&mut input)
+            .context("reading stdin")?;
+        body["stdin_base64"] = json!(B64.encode(input));
     }
     let resp = api
-        .send(api.request(reqwest::Method::POST, &format!("/v1/sandboxes/{}/exec", args.id)).json(&body))
+        .send(
+            api.request(
+                reqwest::Method::POST,
+                &format!("/v1/sandboxes/{}/exec", args.id),
+            )
+            .json(&body),
+        )
         .await?;
     let mut events = Box::pin(ndjson::<Value>(resp));
     let mut stdout = std::io::stdout().lock();
@@ -80,7 +88,10 @@ pub async fn run(api: &ApiClient, args: ExecArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(exit_status_byte(code)));
             }
             Some("error") => {
-                let message = event.get("message").and_then(Value::as_str).unwrap_or("unknown error");
+                let message = event
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error");
                 bail!("exec failed: {message}");
             }
             _ => {}
@@ -90,7 +101,10 @@ pub async fn run(api: &ApiClient, args: ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn decode(event: &Value) -> anyhow::Result<Vec<u8>> {
-    let data = event.get("data").and_then(Value::as_str).unwrap_or_default();
+    let data = event
+        .get("data")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     B64.decode(data).context("decoding output chunk")
 }
 

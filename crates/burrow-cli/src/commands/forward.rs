@@ -31,7 +31,10 @@ pub async fn run(api: &ApiClient, args: ForwardArgs) -> anyhow::Result<ExitCode>
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    eprintln!("forwarding {listen} -> {}:{} (Ctrl-C to stop)", args.id, args.port);
+    eprintln!(
+        "forwarding {listen} -> {}:{} (Ctrl-C to stop)",
+        args.id, args.port
+    );
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -53,12 +56,17 @@ async fn tunnel(api: &ApiClient, id: &str, port: u16, mut conn: TcpStream) -> an
     conn.set_nodelay(true).ok();
     let resp = api
         .send(
-            api.request(reqwest::Method::GET, &format!("/v1/sandboxes/{id}/ports/{port}/tunnel"))
-                .header(CONNECTION, "upgrade")
-                .header(UPGRADE, "tcp"),
+            api.request(
+                reqwest::Method::GET,
+                &format!("/v1/sandboxes/{id}/ports/{port}/tunnel"),
+            )
+            .header(CONNECTION, "upgrade")
+            .header(UPGRADE, "tcp"),
         )
         .await?;
     let mut upstream = resp.upgrade().await.context("upgrading to a tunnel")?;
-    tokio::io::copy_bidirectional(&mut conn, &mut upstream).await.ok();
+    tokio::io::copy_bidirectional(&mut conn, &mut upstream)
+        .await
+        .ok();
     Ok(())
 }

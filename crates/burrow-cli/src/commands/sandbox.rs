@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::args::key_values;
 use crate::client::ApiClient;
@@ -79,7 +79,10 @@ pub async fn list(api: &ApiClient, args: ListArgs) -> anyhow::Result<ExitCode> {
         query.push(("state".into(), state));
     }
     let resp = api
-        .send(api.request(reqwest::Method::GET, "/v1/sandboxes").query(&query))
+        .send(
+            api.request(reqwest::Method::GET, "/v1/sandboxes")
+                .query(&query),
+        )
         .await?;
     let list: Value = resp.json().await?;
     let rows = list
@@ -141,5 +144,9 @@ pub async fn remove(api: &ApiClient, args: RmArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -65,7 +65,9 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
 /// The helper binaries live next to `burrow` (a cargo build) or in `../lib/burrow` (an install).
 fn find_lib_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the burrow binary")?;
-    let bin_dir = exe.parent().context("the burrow binary has no parent dir")?;
+    let bin_dir = exe
+        .parent()
+        .context("the burrow binary has no parent dir")?;
     let candidates = [bin_dir.to_path_buf(), bin_dir.join("../lib/burrow")];
     candidates
         .iter()

@@ -32,15 +32,23 @@ pub async fn run(api: &ApiClient, args: ShellArgs) -> anyhow::Result<ExitCode> {
     if let Some(user) = &args.user {
         url.push_str(&format!("&user={user}"));
     }
-    let mut request = url.into_client_request().context("building the shell request")?;
+    let mut request = url
+        .into_client_request()
+        .context("building the shell request")?;
     request.headers_mut().insert(
         "authorization",
-        format!("Bearer {}", api.key()).parse().context("API key is not a valid header")?,
+        format!("Bearer {}", api.key())
+            .parse()
+            .context("API key is not a valid header")?,
     );
     let (ws, _) = match tokio_tungstenite::connect_async(request).await {
         Ok(ok) => ok,
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let body = resp
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
             bail!("server answered {}: {}", resp.status(), body.trim());
         }
         Err(e) => bail!("cannot open a shell: {e}"),

@@ -70,7 +70,12 @@ pub async fn run(
             } else {
                 output::table(
                     &rows,
-                    &[("NAME", "name"), ("SOURCE", "source"), ("SIZE BYTES", "size_bytes"), ("CREATED", "created_at")],
+                    &[
+                        ("NAME", "name"),
+                        ("SOURCE", "source"),
+                        ("SIZE BYTES", "size_bytes"),
+                        ("CREATED", "created_at"),
+                    ],
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -86,8 +91,10 @@ pub async fn run(
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(1000);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {prefix:>10} {wide_msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {prefix:>10} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
@@ -118,28 +125,44 @@ async fn build_local(args: BuildArgs, data_dir: &Path) -> anyhow::Result<ExitCod
     // Imports are blocking file work; run them off the async runtime's workers.
     let template = if let Some(path) = args.from_rootfs.clone() {
         let (store, name, bar) = (store.clone(), args.name.clone(), bar.clone());
-        tokio::task::spawn_blocking(move || store.import_rootfs(&name, &path, |p| show(&bar, &p))).await??
+        tokio::task::spawn_blocking(move || store.import_rootfs(&name, &path, |p| show(&bar, &p)))
+            .await??
     } else if let Some(path) = args.from_oci.clone() {
-        let (store, name, bar, reference) = (store.clone(), args.name.clone(), bar.clone(), args.reference.clone());
-        tokio::task::spawn_blocking(move || store.import_oci(&name, &path, reference.as_deref(), |p| show(&bar, &p))).await??
+        let (store, name, bar, reference) = (
+            store.clone(),
+            args.name.clone(),
+            bar.clone(),
+            args.reference.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            store.import_oci(&name, &path, reference.as_deref(), |p| show(&bar, &p))
+        })
+        .await??
     } else if args.from.is_some() || args.file.is_some() {
         bail!("builds with steps run sandboxes, so they go through the server: drop --local");
     } else if args.name == BASE_TEMPLATE {
         store.build_base(progress).await?
     } else {
-        bail!("say what to build from: --from-rootfs, --from-oci, or --from/--file (only `base` builds with no source)");
+        bail!(
+            "say what to build from: --from-rootfs, --from-oci, or --from/--file (only `base` builds with no source)"
+        );
     };
     bar.finish_and_clear();
-    println!("built template '{}' ({} layers)", template.name, template.layers.len());
+    println!(
+        "built template '{}' ({} layers)",
+        template.name,
+        template.layers.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 async fn build_remote(api: &ApiClient, args: BuildArgs) -> anyhow::Result<ExitCode> {
     if args.if_missing {
         let list: Value = api.get_json("/v1/templates").await?;
-        let exists = list
-            .as_array()
-            .is_some_and(|l| l.iter().any(|t| t.get("name").and_then(Value::as_str) == Some(&args.name)));
+        let exists = list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|t| t.get("name").and_then(Value::as_str) == Some(&args.name))
+        });
         if exists {
             println!("template '{}' exists", args.name);
             return Ok(ExitCode::SUCCESS);
@@ -156,7 +179,10 @@ async fn build_remote(api: &ApiClient, args: BuildArgs) -> anyhow::Result<ExitCo
         json!({"type": "debootstrap"})
     };
     let resp = api
-        .send(api.request(reqwest::Method::POST, "/v1/templates").json(&json!({"name": args.name, "from": from})))
+        .send(
+            api.request(reqwest::Method::POST, "/v1/templates")
+                .json(&json!({"name": args.name, "from": from})),
+        )
         .await?;
     let bar = progress_bar();
     let mut events = Box::pin(ndjson::<Value>(resp));
@@ -170,7 +196,13 @@ async fn build_remote(api: &ApiClient, args: BuildArgs) -> anyhow::Result<ExitCo
             }
             Some("error") => {
                 bar.finish_and_clear();
-                bail!("build failed: {}", event.get("message").and_then(Value::as_str).unwrap_or("unknown error"));
+                bail!(
+                    "build failed: {}",
+                    event
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown error")
+                );
             }
             _ => {
                 if let Ok(p) = serde_json::from_value::<BuildProgress>(event.clone()) {
@@ -190,7 +222,9 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 /// Reads a build file (and/or `--from`) into a parent template and steps.
 fn build_file(from: Option<&str>, file: Option<&Path>) -> anyhow::Result<(String, Vec<BuildStep>)> {
     let text = match file {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
         None => String::new(),
     };
     let base_dir = file.and_then(Path::parent).unwrap_or(Path::new("."));
@@ -203,7 +237,10 @@ fn build_file(from: Option<&str>, file: Option<&Path>) -> anyhow::Result<(String
 }
 
 /// Parses the Dockerfile-like build format. `COPY` sources are resolved against `base_dir`.
-pub fn parse_build_file(text: &str, base_dir: &Path) -> anyhow::Result<(Option<String>, Vec<BuildStep>)> {
+pub fn parse_build_file(
+    text: &str,
+    base_dir: &Path,
+) -> anyhow::Result<(Option<String>, Vec<BuildStep>)> {
     let mut parent = None;
     let mut steps = Vec::new();
     for (n, raw) in text.lines().enumerate() {
@@ -230,7 +267,9 @@ pub fn parse_build_file(text: &str, base_dir: &Path) -> anyhow::Result<(Option<S
             }
             "RUN" => {
                 need("a command")?;
-                steps.push(BuildStep::Run { command: rest.to_string() });
+                steps.push(BuildStep::Run {
+                    command: rest.to_string(),
+                });
             }
             "ENV" => {
                 need("KEY=VALUE")?;
@@ -238,15 +277,22 @@ pub fn parse_build_file(text: &str, base_dir: &Path) -> anyhow::Result<(Option<S
                     .split_once('=')
                     .or_else(|| rest.split_once(char::is_whitespace))
                     .with_context(|| format!("line {lineno}: ENV needs KEY=VALUE"))?;
-                steps.push(BuildStep::Env { key: key.trim().to_string(), value: value.trim().to_string() });
+                steps.push(BuildStep::Env {
+                    key: key.trim().to_string(),
+                    value: value.trim().to_string(),
+                });
             }
             "WORKDIR" => {
                 need("a path")?;
-                steps.push(BuildStep::Workdir { path: rest.to_string() });
+                steps.push(BuildStep::Workdir {
+                    path: rest.to_string(),
+                });
             }
             "USER" => {
                 need("a user name")?;
-                steps.push(BuildStep::User { name: rest.to_string() });
+                steps.push(BuildStep::User {
+                    name: rest.to_string(),
+                });
             }
             "COPY" => {
                 let parts: Vec<&str> = rest.split_whitespace().collect();
@@ -254,9 +300,14 @@ pub fn parse_build_file(text: &str, base_dir: &Path) -> anyhow::Result<(Option<S
                     bail!("line {lineno}: COPY needs exactly a source and a destination");
                 };
                 let src = base_dir.join(src);
-                steps.push(BuildStep::Copy { src: absolute(&src)?, dest: dest.to_string() });
+                steps.push(BuildStep::Copy {
+                    src: absolute(&src)?,
+                    dest: dest.to_string(),
+                });
             }
-            other => bail!("line {lineno}: unknown instruction {other} (use FROM, RUN, ENV, WORKDIR, COPY, USER)"),
+            other => bail!(
+                "line {lineno}: unknown instruction {other} (use FROM, RUN, ENV, WORKDIR, COPY, USER)"
+            ),
         }
     }
     Ok((parent, steps))
@@ -272,8 +323,20 @@ mod tests {
         let (parent, steps) = parse_build_file(text, Path::new("/ctx")).unwrap();
         assert_eq!(parent.as_deref(), Some("base"));
         assert_eq!(steps.len(), 6);
-        assert_eq!(steps[2], BuildStep::Env { key: "B".into(), value: "two words".into() });
-        assert_eq!(steps[5], BuildStep::Copy { src: "/ctx/app.py".into(), dest: "/srv/app.py".into() });
+        assert_eq!(
+            steps[2],
+            BuildStep::Env {
+                key: "B".into(),
+                value: "two words".into()
+            }
+        );
+        assert_eq!(
+            steps[5],
+            BuildStep::Copy {
+                src: "/ctx/app.py".into(),
+                dest: "/srv/app.py".into()
+            }
+        );
     }
 
     #[test]

@@ -80,11 +80,23 @@ impl TestServer {
             if key_path.is_file() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 break;
             }
-            assert!(Instant::now() < deadline, "server did not start; log:\n{}", read_log(&data_dir));
+            assert!(
+                Instant::now() < deadline,
+                "server did not start; log:\n{}",
+                read_log(&data_dir)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let key = std::fs::read_to_string(&key_path).unwrap().trim().to_string();
-        TestServer { url, key, data_dir, child }
+        let key = std::fs::read_to_string(&key_path)
+            .unwrap()
+            .trim()
+            .to_string();
+        TestServer {
+            url,
+            key,
+            data_dir,
+            child,
+        }
     }
 
     /// Runs `burrow ARGS` against this server.
@@ -97,7 +109,11 @@ impl TestServer {
         cmd.args(args)
             .env("BURROW_URL", &self.url)
             .env("BURROW_API_KEY", &self.key)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("running burrow");
@@ -167,7 +183,11 @@ pub fn read_log(data_dir: &Path) -> String {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn tempdir(prefix: &str) -> PathBuf {
