@@ -30,6 +30,12 @@ impl ApiClient {
         &self.base
     }
 
+    /// The pooled HTTP client without credentials (for requests that must not carry the API key,
+    /// such as those relayed into a sandbox).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     pub fn key(&self) -> &str {
         &self.key
     }

@@ -41,10 +41,17 @@ enum Command {
     Shell(commands::shell::ShellArgs),
     /// Copy files between the host and a sandbox (`ID:PATH` names a sandbox path).
     Cp(commands::cp::CpArgs),
+    /// Put sandboxes to standby now (frozen, memory paged out); any request wakes them.
+    Standby(commands::standby::StandbyArgs),
+    /// Wake sleeping sandboxes.
+    Resume(commands::standby::ResumeArgs),
     /// Delete sandboxes (and everything they hold).
     Rm(commands::sandbox::RmArgs),
     /// Forward a local TCP port to a port inside a sandbox.
     Forward(commands::forward::ForwardArgs),
+    /// Issue API keys (`--e2b` for E2B SDKs).
+    #[command(subcommand)]
+    Key(commands::key::KeyCommand),
     /// Build, list and remove templates.
     #[command(subcommand)]
     Template(commands::template::TemplateCommand),
@@ -89,10 +96,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ls(args) => commands::sandbox::list(&api()?, args).await,
         Command::Info(args) => commands::sandbox::info(&api()?, args).await,
         Command::Rm(args) => commands::sandbox::remove(&api()?, args).await,
+        Command::Standby(args) => commands::standby::standby(&api()?, args).await,
+        Command::Resume(args) => commands::standby::resume(&api()?, args).await,
         Command::Exec(args) => commands::exec::run(&api()?, args).await,
         Command::Shell(args) => commands::shell::run(&api()?, args).await,
         Command::Cp(args) => commands::cp::run(&api()?, args).await,
         Command::Forward(args) => commands::forward::run(&api()?, args).await,
+        Command::Key(cmd) => commands::key::run(&api()?, cmd).await,
         Command::Template(cmd) => commands::template::run(cmd, &data_dir, api).await,
         Command::Bench(cmd) => commands::bench::run(&api()?, cmd).await,
     }

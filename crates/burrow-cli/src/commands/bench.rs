@@ -1,4 +1,4 @@
-//! `burrow bench create|exec`: latency benchmarks over the real API, printing p50/p99.
+//! `burrow bench create|exec|resume`: latency benchmarks over the real API, printing p50/p99.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -17,6 +17,9 @@ pub enum BenchCommand {
     Create(CreateBench),
     /// Exec `true` in one sandbox through the API, round trip until the exit status arrives.
     Exec(ExecBench),
+    /// Standby → request cycles on a sandbox running a small stateful HTTP server: time from
+    /// sending the request to its answer (the wake included), and host RAM held in standby.
+    Resume(super::bench_resume::ResumeBench),
 }
 
 #[derive(Args)]
@@ -48,6 +51,7 @@ pub async fn run(api: &ApiClient, cmd: BenchCommand) -> anyhow::Result<ExitCode>
     match cmd {
         BenchCommand::Create(args) => create(api, args).await,
         BenchCommand::Exec(args) => exec(api, args).await,
+        BenchCommand::Resume(args) => super::bench_resume::run(api, args).await,
     }
 }
 
@@ -123,6 +127,27 @@ async fn exec(api: &ApiClient, args: ExecBench) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+pub(crate) async fn exec_true(api: &ApiClient, path: &str) -> anyhow::Result<()> {
+    let resp = api
+        .send(
+            api.request(reqwest::Method::POST, path)
+                .json(&json!({"cmd": ["true"]})),
+        )
+        .await?;
+    let mut events = Box::pin(ndjson::<Value>(resp));
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if event.get("type").and_then(Value::as_str) == Some("exit") {
+            let code = event.get("exit_code").and_then(Value::as_i64);
+            if code != Some(0) {
+                bail!("`true` did not exit 0 (got {code:?})");
+            }
+            return Ok(());
+        }
+    }
+    bail!("the exec stream ended without an exit event")
+}
+
 async fn exec_loop(api: &ApiClient, id: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
     let path = format!("/v1/sandboxes/{id}/exec");
     let body = json!({"cmd": ["true"]});
@@ -153,7 +178,7 @@ async fn exec_loop(api: &ApiClient, id: &str, n: usize) -> anyhow::Result<Vec<Du
     Ok(times)
 }
 
-fn id_of(sandbox: &Value) -> anyhow::Result<String> {
+pub(crate) fn id_of(sandbox: &Value) -> anyhow::Result<String> {
     sandbox
         .get("id")
         .and_then(Value::as_str)

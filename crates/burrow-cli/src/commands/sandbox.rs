@@ -29,6 +29,10 @@ pub struct CreateArgs {
     /// Label (repeatable); `burrow ls --label` filters on them.
     #[arg(long = "label", short = 'l', value_name = "K=V")]
     pub labels: Vec<String>,
+    /// Idle time before the sandbox goes to standby by itself (`15s`, `2m`, plain seconds;
+    /// 0 = never). Default: the server's (15 s).
+    #[arg(long, value_parser = crate::args::duration)]
+    pub idle_timeout: Option<std::time::Duration>,
     /// Print the whole sandbox as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +52,12 @@ pub async fn create(api: &ApiClient, args: CreateArgs) -> anyhow::Result<ExitCod
     }
     if let Some(disk) = args.disk {
         body["disk_mb"] = json!(disk);
+    }
+    if let Some(idle) = args.idle_timeout {
+        if idle.subsec_nanos() != 0 {
+            anyhow::bail!("--idle-timeout is counted in whole seconds, got {idle:?}");
+        }
+        body["idle_timeout"] = json!(idle.as_secs());
     }
     let sandbox: Value = api.post_json("/v1/sandboxes", &body).await?;
     if args.json {
@@ -121,9 +131,86 @@ pub async fn info(api: &ApiClient, args: InfoArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         output::json(&sandbox);
     } else {
-        output::details(&sandbox);
+        let mut fields = sandbox.clone();
+        let power = fields.as_object_mut().and_then(|m| m.remove("power"));
+        output::details(&fields);
+        if let Some(power) = power {
+            for line in power_lines(&power) {
+                println!("{line}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why the sandbox is awake, or since when it sleeps, for people.
+fn power_lines(power: &Value) -> Vec<String> {
+    let text = |k: &str| output::cell(power, k);
+    let mut lines = Vec::new();
+    if power.get("awake").and_then(Value::as_bool) == Some(false) {
+        lines.push(format!(
+            "standby  {} since {}",
+            text("tier"),
+            text("asleep_since")
+        ));
+        if let (Some(mem), Some(swap)) = (
+            power.get("memory_bytes").and_then(Value::as_u64),
+            power.get("swap_bytes").and_then(Value::as_u64),
+        ) {
+            lines.push(format!(
+                "memory   {:.1} MiB resident, {:.1} MiB paged out to zram",
+                mem as f64 / 1048576.0,
+                swap as f64 / 1048576.0
+            ));
+        }
+    } else {
+        let mut why = Vec::new();
+        let streams = power
+            .get("open_streams")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if streams > 0 {
+            why.push(format!("{streams} open stream(s)"));
+        }
+        for lease in power
+            .get("leases")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let until = lease
+                .get("expires_at")
+                .and_then(Value::as_str)
+                .map(|t| format!(" until {t}"))
+                .unwrap_or_default();
+            why.push(format!(
+                "lease {} '{}'{until}",
+                output::cell(lease, "id"),
+                output::cell(lease, "reason")
+            ));
+        }
+        let in_sandbox = power
+            .get("sandbox_leases")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if in_sandbox > 0 {
+            why.push(format!("{in_sandbox} file(s) in /run/burrow/leases"));
+        }
+        if why.is_empty() {
+            why.push(match power.get("standby_in").and_then(Value::as_f64) {
+                Some(secs) => format!("recent activity; standby in {secs:.1} s if idle"),
+                None => "idle timeout 0 (never sleeps by itself)".to_string(),
+            });
+        }
+        lines.push(format!("awake    {}", why.join(", ")));
+    }
+    lines.push(format!(
+        "activity last {} at {} (idle timeout {} s)",
+        text("last_activity_source"),
+        text("last_activity_at"),
+        text("idle_timeout")
+    ));
+    lines
 }
 
 #[derive(Args)]

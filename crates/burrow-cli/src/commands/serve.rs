@@ -22,6 +22,30 @@ pub struct ServeArgs {
     /// Network slots kept ready ahead of demand.
     #[arg(long, default_value_t = 8)]
     pub net_pool: usize,
+    /// Also serve HTTPS here (same routes), e.g. 127.0.0.1:443: E2B SDKs need
+    /// `https://api.{domain}` and `https://{port}-{id}.{domain}` on port 443.
+    #[arg(long, env = "BURROW_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for `{domain}` and `*.{domain}` (default: burrow's local CA in
+    /// `<data_dir>/tls/` issues one). Needs --tls-key.
+    #[arg(
+        long,
+        env = "BURROW_TLS_CERT",
+        requires = "tls_key",
+        requires = "tls_listen"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "BURROW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Idle time before a sandbox goes to standby when it was created without --idle-timeout
+    /// (`15s`, `2m`, plain seconds; 0 = never).
+    #[arg(long, env = "BURROW_IDLE_TIMEOUT", default_value = "15s", value_parser = crate::args::duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Size of burrow's zram swap, where warm standby pages sandbox memory out, in MiB
+    /// (default: a quarter of the host's RAM; 0 = no page-out, standby only freezes).
+    #[arg(long, env = "BURROW_ZRAM_MB")]
+    pub zram_mb: Option<u64>,
 }
 
 pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -42,6 +66,15 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         launcher_path: lib_dir.join("burrow-launch"),
         agent_path: lib_dir.join("burrow-agent"),
         net_pool_size: args.net_pool,
+        tls: args.tls_listen.map(|listen| burrow_server::TlsConfig {
+            listen,
+            cert_and_key: args.tls_cert.zip(args.tls_key),
+        }),
+        default_idle_timeout: args.idle_timeout,
+        zram_bytes: args
+            .zram_mb
+            .map(|mb| mb.saturating_mul(1 << 20))
+            .unwrap_or_else(|| burrow_server::ServerConfig::default().zram_bytes),
         ..burrow_server::ServerConfig::default()
     };
     let shutdown = async {
@@ -58,7 +91,17 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
             }
         }
     };
-    burrow_server::serve(config, shutdown).await?;
+    let server = burrow_server::Server::bind(config).await?;
+    if let Some(addr) = server.tls_addr() {
+        println!("burrow: HTTPS on {addr}");
+    }
+    if let Some(ca) = server.ca_cert_path() {
+        println!(
+            "burrow: clients must trust the local CA {} (Python: SSL_CERT_FILE, Node: NODE_EXTRA_CA_CERTS)",
+            ca.display()
+        );
+    }
+    server.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
