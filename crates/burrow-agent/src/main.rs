@@ -27,6 +27,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     eprintln!("burrow-agent listening on {}", config.listen);
     let app = router(AgentState::new(config));
+    // Small request/response exchanges must not wait for Nagle + delayed ACK (40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await.context("server failed")
 }
 
