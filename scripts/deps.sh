@@ -3,7 +3,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  debootstrap uidmap nftables xfsprogs iproute2 conntrack procps
+  debootstrap uidmap nftables btrfs-progs iproute2 conntrack procps
   util-linux e2fsprogs ca-certificates curl pkg-config gcc make
   python3 python3-venv python3-pip
 )

@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# Installs CRIU 4 from Debian trixie into /opt/burrow/criu without touching the host's libc:
-# bookworm's CRIU 3.17 fails on current kernels ("Unexpected rt vDSO area bounds"). The whole
-# dependency closure comes from trixie and runs through trixie's own loader (see
-# docs/standby.md). Idempotent.
+# Installs CRIU >= 4.2 from Debian (sid) into /opt/burrow/criu without touching the host's libc:
+# bookworm's CRIU 3.17 fails on current kernels ("Unexpected rt vDSO area bounds") and trixie's
+# 4.1.1 fails on every TCP/UDP socket on kernels >= 6.16 ("Can't get 1:16 opt"). The whole
+# dependency closure comes from that suite and runs through its own loader (see docs/standby.md).
+# Idempotent.
 set -euo pipefail
 
 PREFIX=${BURROW_CRIU_PREFIX:-/opt/burrow/criu}
+SUITE=${BURROW_CRIU_SUITE:-sid}
 WRAPPER=$PREFIX/criu
 
-if [ -x "$WRAPPER" ] && "$WRAPPER" --version >/dev/null 2>&1; then
+version_ok() {
+  # "Version: 4.2.1" -> accept 4.2 and later.
+  "$WRAPPER" --version 2>/dev/null | awk '/^Version:/ { split($2, v, "."); exit !((v[1] > 4) || (v[1] == 4 && v[2] >= 2)) }'
+}
+
+if [ -x "$WRAPPER" ] && version_ok; then
   echo "==> CRIU present: $("$WRAPPER" --version | head -1)"
   exit 0
 fi
 
-echo "==> installing CRIU 4 (Debian trixie) into $PREFIX"
+echo "==> installing CRIU (Debian $SUITE) into $PREFIX"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work"/{lists/partial,cache/archives/partial,etc,debs}
-echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main' \
+echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $SUITE main" \
   > "$work/etc/sources.list"
 cat > "$work/apt.conf" <<CONF
 Dir::Etc::SourceList "$work/etc/sources.list";
@@ -38,10 +45,11 @@ mkdir -p "$PREFIX.new"
 for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$PREFIX.new"; done
 cat > "$PREFIX.new/criu" <<WRAP
 #!/bin/sh
-# CRIU 4 from trixie, run through trixie's loader and libraries.
+# CRIU from Debian $SUITE, run through that suite's loader and libraries.
 exec $PREFIX/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path $PREFIX/usr/lib/x86_64-linux-gnu $PREFIX/usr/sbin/criu "\$@"
 WRAP
 chmod 0755 "$PREFIX.new/criu"
 rm -rf "$PREFIX"
 mv "$PREFIX.new" "$PREFIX"
 "$WRAPPER" --version | head -1
+version_ok || { echo "install-criu.sh: the installed CRIU is older than 4.2" >&2; exit 1; }
