@@ -27,10 +27,10 @@ pub fn data_dir(flag: Option<&Path>) -> PathBuf {
 
 /// The API key: `BURROW_API_KEY`, else `<data dir>/client.key` written by a local server.
 pub fn api_key(data_dir: &Path) -> anyhow::Result<String> {
-    if let Ok(key) = std::env::var("BURROW_API_KEY") {
-        if !key.trim().is_empty() {
-            return Ok(key.trim().to_string());
-        }
+    if let Ok(key) = std::env::var("BURROW_API_KEY")
+        && !key.trim().is_empty()
+    {
+        return Ok(key.trim().to_string());
     }
     let path = data_dir.join("client.key");
     match std::fs::read_to_string(&path) {

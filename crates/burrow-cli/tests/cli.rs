@@ -160,3 +160,49 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+#[test]
+fn standby_resume_and_idle_timeout() {
+    require_sandboxes!();
+    let server = TestServer::start();
+    let id = server
+        .ok(&["create", "--idle-timeout", "1s"])
+        .trim()
+        .to_string();
+    let info = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&server.ok(&["info", id, "--json"])).unwrap()
+    };
+    assert_eq!(info(&id)["power"]["idle_timeout"], 1);
+
+    // The idle timer puts it to sleep; `info` says since when, and does not wake it.
+    let start = std::time::Instant::now();
+    while info(&id)["state"] != "standby" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(6),
+            "not asleep after 6 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let human = server.ok(&["info", &id]);
+    assert!(human.contains("standby  warm since"), "{human}");
+    assert_eq!(info(&id)["state"], "standby");
+
+    // A request wakes it; explicit standby and resume print the new state.
+    assert_eq!(server.ok(&["exec", &id, "--", "echo", "hi"]), "hi\n");
+    assert_eq!(server.ok(&["standby", &id]), format!("{id}  standby\n"));
+    assert_eq!(server.ok(&["standby", &id]), format!("{id}  standby\n"));
+    assert_eq!(server.ok(&["resume", &id]), format!("{id}  running\n"));
+    let human = server.ok(&["info", &id]);
+    assert!(human.contains("activity last resume"), "{human}");
+
+    let bad = server.cli(&["create", "--idle-timeout", "soon"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a duration"));
+    let deep = server.cli(&["standby", "--deep", &id]);
+    assert_eq!(deep.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&deep.stderr).contains("deep standby"));
+    let missing = server.cli(&["resume", "inosuchsandbox000000"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    server.ok(&["rm", &id]);
+}

@@ -172,10 +172,10 @@ async fn try_relay(target: &Target, req: Request<Incoming>) -> anyhow::Result<Re
     }
     headers.insert("e2b-sandbox-id", target.id.parse()?);
     headers.insert("e2b-sandbox-port", target.port.to_string().parse()?);
-    if let Some(token) = &target.token {
-        if !headers.contains_key("x-access-token") {
-            headers.insert("x-access-token", token.parse()?);
-        }
+    if let Some(token) = &target.token
+        && !headers.contains_key("x-access-token")
+    {
+        headers.insert("x-access-token", token.parse()?);
     }
     let body_stream = body.into_data_stream().map_err(std::io::Error::other);
     let url = format!("{}{}", target.api.base(), path);

@@ -74,10 +74,10 @@ pub async fn run(api: &ApiClient, args: ShellArgs) -> anyhow::Result<ExitCode> {
                     stdout.flush().await?;
                 }
                 Some(Ok(Message::Text(text))) => {
-                    if let Ok(v) = serde_json::from_str::<Value>(&text) {
-                        if let Some(code) = v.get("exit").and_then(Value::as_i64) {
-                            exit_code = u8::try_from(code).unwrap_or(255);
-                        }
+                    if let Ok(v) = serde_json::from_str::<Value>(&text)
+                        && let Some(code) = v.get("exit").and_then(Value::as_i64)
+                    {
+                        exit_code = u8::try_from(code).unwrap_or(255);
                     }
                 }
                 Some(Ok(Message::Close(_))) | None => break,

@@ -151,12 +151,11 @@ impl Drop for TestServer {
             .env("BURROW_URL", &self.url)
             .env("BURROW_API_KEY", &self.key)
             .output()
+            && let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
         {
-            if let Ok(list) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
-                for sb in list.as_array().into_iter().flatten() {
-                    if let Some(id) = sb.get("id").and_then(|v| v.as_str()) {
-                        let _ = self.cli(&["rm", id]);
-                    }
+            for sb in list.as_array().into_iter().flatten() {
+                if let Some(id) = sb.get("id").and_then(|v| v.as_str()) {
+                    let _ = self.cli(&["rm", id]);
                 }
             }
         }
@@ -171,6 +170,13 @@ impl Drop for TestServer {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The runtime loop-mounts its quota filesystem at <data>/sandboxes; release it with the dir.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.data_dir.join("sandboxes"))
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
