@@ -170,6 +170,9 @@ pub enum BackendError {
     /// 503: temporarily unable to serve (e.g. no free network slot).
     #[error("{0}")]
     Unavailable(String),
+    /// 501: a feature this burrow build does not provide (e.g. pause without standby support).
+    #[error("{0}")]
+    NotSupported(String),
     /// 500.
     #[error("{0}")]
     Internal(String),

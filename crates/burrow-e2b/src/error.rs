@@ -55,6 +55,7 @@ impl From<BackendError> for ApiError {
             BackendError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             BackendError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             BackendError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            BackendError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
             BackendError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {

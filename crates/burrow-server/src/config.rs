@@ -30,6 +30,25 @@ pub struct ServerConfig {
     pub max_json_bytes: usize,
     /// Print a newly created API key to stdout (the first start only). Default true.
     pub print_new_key: bool,
+    /// An HTTPS listener serving the same routes (E2B SDKs need `https://api.{domain}` and
+    /// `https://{port}-{id}.{domain}`). Default none.
+    pub tls: Option<TlsConfig>,
+    /// Idle time before a sandbox goes to standby when its create request names none
+    /// (0 = never). Default 15 s.
+    pub default_idle_timeout: std::time::Duration,
+    /// Size of burrow's zram swap for warm standby page-out, in bytes; 0 disables page-out.
+    /// Default: a quarter of the host's RAM.
+    pub zram_bytes: u64,
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Address, e.g. `127.0.0.1:443` (E2B SDKs always use port 443 for sandbox URLs).
+    pub listen: SocketAddr,
+    /// Operator-provided PEM certificate chain and key for `{domain}`, `*.{domain}`; `None` = a
+    /// wildcard certificate from burrow's local CA in `<data_dir>/tls/` (created on first use).
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +63,9 @@ impl Default for ServerConfig {
             max_upload_bytes: 1 << 30,
             max_json_bytes: 1 << 20,
             print_new_key: true,
+            tls: None,
+            default_idle_timeout: std::time::Duration::from_secs(15),
+            zram_bytes: crate::standby::default_zram_bytes(),
         }
     }
 }

@@ -19,6 +19,13 @@ pub fn generate_api_key() -> String {
     format!("bw_{}", hex::encode(bytes))
 }
 
+/// A new random API key in E2B's format (`e2b_` + 40 hex), for SDKs that check the shape.
+pub fn generate_e2b_api_key() -> String {
+    let mut bytes = [0u8; 20];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("e2b_{}", hex::encode(bytes))
+}
+
 /// A new random envd access token for one sandbox.
 pub fn generate_access_token() -> String {
     let mut bytes = [0u8; 24];
@@ -68,6 +75,14 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
         assert!(a.starts_with("bw_"));
+        let e = generate_e2b_api_key();
+        assert_eq!(e.len(), 44);
+        assert!(e.starts_with("e2b_"));
+        assert!(
+            e[4..]
+                .bytes()
+                .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+        );
         assert!(
             a[3..]
                 .bytes()

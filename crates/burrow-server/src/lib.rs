@@ -6,16 +6,20 @@ mod api;
 mod auth;
 mod build;
 mod config;
+mod e2b;
 mod error;
 mod extract;
 mod ids;
 mod json_errors;
 mod keys;
 mod openapi;
+mod power;
 mod proxy;
 mod service;
+mod standby;
 mod state;
 mod step_runner;
+mod tls;
 mod validate;
 
 use std::future::{Future, IntoFuture};
@@ -31,7 +35,7 @@ use burrow_store::Store;
 use burrow_templates::TemplateStore;
 use tokio::net::TcpListener;
 
-pub use config::{DEFAULT_LISTEN, ServerConfig};
+pub use config::{DEFAULT_LISTEN, ServerConfig, TlsConfig};
 pub use error::ServeError;
 pub use keys::CLIENT_KEY_FILE;
 pub use openapi::document as openapi_document;
@@ -43,6 +47,11 @@ use crate::state::AppState;
 pub struct Server {
     listener: TcpListener,
     router: Router,
+    state: AppState,
+    /// The HTTPS listener (same routes), if configured.
+    tls: Option<tls::BoundTls>,
+    e2b: Arc<e2b::E2bService>,
+    e2b_lifecycles: Arc<e2b::lifecycle::Lifecycles>,
 }
 
 impl Server {
@@ -89,17 +98,40 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(ServeError::io(format!("listening on {}", config.listen)))?;
+        let zram_bytes = config.zram_bytes;
+        let swap = tokio::task::spawn_blocking(move || standby::setup_swap(zram_bytes))
+            .await
+            .map_err(|e| ServeError::Config(format!("zram set-up task: {e}")))?;
         let state = AppState {
             config: Arc::new(config),
             store,
             runtime: Arc::new(runtime),
             templates,
             proxy_client: proxy::new_client(),
+            power: Arc::default(),
+            swap: Arc::new(swap),
+        };
+        let tls = match &state.config.tls {
+            Some(tls_config) => {
+                Some(tls::bind(tls_config, &state.config.data_dir, &state.config.domain).await?)
+            }
+            None => None,
         };
         service::reconcile(&state).await?;
+        let e2b_lifecycles = Arc::new(
+            e2b::lifecycle::Lifecycles::load(&state.config.data_dir)
+                .map_err(|e| ServeError::Config(e.to_string()))?,
+        );
+        e2b_lifecycles.retain_known(&state.store.sandbox_ids().await?);
+        let e2b = Arc::new(e2b::E2bService::new(state.clone(), e2b_lifecycles.clone()));
+        let e2b_router = e2b::E2bRouter::new(&state.config.domain, burrow_e2b::router(e2b.clone()));
         Ok(Self {
             listener,
-            router: router(state),
+            router: router(state.clone(), e2b_router),
+            state,
+            tls,
+            e2b,
+            e2b_lifecycles,
         })
     }
 
@@ -110,6 +142,19 @@ impl Server {
             .expect("a bound TCP listener has an address")
     }
 
+    /// The address of the HTTPS listener, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+            .as_ref()
+            .and_then(|tls| axum::serve::Listener::local_addr(&tls.listener).ok())
+    }
+
+    /// The CA certificate clients must trust for the HTTPS listener (`<data_dir>/tls/ca.pem`), when
+    /// burrow issued the certificate itself.
+    pub fn ca_cert_path(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().and_then(|tls| tls.ca_cert.as_deref())
+    }
+
     /// Serves HTTP/1.1 and h2c until `shutdown` completes; then waits up to
     /// [`SHUTDOWN_GRACE`] for open requests (exec streams, shells, tunnels) before returning.
     /// Sandboxes keep running: the next start adopts them.
@@ -118,30 +163,67 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         tracing::info!(addr = %self.local_addr(), "burrow API listening");
+        // Aborted when `run` returns, so a stopped server leaves no timer behind.
+        let idle_timer = AbortOnDrop(tokio::spawn(standby::idle_loop(self.state.clone())));
+        let e2b_timeouts = AbortOnDrop(tokio::spawn(e2b::run_timeouts(
+            self.e2b.clone(),
+            self.e2b_lifecycles.clone(),
+        )));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let mut graceful_rx = stop_rx.clone();
-        let graceful = async move {
-            let _ = graceful_rx.wait_for(|stop| *stop).await;
+        let graceful = |mut stop_rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
         };
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(graceful)
+        let https = self.tls.map(|tls| {
+            let addr = axum::serve::Listener::local_addr(&tls.listener).ok();
+            tracing::info!(?addr, "burrow HTTPS listening");
+            axum::serve(tls.listener, self.router.clone())
+                .with_graceful_shutdown(graceful(stop_rx.clone()))
+                .into_future()
+        });
+        // Small request/response exchanges must not wait for Nagle + delayed ACK (40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let http = axum::serve(listener, self.router)
+            .with_graceful_shutdown(graceful(stop_rx.clone()))
             .into_future();
+        let serve = async move {
+            match https {
+                Some(https) => {
+                    let (http, https) = tokio::join!(http, https);
+                    http.and(https)
+                }
+                None => http.await,
+            }
+        };
         let mut deadline_rx = stop_rx;
         let deadline = async move {
             let _ = deadline_rx.wait_for(|stop| *stop).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
-        tokio::select! {
+        let result = tokio::select! {
             served = serve => served.map_err(ServeError::io("serving HTTP")),
             () = deadline => {
                 tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}; closing them");
                 Ok(())
             }
-        }
+        };
+        drop(idle_timer);
+        drop(e2b_timeouts);
+        result
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -160,7 +242,7 @@ async fn openapi_json() -> impl IntoResponse {
     axum::Json(openapi::document())
 }
 
-fn router(state: AppState) -> Router {
+fn router(state: AppState, e2b: e2b::E2bRouter) -> Router {
     let json_limit = state.config.max_json_bytes;
     let api = Router::new()
         .route("/healthz", get(api::health::healthz))
@@ -174,6 +256,16 @@ fn router(state: AppState) -> Router {
             get(api::sandboxes::get).delete(api::sandboxes::delete),
         )
         .route("/v1/sandboxes/{id}/exec", post(api::exec::exec))
+        .route("/v1/sandboxes/{id}/standby", post(api::standby::standby))
+        .route("/v1/sandboxes/{id}/resume", post(api::standby::resume))
+        .route(
+            "/v1/sandboxes/{id}/leases",
+            post(api::standby::create_lease),
+        )
+        .route(
+            "/v1/sandboxes/{id}/leases/{lease}",
+            axum::routing::delete(api::standby::delete_lease),
+        )
         .route(
             "/v1/sandboxes/{id}/files",
             get(api::files::read)
@@ -187,6 +279,7 @@ fn router(state: AppState) -> Router {
             "/v1/sandboxes/{id}/ports/{port}/tunnel",
             get(api::tunnel::tunnel),
         )
+        .route("/v1/api-keys", post(api::keys::create))
         .route(
             "/v1/templates",
             get(api::templates::list).post(api::templates::create),
@@ -204,7 +297,12 @@ fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_api_key,
         ));
+    // Outermost first: the port proxy, then the E2B API (by host or path), then the native API.
     api.layer(axum::middleware::from_fn_with_state(
+        e2b,
+        e2b::route_e2b_api,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
         state.clone(),
         proxy::proxy_or_api,
     ))

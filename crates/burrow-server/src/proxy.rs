@@ -11,13 +11,16 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use burrow_types::{SandboxState, is_valid_sandbox_id};
+use std::sync::Arc;
+
+use burrow_types::is_valid_sandbox_id;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 
 use crate::error::HttpError;
+use crate::power::ActivityGuard;
 use crate::state::AppState;
 
 pub const HEADER_SANDBOX_ID: &str = "e2b-sandbox-id";
@@ -41,7 +44,7 @@ pub struct ProxyTarget {
 }
 
 /// Host name of a request without its port, lowercased (h2 requests carry it in the URI).
-fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+pub(crate) fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     let raw = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -135,15 +138,19 @@ fn port_not_open(id: &str, port: u16) -> Response {
     (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
 }
 
-async fn sandbox_ip(state: &AppState, id: &str) -> Option<Ipv4Addr> {
+/// The sandbox's IP, waking it if it sleeps, and the activity guard that keeps it awake while
+/// the proxied exchange lasts.
+async fn sandbox_ip(state: &AppState, id: &str) -> Option<(Ipv4Addr, Arc<ActivityGuard>)> {
     if !is_valid_sandbox_id(id) {
         return None;
     }
-    let rec = state.store.get_sandbox(id).await.ok()??;
-    if rec.state != SandboxState::Running {
-        return None;
+    match crate::service::running_as(state, id, "proxy").await {
+        Ok(sandbox) => Some((sandbox.handle.ip, sandbox.activity)),
+        Err(e) => {
+            tracing::debug!(sandbox = id, "proxy target unavailable: {e}");
+            None
+        }
     }
-    rec.ip?.parse().ok()
 }
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
@@ -193,7 +200,7 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 
 async fn forward(state: &AppState, target: ProxyTarget, mut request: Request) -> Response {
     let ProxyTarget { sandbox_id, port } = target;
-    let Some(ip) = sandbox_ip(state, &sandbox_id).await else {
+    let Some((ip, activity)) = sandbox_ip(state, &sandbox_id).await else {
         return sandbox_not_found(&sandbox_id);
     };
     let path = request
@@ -249,6 +256,7 @@ async fn forward(state: &AppState, target: ProxyTarget, mut request: Request) ->
         match client_upgrade {
             Some(client_upgrade) => {
                 tokio::spawn(async move {
+                    let _activity = activity;
                     let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
                         (Ok(c), Ok(u)) => (c, u),
                         _ => return,
@@ -271,7 +279,10 @@ async fn forward(state: &AppState, target: ProxyTarget, mut request: Request) ->
 
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::new(body))
+    Response::from_parts(
+        parts,
+        crate::power::body_with_activity(Body::new(body), activity),
+    )
 }
 
 #[cfg(test)]

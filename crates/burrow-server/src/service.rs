@@ -2,15 +2,25 @@
 //! runtime consistent. HTTP handlers stay thin on top of it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use burrow_runtime::{SandboxHandle, SandboxSpec};
 use burrow_store::{SandboxRecord, StoreError};
 use burrow_types::{CreateSandboxRequest, Sandbox, SandboxState, codes};
 
+use burrow_types::StandbyTier;
+
 use crate::error::HttpError;
+use crate::power::{ActivityGuard, Entry, Power, SandboxPower, SleepClaim};
 use crate::state::AppState;
-use crate::{ids, keys, validate};
+use crate::{ids, keys, standby, validate};
+
+/// Longest idle timeout a create request may ask for (30 days).
+const MAX_IDLE_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
+/// Per-sandbox standby settings, next to `runtime.json`.
+const STANDBY_FILE: &str = "standby.json";
 
 /// Max processes per sandbox.
 const PIDS_MAX: u64 = 4096;
@@ -20,6 +30,9 @@ const PIDS_MAX: u64 = 4096;
 pub struct RunningSandbox {
     pub record: SandboxRecord,
     pub handle: SandboxHandle,
+    /// Keeps the sandbox awake (an open stream) while any clone of it lives: move it into the
+    /// task that streams the response.
+    pub activity: Arc<ActivityGuard>,
 }
 
 impl RunningSandbox {
@@ -42,7 +55,31 @@ pub fn to_api(rec: SandboxRecord) -> Sandbox {
         ip: rec.ip,
         error: rec.error,
         envd_access_token: rec.access_token,
+        power: None,
     }
+}
+
+/// The API view of a sandbox with its power state (`standby` while asleep).
+pub fn describe(state: &AppState, rec: SandboxRecord) -> Sandbox {
+    let power = (rec.state == SandboxState::Running)
+        .then(|| state.power.get(&rec.id))
+        .flatten()
+        .map(|p| p.info());
+    let memory = power
+        .as_ref()
+        .map(|_| standby::memcg_bytes(&state.runtime, &rec.id));
+    let mut sandbox = to_api(rec);
+    if let Some(mut info) = power {
+        if !info.awake {
+            sandbox.state = SandboxState::Standby;
+        }
+        if let Some(Some((memory, swap))) = memory {
+            info.memory_bytes = Some(memory);
+            info.swap_bytes = Some(swap);
+        }
+        sandbox.power = Some(info);
+    }
+    sandbox
 }
 
 fn host_cpus() -> f64 {
@@ -56,6 +93,15 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
     validate::limits(&req, host_cpus())?;
     validate::env(&req.env)?;
     validate::labels(&req.labels)?;
+    let idle_timeout = match req.idle_timeout {
+        Some(secs) if secs > MAX_IDLE_TIMEOUT_SECS => {
+            return Err(HttpError::bad_request(format!(
+                "idle_timeout {secs} is above {MAX_IDLE_TIMEOUT_SECS} seconds (30 days); use 0 to never sleep"
+            )));
+        }
+        Some(secs) => Duration::from_secs(secs),
+        None => state.config.default_idle_timeout,
+    };
     let template = {
         let templates = state.templates.clone();
         let name = req.template.clone();
@@ -119,10 +165,31 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
             return Err(e.into());
         }
     }
+    let sandbox_dir = state.runtime.sandbox_dir(&record.id);
+    if let Err(e) = save_idle_timeout(&sandbox_dir, idle_timeout) {
+        tracing::warn!(sandbox = record.id, "saving {STANDBY_FILE}: {e}");
+    }
+    if let Err(e) = standby::create_lease_dir(&sandbox_dir, handle.uid_base) {
+        tracing::warn!(sandbox = record.id, "creating /run/burrow/leases: {e}");
+    }
+    state
+        .power
+        .insert(&record.id, SandboxPower::new(idle_timeout, Power::Awake));
     record.state = SandboxState::Running;
     record.handle_json = Some(handle_json);
     record.ip = Some(ip);
-    Ok(to_api(record))
+    Ok(describe(state, record))
+}
+
+fn save_idle_timeout(sandbox_dir: &std::path::Path, timeout: Duration) -> std::io::Result<()> {
+    let json = serde_json::json!({ "idle_timeout": timeout.as_secs() });
+    std::fs::write(sandbox_dir.join(STANDBY_FILE), json.to_string())
+}
+
+fn load_idle_timeout(sandbox_dir: &std::path::Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(sandbox_dir.join(STANDBY_FILE)).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["idle_timeout"].as_u64().map(Duration::from_secs)
 }
 
 /// Undoes a failed create: runtime resources first, then the row.
@@ -178,8 +245,138 @@ pub async fn observe(
     Ok(record)
 }
 
-/// The sandbox and its runtime handle, or 404 / 409 if it is not running.
-pub async fn running(state: &AppState, id: &str) -> Result<RunningSandbox, HttpError> {
+/// The sandbox and its runtime handle, or 404 / 409 if it is not running. A sleeping sandbox is
+/// woken first. The returned `activity` keeps it awake until dropped; `source` (`exec`, `files`,
+/// `pty`, `tunnel`, `proxy`) is recorded as the sandbox's last activity.
+pub async fn running_as(
+    state: &AppState,
+    id: &str,
+    source: &'static str,
+) -> Result<RunningSandbox, HttpError> {
+    let (record, handle) = running_record(state, id).await?;
+    let activity = Arc::new(enter(state, id, source).await?);
+    Ok(RunningSandbox {
+        record,
+        handle,
+        activity,
+    })
+}
+
+/// The power state of a sandbox, created (awake, default timeout) if the registry lacks it.
+fn power_of(state: &AppState, id: &str) -> Arc<SandboxPower> {
+    if let Some(power) = state.power.get(id) {
+        return power;
+    }
+    let power = SandboxPower::new(state.config.default_idle_timeout, Power::Awake);
+    state.power.insert(id, power.clone());
+    power
+}
+
+/// Opens a stream on the sandbox, waking it first if it sleeps. Concurrent callers share one
+/// wake: the first claims it, the others wait for it to settle.
+async fn enter(
+    state: &AppState,
+    id: &str,
+    source: &'static str,
+) -> Result<ActivityGuard, HttpError> {
+    let power = power_of(state, id);
+    loop {
+        match power.enter(source) {
+            Entry::Awake(guard) => return Ok(guard),
+            Entry::Wait => power.settled().await,
+            Entry::MustWake => wake(state, id, &power).await?,
+        }
+    }
+}
+
+/// Thaws a sandbox whose wake this caller claimed.
+async fn wake(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), HttpError> {
+    let started = std::time::Instant::now();
+    let thawed = standby::thaw(&state.runtime, id).await;
+    power.finish_wake(thawed.is_ok());
+    match thawed {
+        Ok(()) => {
+            tracing::debug!(sandbox = id, elapsed = ?started.elapsed(), "resumed");
+            Ok(())
+        }
+        Err(e) => Err(standby_failed(id, "resume", &e)),
+    }
+}
+
+fn standby_failed(id: &str, what: &str, e: &standby::StandbyError) -> HttpError {
+    HttpError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        codes::STANDBY_FAILED,
+        format!("{what} of sandbox {id} failed: {e}"),
+    )
+}
+
+/// Puts a sandbox to standby. Already asleep: nothing to do. `deep` (CRIU checkpoint) is not
+/// available yet and answers 501. Open streams do not prevent an explicit standby: they pause
+/// with the sandbox and continue when it wakes.
+pub async fn standby(state: &AppState, id: &str, deep: bool) -> Result<(), HttpError> {
+    running_record(state, id).await?;
+    if deep {
+        return Err(HttpError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            codes::STANDBY_FAILED,
+            "deep standby (CRIU checkpoint) is not available in this build yet; use warm standby (deep=false)",
+        ));
+    }
+    let power = power_of(state, id);
+    loop {
+        match power.begin_sleep(false) {
+            SleepClaim::Claimed => break,
+            SleepClaim::AlreadyAsleep => return Ok(()),
+            SleepClaim::InTransition | SleepClaim::Busy => power.settled().await,
+        }
+    }
+    sleep(state, id, &power).await
+}
+
+/// The idle timer's standby: only if the sandbox is still idle when the claim is made.
+pub async fn standby_if_idle(state: &AppState, id: &str) -> Result<(), HttpError> {
+    let Some(power) = state.power.get(id) else {
+        return Ok(());
+    };
+    if power.begin_sleep(true) != SleepClaim::Claimed {
+        return Ok(());
+    }
+    tracing::debug!(sandbox = id, "idle: going to standby");
+    sleep(state, id, &power).await
+}
+
+async fn sleep(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), HttpError> {
+    let frozen = standby::freeze(&state.runtime, id, &state.swap).await;
+    power.finish_sleep(frozen.is_ok(), StandbyTier::Warm);
+    frozen.map_err(|e| standby_failed(id, "standby", &e))
+}
+
+/// Wakes a sleeping sandbox; returns whether it was asleep. Counts as activity.
+pub async fn resume(state: &AppState, id: &str) -> Result<bool, HttpError> {
+    running_record(state, id).await?;
+    let power = power_of(state, id);
+    let mut was_asleep = false;
+    loop {
+        match power.enter("resume") {
+            Entry::Awake(_guard) => return Ok(was_asleep),
+            Entry::Wait => {
+                was_asleep = true;
+                power.settled().await;
+            }
+            Entry::MustWake => {
+                was_asleep = true;
+                wake(state, id, &power).await?;
+            }
+        }
+    }
+}
+
+/// A running sandbox's record and handle (asleep or awake), or 404 / 409.
+async fn running_record(
+    state: &AppState,
+    id: &str,
+) -> Result<(SandboxRecord, SandboxHandle), HttpError> {
     let record = get(state, id).await?;
     let handle = match (&record.state, &record.handle_json) {
         (SandboxState::Running, Some(json)) => serde_json::from_str::<SandboxHandle>(json)
@@ -200,12 +397,14 @@ pub async fn running(state: &AppState, id: &str) -> Result<RunningSandbox, HttpE
             ));
         }
     };
-    Ok(RunningSandbox { record, handle })
+    Ok((record, handle))
 }
 
 /// Destroys a sandbox's processes and resources, then deletes its row.
 pub async fn delete(state: &AppState, id: &str) -> Result<(), HttpError> {
     get(state, id).await?;
+    state.power.remove(id);
+    // The runtime kills frozen sandboxes too (it freezes, kills, then thaws).
     state.runtime.destroy(id).await?;
     state.store.delete_sandbox(id).await?;
     Ok(())
@@ -262,6 +461,9 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
                 .await?;
         }
     }
+    for handle in &report.adopted {
+        adopt_power(state, &handle.id).await;
+    }
     tracing::info!(
         adopted = report.adopted.len(),
         dead = report.dead.len(),
@@ -269,4 +471,25 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
         "reconciled sandboxes"
     );
     Ok(())
+}
+
+/// Registers an adopted sandbox's power state: frozen ones stay asleep until a request wakes
+/// them; one caught half-frozen by a crash is thawed.
+async fn adopt_power(state: &AppState, id: &str) {
+    let dir = state.runtime.sandbox_dir(id);
+    let timeout = load_idle_timeout(&dir).unwrap_or(state.config.default_idle_timeout);
+    let power = match standby::freezer_state(&state.runtime, id) {
+        Some(burrow_standby::freezer::FreezerState::Frozen) => Power::Asleep {
+            since: std::time::SystemTime::now(),
+            tier: StandbyTier::Warm,
+        },
+        Some(burrow_standby::freezer::FreezerState::Freezing) => {
+            if let Err(e) = standby::thaw(&state.runtime, id).await {
+                tracing::warn!(sandbox = id, "thawing a half-frozen sandbox: {e}");
+            }
+            Power::Awake
+        }
+        _ => Power::Awake,
+    };
+    state.power.insert(id, SandboxPower::new(timeout, power));
 }

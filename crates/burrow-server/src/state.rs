@@ -15,4 +15,8 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     pub templates: TemplateStore,
     pub proxy_client: crate::proxy::ProxyClient,
+    /// Every sandbox's power state (awake, asleep, leases, activity).
+    pub power: Arc<crate::power::PowerRegistry>,
+    /// Whether warm standby pages memory out to zram.
+    pub swap: Arc<crate::standby::SwapTarget>,
 }

@@ -58,6 +58,10 @@ async fn openapi_documents_every_route_and_schema() {
         ("/v1/sandboxes/{id}/files/mkdir", "post"),
         ("/v1/sandboxes/{id}/pty", "get"),
         ("/v1/sandboxes/{id}/ports/{port}/tunnel", "get"),
+        ("/v1/sandboxes/{id}/standby", "post"),
+        ("/v1/sandboxes/{id}/resume", "post"),
+        ("/v1/sandboxes/{id}/leases", "post"),
+        ("/v1/sandboxes/{id}/leases/{lease}", "delete"),
         ("/v1/templates", "get"),
         ("/v1/templates", "post"),
         ("/v1/templates/{name}", "delete"),
@@ -86,6 +90,9 @@ async fn openapi_documents_every_route_and_schema() {
         "TemplateBuildRequest",
         "TemplateBuildEvent",
         "PtyControl",
+        "PowerInfo",
+        "Lease",
+        "CreateLeaseRequest",
     ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),

@@ -70,4 +70,8 @@ pub mod codes {
     pub const BUILD_FAILED: &str = "build_failed";
     /// 500: a bug or an unexpected host failure; see the server log.
     pub const INTERNAL: &str = "internal";
+    /// Freezing, paging out or thawing a sandbox failed.
+    pub const STANDBY_FAILED: &str = "standby_failed";
+    /// No such lease on this sandbox.
+    pub const LEASE_NOT_FOUND: &str = "lease_not_found";
 }

@@ -34,6 +34,10 @@ pub struct ExecRequest {
     /// Kill the process after this many milliseconds (default: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Hold a lease (shown in the sandbox's `power.leases`) while the command runs. The open
+    /// stream already keeps the sandbox awake; the lease makes the reason visible.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_alive: bool,
 }
 
 /// One line of the exec response (NDJSON, `application/x-ndjson`).

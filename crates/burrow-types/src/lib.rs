@@ -9,6 +9,7 @@ pub mod exec;
 pub mod files;
 pub mod ids;
 pub mod sandbox;
+pub mod standby;
 pub mod template;
 
 pub use error::{ApiError, codes};
@@ -16,6 +17,7 @@ pub use exec::{ExecEvent, ExecRequest, PtyControl, PtySize};
 pub use files::{FileEntry, FileType};
 pub use ids::{SANDBOX_ID_LEN, SANDBOX_ID_PREFIX, is_valid_sandbox_id};
 pub use sandbox::{CreateSandboxRequest, Sandbox, SandboxList, SandboxState};
+pub use standby::{CreateLeaseRequest, Lease, PowerInfo, StandbyRequest, StandbyTier};
 pub use template::{
     BuildStepSpec, TemplateBuildEvent, TemplateBuildRequest, TemplateInfo, TemplateList,
     TemplateSource,

@@ -11,14 +11,17 @@ use utoipa::ToSchema;
 pub enum SandboxState {
     Creating,
     Running,
+    /// Asleep (frozen, memory paged out); any request wakes it.
+    Standby,
     Stopped,
     Error,
 }
 
 impl SandboxState {
-    pub const ALL: [SandboxState; 4] = [
+    pub const ALL: [SandboxState; 5] = [
         SandboxState::Creating,
         SandboxState::Running,
+        SandboxState::Standby,
         SandboxState::Stopped,
         SandboxState::Error,
     ];
@@ -27,6 +30,7 @@ impl SandboxState {
         match self {
             SandboxState::Creating => "creating",
             SandboxState::Running => "running",
+            SandboxState::Standby => "standby",
             SandboxState::Stopped => "stopped",
             SandboxState::Error => "error",
         }
@@ -71,6 +75,9 @@ pub struct Sandbox {
     /// or the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envd_access_token: Option<String>,
+    /// Why the sandbox is awake, or since when it sleeps (running and standby sandboxes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<crate::standby::PowerInfo>,
 }
 
 /// `GET /v1/sandboxes` response.
@@ -105,6 +112,11 @@ pub struct CreateSandboxRequest {
     /// Free-form labels for filtering (`GET /v1/sandboxes?label=k=v`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Seconds without activity before the sandbox goes to standby by itself; 0 = never.
+    /// Default: the server's (15 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 15)]
+    pub idle_timeout: Option<u64>,
 }
 
 impl Default for CreateSandboxRequest {
@@ -116,6 +128,7 @@ impl Default for CreateSandboxRequest {
             disk_mb: default_disk_mb(),
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
+            idle_timeout: None,
         }
     }
 }

@@ -116,8 +116,9 @@ pub async fn exec(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<ExecRequest>,
 ) -> Result<Response, HttpError> {
+    let keep_alive = req.keep_alive;
     let command = prepare(req)?;
-    let sandbox = service::running(&state, &id).await?;
+    let sandbox = service::running_as(&state, &id, "exec").await?;
     let client = agent::client(&sandbox)?;
     let mut events = client
         .start(command.start, command.user.as_deref(), command.timeout)
@@ -160,7 +161,15 @@ pub async fn exec(
     }
 
     let (tx, rx) = mpsc::channel::<Bytes>(32);
-    tokio::spawn(pump(client, pid, events, tx));
+    // The sandbox stays awake (and holds a visible lease with `keep_alive`) while it runs.
+    let activity = sandbox.activity.clone();
+    let lease = keep_alive
+        .then(|| activity.power().map(|p| p.hold("exec keep_alive")))
+        .flatten();
+    tokio::spawn(async move {
+        pump(client, pid, events, tx).await;
+        drop((activity, lease));
+    });
     let body = Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>),
     );

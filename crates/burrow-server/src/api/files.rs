@@ -95,13 +95,17 @@ pub async fn read(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     let q = parse_query(query.as_deref())?;
-    let sandbox = service::running(&state, &id).await?;
+    let sandbox = service::running_as(&state, &id, "files").await?;
     let client = agent::client(&sandbox)?;
     let stream = client
         .read_file(&q.path, q.user.as_deref())
         .await
         .map_err(|e| agent::error(e, &id))?;
-    let mut response = Response::new(Body::from_stream(stream));
+    let body = Body::from_stream(stream);
+    let mut response = Response::new(crate::power::body_with_activity(
+        body,
+        sandbox.activity.clone(),
+    ));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -139,7 +143,7 @@ pub async fn write(
     if declared.is_some_and(|len| len > limit) {
         return Err(payload_too_large());
     }
-    let sandbox = service::running(&state, &id).await?;
+    let sandbox = service::running_as(&state, &id, "files").await?;
     let client = agent::client(&sandbox)?;
 
     // envd's client needs a Sync stream; a channel gives one and lets us count bytes on the way.
@@ -216,7 +220,7 @@ pub async fn remove(
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, HttpError> {
     let q = parse_query(query.as_deref())?;
-    let sandbox = service::running(&state, &id).await?;
+    let sandbox = service::running_as(&state, &id, "files").await?;
     agent::client(&sandbox)?
         .remove(&q.path, q.user.as_deref())
         .await
@@ -243,7 +247,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<FileEntry>>, HttpError> {
     let q = parse_query(query.as_deref())?;
-    let sandbox = service::running(&state, &id).await?;
+    let sandbox = service::running_as(&state, &id, "files").await?;
     let entries = agent::client(&sandbox)?
         .list_dir(&q.path, q.depth.unwrap_or(1), q.user.as_deref())
         .await
@@ -270,7 +274,7 @@ pub async fn mkdir(
     RawQuery(query): RawQuery,
 ) -> Result<(StatusCode, Json<FileEntry>), HttpError> {
     let q = parse_query(query.as_deref())?;
-    let sandbox = service::running(&state, &id).await?;
+    let sandbox = service::running_as(&state, &id, "files").await?;
     let info = agent::client(&sandbox)?
         .make_dir(&q.path, q.user.as_deref())
         .await

@@ -3,8 +3,10 @@
 pub mod exec;
 pub mod files;
 pub mod health;
+pub mod keys;
 pub mod pty;
 pub mod sandboxes;
+pub mod standby;
 pub mod templates;
 pub mod tunnel;
 

@@ -59,7 +59,7 @@ pub async fn pty(
     if let Some(user) = &user {
         agent::validate_user(user)?;
     }
-    let sandbox = service::running(&state, &id).await?;
+    let sandbox = service::running_as(&state, &id, "pty").await?;
     let client = agent::client(&sandbox)?;
     let envs: BTreeMap<String, String> = [
         ("TERM", "xterm-256color"),
@@ -107,7 +107,11 @@ pub async fn pty(
             }
         }
     };
-    Ok(upgrade.on_upgrade(move |socket| session(socket, client, pid, events)))
+    let activity = sandbox.activity.clone();
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        session(socket, client, pid, events).await;
+        drop(activity);
+    }))
 }
 
 async fn session(

@@ -69,17 +69,22 @@ pub async fn list(
     if let Some(text) = single_param(&pairs, "state")? {
         filter.state = Some(SandboxState::parse(&text).ok_or_else(|| {
             HttpError::bad_request(format!(
-                "unknown state '{text}'; use creating, running, stopped or error"
+                "unknown state '{text}'; use creating, running, standby, stopped or error"
             ))
         })?);
     }
     let wanted_state = filter.state;
+    // Sleeping sandboxes are `running` in the store; their power state tells them apart.
+    if filter.state == Some(SandboxState::Standby) {
+        filter.state = Some(SandboxState::Running);
+    }
     let mut sandboxes = Vec::new();
     for record in state.store.list_sandboxes(filter).await? {
         let record = service::observe(&state, record).await?;
+        let sandbox = service::describe(&state, record);
         // A sandbox found dead just now no longer matches `state=running`.
-        if wanted_state.is_none_or(|s| s == record.state) {
-            sandboxes.push(service::to_api(record));
+        if wanted_state.is_none_or(|s| s == sandbox.state) {
+            sandboxes.push(sandbox);
         }
     }
     Ok(Json(SandboxList { sandboxes }))
@@ -96,7 +101,10 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, HttpError> {
-    Ok(Json(service::to_api(service::get(&state, &id).await?)))
+    Ok(Json(service::describe(
+        &state,
+        service::get(&state, &id).await?,
+    )))
 }
 
 /// Kill every process of the sandbox and delete it with its files.

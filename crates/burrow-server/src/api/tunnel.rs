@@ -49,7 +49,7 @@ pub async fn tunnel(
             "send 'Connection: Upgrade' and 'Upgrade: tcp' (HTTP/1.1) to open a tunnel",
         ));
     }
-    let sandbox = service::running(&state, &id).await?;
+    let sandbox = service::running_as(&state, &id, "tunnel").await?;
     let target = SocketAddr::from((sandbox.handle.ip, port));
     // Connect before answering 101 so a closed port is a clear error, not a dead tunnel.
     let upstream = TcpStream::connect(target).await.map_err(|e| {
@@ -68,7 +68,9 @@ pub async fn tunnel(
             "this connection cannot be upgraded; use HTTP/1.1 with 'Connection: Upgrade'",
         ));
     };
+    let activity = sandbox.activity.clone();
     tokio::spawn(async move {
+        let _activity = activity;
         match on_upgrade.await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);

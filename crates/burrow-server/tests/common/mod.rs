@@ -76,6 +76,8 @@ pub fn config(data_dir: &Path) -> ServerConfig {
         max_upload_bytes: 1 << 20,
         max_json_bytes: 64 << 10,
         print_new_key: false,
+        // Fields added later (TLS, standby tuning) keep their defaults unless a test sets them.
+        ..ServerConfig::default()
     }
 }
 

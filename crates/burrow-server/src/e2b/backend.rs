@@ -1,0 +1,482 @@
+//! [`E2bBackend`] over burrow's sandbox service.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use burrow_e2b::{
+    BackendError, ConnectOptions, ConnectOutcome, CreateSandbox, E2bBackend, ListFilter, Order,
+    Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState as E2bState,
+};
+use burrow_runtime::SandboxHandle;
+use burrow_store::{SandboxFilter, SandboxRecord};
+use burrow_types::{CreateSandboxRequest, SandboxState, codes};
+use chrono::{DateTime, Utc};
+
+use super::lifecycle::{Lifecycle, Lifecycles, TimeoutAction, after};
+use super::metrics::{Limits, MIN_CPU_WINDOW, MetricsRing};
+use crate::error::HttpError;
+use crate::service;
+use crate::state::AppState;
+
+/// burrow is single-tenant: every key acts for this principal.
+const PRINCIPAL: &str = "burrow";
+
+pub struct E2bService {
+    state: AppState,
+    lifecycles: Arc<Lifecycles>,
+    metrics: MetricsRing,
+    /// Idempotency key → sandbox id; the lock also serialises creates that carry a key.
+    idempotency: tokio::sync::Mutex<HashMap<String, String>>,
+}
+
+impl E2bService {
+    pub fn new(state: AppState, lifecycles: Arc<Lifecycles>) -> Self {
+        Self {
+            state,
+            lifecycles,
+            metrics: MetricsRing::default(),
+            idempotency: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The sandbox as E2B sees it: running or paused; anything else (failed, being created) is
+    /// absent.
+    async fn visible(&self, id: &str) -> Result<SandboxRecord, BackendError> {
+        let record = service::get(&self.state, id)
+            .await
+            .map_err(|e| backend_error(e, id))?;
+        match self.e2b_state(&record) {
+            Some(_) => Ok(record),
+            None => Err(BackendError::SandboxNotFound(id.to_string())),
+        }
+    }
+
+    /// E2B's view: paused = put to standby through the E2B API (pause or on-timeout pause) and
+    /// not resumed through it since. A sandbox the idle timer put to standby stays `running`: it
+    /// wakes transparently on the next request.
+    fn e2b_state(&self, record: &SandboxRecord) -> Option<E2bState> {
+        match record.state {
+            SandboxState::Running if self.is_paused(&record.id) => Some(E2bState::Paused),
+            SandboxState::Running => Some(E2bState::Running),
+            SandboxState::Standby => Some(E2bState::Paused),
+            _ => None,
+        }
+    }
+
+    fn is_paused(&self, id: &str) -> bool {
+        self.lifecycles.get(id).is_some_and(|l| l.paused)
+    }
+
+    /// Puts the sandbox to standby and stops its clock; E2B reports it paused until a connect.
+    async fn pause_sandbox(&self, id: &str) -> Result<(), BackendError> {
+        service::standby(&self.state, id, false)
+            .await
+            .map_err(|e| backend_error(e, id))?;
+        if self.lifecycles.update(id, |l| l.paused = true).is_none() {
+            self.lifecycles.insert(
+                id,
+                Lifecycle {
+                    end_at: Utc::now(),
+                    on_timeout: TimeoutAction::Kill,
+                    auto_resume: false,
+                    allow_internet_access: None,
+                    paused: true,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn info(&self, record: SandboxRecord) -> SandboxInfo {
+        let lifecycle = self.lifecycles.get(&record.id);
+        let started_at = parse_time(&record.created_at);
+        SandboxInfo {
+            state: self.e2b_state(&record).unwrap_or(E2bState::Running),
+            started_at,
+            // Native sandboxes have no end time; E2B needs one, so report a distant one.
+            end_at: lifecycle
+                .as_ref()
+                .map_or_else(|| after(started_at, NATIVE_END_AFTER), |l| l.end_at),
+            cpu_count: record.cpus.ceil().max(1.0) as u32,
+            memory_mb: record.memory_mb,
+            disk_size_mb: record.disk_mb,
+            metadata: record.labels,
+            envd_access_token: record.access_token,
+            on_timeout: lifecycle
+                .as_ref()
+                .map_or(burrow_e2b::OnTimeout::Kill, |l| l.on_timeout.into()),
+            auto_resume: lifecycle.as_ref().is_some_and(|l| l.auto_resume),
+            allow_internet_access: lifecycle.and_then(|l| l.allow_internet_access),
+            template: record.template,
+            id: record.id,
+        }
+    }
+
+    async fn create_sandbox(&self, request: CreateSandbox) -> Result<SandboxInfo, BackendError> {
+        if request.allow_internet_access == Some(false) {
+            return Err(BackendError::NotSupported(
+                "allow_internet_access=false is not supported by burrow yet: every sandbox has \
+                 outbound internet access"
+                    .to_string(),
+            ));
+        }
+        let native = CreateSandboxRequest {
+            template: request.template.clone(),
+            env: request.env_vars,
+            labels: request.metadata,
+            ..CreateSandboxRequest::default()
+        };
+        let sandbox = service::create(&self.state, native).await.map_err(|e| {
+            match (e.status, e.body.code.as_str()) {
+                (StatusCode::NOT_FOUND, codes::TEMPLATE_NOT_FOUND) => {
+                    BackendError::TemplateNotFound(request.template.clone())
+                }
+                _ => backend_error(e, ""),
+            }
+        })?;
+        self.lifecycles.insert(
+            &sandbox.id,
+            Lifecycle {
+                end_at: after(Utc::now(), request.timeout),
+                on_timeout: request.on_timeout.into(),
+                auto_resume: request.auto_resume,
+                allow_internet_access: request.allow_internet_access,
+                paused: false,
+            },
+        );
+        let record = self.visible(&sandbox.id).await?;
+        Ok(self.info(record))
+    }
+
+    /// Kills now or pauses, whichever the sandbox's on-timeout action says.
+    pub(super) async fn expire(&self, id: &str, action: TimeoutAction) {
+        match action {
+            TimeoutAction::Kill => {
+                tracing::info!(sandbox = id, "E2B timeout reached: killing");
+                match service::delete(&self.state, id).await {
+                    Ok(()) => {}
+                    Err(e) if e.status == StatusCode::NOT_FOUND => {}
+                    Err(e) => {
+                        tracing::error!(sandbox = id, "killing a timed-out sandbox: {e}");
+                        self.retry_later(id);
+                        return;
+                    }
+                }
+                self.forget(id);
+            }
+            TimeoutAction::Pause { .. } => {
+                tracing::info!(sandbox = id, "E2B timeout reached: pausing");
+                if let Err(e) = self.pause_sandbox(id).await {
+                    match e {
+                        BackendError::SandboxNotFound(_) => self.forget(id),
+                        // Retried later; never kill instead of pausing.
+                        e => {
+                            tracing::error!(sandbox = id, "pausing a timed-out sandbox: {e}");
+                            self.retry_later(id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves a failed on-timeout action's end time a little ahead, so it is retried without
+    /// flooding the log every tick.
+    fn retry_later(&self, id: &str) {
+        let retry_at = after(Utc::now(), EXPIRY_RETRY);
+        self.lifecycles.update(id, |l| l.end_at = retry_at);
+    }
+
+    fn forget(&self, id: &str) {
+        self.lifecycles.remove(id);
+        self.metrics.forget(id);
+    }
+}
+
+/// Delay before a failed kill / pause at the end time is tried again.
+const EXPIRY_RETRY: Duration = Duration::from_secs(30);
+
+/// How far in the future a native sandbox's end time is reported.
+const NATIVE_END_AFTER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+fn parse_time(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc))
+}
+
+/// Maps the sandbox service's errors to E2B's. `id` names the sandbox for a 404.
+fn backend_error(e: HttpError, id: &str) -> BackendError {
+    let message = e.body.message;
+    match e.status {
+        StatusCode::NOT_FOUND => BackendError::SandboxNotFound(id.to_string()),
+        StatusCode::BAD_REQUEST => BackendError::InvalidRequest(message),
+        StatusCode::CONFLICT => BackendError::Conflict(message),
+        StatusCode::SERVICE_UNAVAILABLE => BackendError::Unavailable(message),
+        StatusCode::TOO_MANY_REQUESTS => BackendError::LimitExceeded(message),
+        _ => BackendError::Internal(message),
+    }
+}
+
+/// Orders records by start time (then id, for a stable order) in the requested direction.
+fn sort_key(record: &SandboxRecord) -> (DateTime<Utc>, String) {
+    (parse_time(&record.created_at), record.id.clone())
+}
+
+/// Cursor `<rfc3339 start>|<id>` of the last sandbox of a page.
+fn cursor_of(record: &SandboxRecord) -> String {
+    let (at, id) = sort_key(record);
+    format!(
+        "{}|{id}",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
+}
+
+fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), BackendError> {
+    let invalid = || {
+        BackendError::InvalidRequest(format!(
+            "invalid nextToken '{}': pass the x-next-token of the previous page unchanged",
+            cursor.escape_debug()
+        ))
+    };
+    let (at, id) = cursor.split_once('|').ok_or_else(invalid)?;
+    let at = DateTime::parse_from_rfc3339(at).map_err(|_| invalid())?;
+    Ok((at.with_timezone(&Utc), id.to_string()))
+}
+
+impl E2bBackend for E2bService {
+    async fn authenticate(&self, api_key: &str) -> Result<Principal, BackendError> {
+        match self.state.store.find_api_key(api_key).await {
+            Ok(Some(_)) => Ok(Principal {
+                id: PRINCIPAL.to_string(),
+            }),
+            Ok(None) => Err(BackendError::Unauthorized),
+            Err(e) => Err(BackendError::Internal(format!("state database: {e}"))),
+        }
+    }
+
+    async fn create(
+        &self,
+        _principal: &Principal,
+        request: CreateSandbox,
+    ) -> Result<SandboxInfo, BackendError> {
+        let Some(key) = request.idempotency_key.clone() else {
+            return self.create_sandbox(request).await;
+        };
+        let mut keys = self.idempotency.lock().await;
+        if let Some(id) = keys.get(&key)
+            && let Ok(record) = self.visible(id).await
+        {
+            return Ok(self.info(record));
+        }
+        let info = self.create_sandbox(request).await?;
+        keys.insert(key, info.id.clone());
+        Ok(info)
+    }
+
+    async fn get(&self, _principal: &Principal, id: &str) -> Result<SandboxInfo, BackendError> {
+        let record = self.visible(id).await?;
+        Ok(self.info(record))
+    }
+
+    async fn list(
+        &self,
+        _principal: &Principal,
+        filter: ListFilter,
+    ) -> Result<SandboxPage, BackendError> {
+        let after_cursor = filter.cursor.as_deref().map(parse_cursor).transpose()?;
+        let records = self
+            .state
+            .store
+            .list_sandboxes(SandboxFilter {
+                state: None,
+                labels: filter.metadata.clone().into_iter().collect(),
+            })
+            .await
+            .map_err(|e| BackendError::Internal(format!("state database: {e}")))?;
+        let mut matching = Vec::new();
+        for record in records {
+            let record = service::observe(&self.state, record)
+                .await
+                .map_err(|e| backend_error(e, ""))?;
+            let Some(state) = self.e2b_state(&record) else {
+                continue;
+            };
+            let started = parse_time(&record.created_at);
+            let wanted = filter.states.contains(&state)
+                && filter
+                    .template
+                    .as_ref()
+                    .is_none_or(|t| *t == record.template)
+                && filter.started_after.is_none_or(|a| started >= a)
+                && filter
+                    .metadata
+                    .iter()
+                    .all(|(k, v)| record.labels.get(k) == Some(v));
+            if wanted {
+                matching.push(record);
+            }
+        }
+        matching.sort_by_key(sort_key);
+        if filter.order == Order::Desc {
+            matching.reverse();
+        }
+        if let Some(cursor) = after_cursor {
+            matching.retain(|r| match filter.order {
+                Order::Asc => sort_key(r) > cursor,
+                Order::Desc => sort_key(r) < cursor,
+            });
+        }
+        let limit = filter.limit.max(1) as usize;
+        let next_cursor = (matching.len() > limit).then(|| cursor_of(&matching[limit - 1]));
+        matching.truncate(limit);
+        Ok(SandboxPage {
+            sandboxes: matching.into_iter().map(|r| self.info(r)).collect(),
+            next_cursor,
+        })
+    }
+
+    async fn kill(&self, _principal: &Principal, id: &str) -> Result<(), BackendError> {
+        // Any state may be killed, including failed sandboxes E2B does not list.
+        service::delete(&self.state, id)
+            .await
+            .map_err(|e| backend_error(e, id))?;
+        self.forget(id);
+        Ok(())
+    }
+
+    async fn set_timeout(
+        &self,
+        _principal: &Principal,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<(), BackendError> {
+        let record = self.visible(id).await?;
+        if self.e2b_state(&record) != Some(E2bState::Running) {
+            return Err(BackendError::NotRunning(id.to_string()));
+        }
+        let end_at = after(Utc::now(), timeout);
+        if self.lifecycles.update(id, |l| l.end_at = end_at).is_none() {
+            // A native sandbox gets an E2B end time (and so a timeout) once asked for one.
+            self.lifecycles.insert(
+                id,
+                Lifecycle {
+                    end_at,
+                    on_timeout: TimeoutAction::Kill,
+                    auto_resume: false,
+                    allow_internet_access: None,
+                    paused: false,
+                },
+            );
+        }
+        if timeout.is_zero() {
+            let action = self
+                .lifecycles
+                .get(id)
+                .map_or(TimeoutAction::Kill, |l| l.on_timeout);
+            self.expire(id, action).await;
+        }
+        Ok(())
+    }
+
+    async fn refresh(
+        &self,
+        _principal: &Principal,
+        id: &str,
+        duration: Duration,
+    ) -> Result<(), BackendError> {
+        let record = self.visible(id).await?;
+        if self.e2b_state(&record) != Some(E2bState::Running) {
+            return Err(BackendError::NotRunning(id.to_string()));
+        }
+        let end_at = after(Utc::now(), duration);
+        self.lifecycles
+            .update(id, |l| l.end_at = l.end_at.max(end_at));
+        Ok(())
+    }
+
+    async fn pause(
+        &self,
+        _principal: &Principal,
+        id: &str,
+        _keep_memory: bool,
+    ) -> Result<(), BackendError> {
+        let record = self.visible(id).await?;
+        if self.e2b_state(&record) == Some(E2bState::Paused) {
+            return Err(BackendError::AlreadyPaused(id.to_string()));
+        }
+        // Warm standby keeps memory either way; a filesystem-only pause loses nothing by it.
+        self.pause_sandbox(id).await
+    }
+
+    async fn connect(
+        &self,
+        _principal: &Principal,
+        id: &str,
+        options: ConnectOptions,
+    ) -> Result<(SandboxInfo, ConnectOutcome), BackendError> {
+        let record = self.visible(id).await?;
+        let end_at = after(Utc::now(), options.timeout);
+        if self.e2b_state(&record) == Some(E2bState::Paused) {
+            service::resume(&self.state, id)
+                .await
+                .map_err(|e| backend_error(e, id))?;
+            self.lifecycles.update(id, |l| {
+                l.paused = false;
+                l.end_at = end_at;
+            });
+            let record = self.visible(id).await?;
+            return Ok((self.info(record), ConnectOutcome::Resumed));
+        }
+        self.lifecycles
+            .update(id, |l| l.end_at = l.end_at.max(end_at));
+        Ok((self.info(record), ConnectOutcome::AlreadyRunning))
+    }
+
+    async fn metrics(
+        &self,
+        _principal: &Principal,
+        id: &str,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<Vec<SandboxMetric>, BackendError> {
+        let record = self.visible(id).await?;
+        if self.e2b_state(&record) == Some(E2bState::Running) {
+            // Read the cgroups without waking a sleeping sandbox (a metrics poll is no activity).
+            let handle = record
+                .handle_json
+                .as_deref()
+                .and_then(|json| serde_json::from_str::<SandboxHandle>(json).ok())
+                .ok_or_else(|| {
+                    BackendError::Internal(format!("sandbox {id} has no runtime handle"))
+                })?;
+            let read = || async {
+                let usage =
+                    self.state.runtime.usage(&handle).await.map_err(|e| {
+                        BackendError::Internal(format!("reading usage of {id}: {e}"))
+                    })?;
+                Ok::<_, BackendError>((Instant::now(), usage))
+            };
+            let base = match self.metrics.cpu_base(id) {
+                Some(base) => base,
+                None => {
+                    // First sample: a CPU rate needs a second reading a moment later.
+                    let (taken, usage) = read().await?;
+                    tokio::time::sleep(MIN_CPU_WINDOW).await;
+                    (taken, usage.cpu_seconds)
+                }
+            };
+            let (taken, usage) = read().await?;
+            let limits = Limits {
+                cpu_count: record.cpus.ceil().max(1.0) as u32,
+                disk_total_bytes: record.disk_mb.saturating_mul(1 << 20),
+            };
+            self.metrics.record(id, base, taken, &usage, limits);
+        }
+        Ok(self.metrics.window(id, start, end))
+    }
+
+    fn sandbox_domain(&self) -> Option<String> {
+        Some(self.state.config.domain.clone())
+    }
+}
