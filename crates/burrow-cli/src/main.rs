@@ -73,7 +73,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A blocking read of stdin (`shell`, `exec -i`) may still be parked in a runtime thread;
+    // don't wait for it on the way out.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("burrow: {e:#}");

@@ -206,3 +206,46 @@ fn standby_resume_and_idle_timeout() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
     server.ok(&["rm", &id]);
 }
+
+#[test]
+fn shell_is_an_interactive_pty_that_exits_with_the_shells_code() {
+    require_sandboxes!();
+    let server = TestServer::start();
+    let id = server.ok(&["create"]).trim().to_string();
+    // `script` gives `burrow shell` a real terminal; we type into it through script's stdin.
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} shell {id}", common::burrow_bin().display()),
+            "/dev/null",
+        ])
+        .env("BURROW_URL", &server.url)
+        .env("BURROW_API_KEY", &server.key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running script(1)");
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        stdin
+            .write_all(b"echo shell-$((6*7)); tty; whoami\r")
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        stdin.write_all(b"exit 5\r").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("shell-42"), "{text}");
+    assert!(
+        text.contains("/dev/pts/"),
+        "the shell must have a terminal: {text}"
+    );
+    assert!(text.contains("user"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "burrow shell exits with the shell's code: {text}"
+    );
+}

@@ -74,8 +74,9 @@ pub async fn run(api: &ApiClient, args: ShellArgs) -> anyhow::Result<ExitCode> {
                     stdout.flush().await?;
                 }
                 Some(Ok(Message::Text(text))) => {
+                    // `{"exit":{"exit_code":N}}`, sent by the server just before it closes.
                     if let Ok(v) = serde_json::from_str::<Value>(&text)
-                        && let Some(code) = v.get("exit").and_then(Value::as_i64)
+                        && let Some(code) = v.pointer("/exit/exit_code").and_then(Value::as_i64)
                     {
                         exit_code = u8::try_from(code).unwrap_or(255);
                     }
