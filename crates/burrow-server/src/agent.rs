@@ -1,8 +1,12 @@
 //! Talking to the agent (envd) of a running sandbox, and mapping its errors to API errors.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
-use burrow_envd::{Code, EnvdClient, EnvdError};
+use burrow_envd::proto::process::{ProcessEvent, StartRequest};
+use burrow_envd::{Code, EnvdClient, EnvdError, ProcessEventStream};
 use burrow_types::codes;
+use futures::StreamExt;
 
 use crate::error::HttpError;
 use crate::service::RunningSandbox;
@@ -13,6 +17,38 @@ pub fn client(sandbox: &RunningSandbox) -> Result<EnvdClient, HttpError> {
         sandbox.access_token().map(str::to_string),
     )
     .map_err(|e| HttpError::internal(format!("cannot create the agent client: {e}")))
+}
+
+/// Starts a process and waits for its `start` event, so a process that cannot start is a plain
+/// HTTP error rather than a 200 stream, and the caller knows the pid before accepting input.
+pub async fn start_process(
+    client: &EnvdClient,
+    start: StartRequest,
+    user: Option<&str>,
+    timeout: Option<Duration>,
+    sandbox_id: &str,
+) -> Result<(u32, ProcessEventStream), HttpError> {
+    let mut events = client
+        .start(start, user, timeout)
+        .await
+        .map_err(|e| error(e, sandbox_id))?;
+    loop {
+        match events.next().await {
+            Some(Ok(ProcessEvent::Start(start))) => return Ok((start.pid, events)),
+            Some(Ok(ProcessEvent::Keepalive(_))) => continue,
+            Some(Ok(other)) => {
+                return Err(HttpError::agent(format!(
+                    "agent sent {other:?} before the process started"
+                )));
+            }
+            Some(Err(e)) => return Err(error(e, sandbox_id)),
+            None => {
+                return Err(HttpError::agent(
+                    "agent closed the stream before the process started",
+                ));
+            }
+        }
+    }
 }
 
 /// Maps an agent error to the API: caller mistakes (bad path, unknown user, missing file) keep

@@ -120,28 +120,14 @@ pub async fn exec(
     let command = prepare(req)?;
     let sandbox = service::running_as(&state, &id, "exec").await?;
     let client = agent::client(&sandbox)?;
-    let mut events = client
-        .start(command.start, command.user.as_deref(), command.timeout)
-        .await
-        .map_err(|e| agent::error(e, &id))?;
-    // Wait for `start` so a command that cannot start is an HTTP error, not a 200 stream.
-    let pid = loop {
-        match events.next().await {
-            Some(Ok(ProcessEvent::Start(start))) => break start.pid,
-            Some(Ok(ProcessEvent::Keepalive(_))) => continue,
-            Some(Ok(other)) => {
-                return Err(HttpError::agent(format!(
-                    "agent sent {other:?} before the process started"
-                )));
-            }
-            Some(Err(e)) => return Err(agent::error(e, &id)),
-            None => {
-                return Err(HttpError::agent(
-                    "agent closed the stream before the process started",
-                ));
-            }
-        }
-    };
+    let (pid, events) = agent::start_process(
+        &client,
+        command.start,
+        command.user.as_deref(),
+        command.timeout,
+        &id,
+    )
+    .await?;
     if let Some(input) = command.stdin {
         let selector = ProcessSelector::Pid(pid);
         let sent = async {

@@ -85,28 +85,8 @@ pub async fn pty(
         tag: None,
         stdin: Some(true),
     };
-    let mut events = client
-        .start(start, user.as_deref(), None)
-        .await
-        .map_err(|e| agent::error(e, &id))?;
     // The pid is needed for input, so wait for `start` before accepting any.
-    let pid = loop {
-        match events.next().await {
-            Some(Ok(ProcessEvent::Start(start))) => break start.pid,
-            Some(Ok(ProcessEvent::Keepalive(_))) => continue,
-            Some(Ok(other)) => {
-                return Err(HttpError::agent(format!(
-                    "agent sent {other:?} before the shell started"
-                )));
-            }
-            Some(Err(e)) => return Err(agent::error(e, &id)),
-            None => {
-                return Err(HttpError::agent(
-                    "agent closed the stream before the shell started",
-                ));
-            }
-        }
-    };
+    let (pid, events) = agent::start_process(&client, start, user.as_deref(), None, &id).await?;
     let activity = sandbox.activity.clone();
     Ok(upgrade.on_upgrade(move |socket| async move {
         session(socket, client, pid, events).await;
