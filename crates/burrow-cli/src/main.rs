@@ -47,6 +47,13 @@ enum Command {
     Resume(commands::standby::ResumeArgs),
     /// Delete sandboxes (and everything they hold).
     Rm(commands::sandbox::RmArgs),
+    /// Change when a sandbox deletes itself (its expiry policy).
+    Expire(commands::retention::ExpireArgs),
+    /// Deletion records: `burrow retention report [--since T]`.
+    #[command(subcommand)]
+    Retention(commands::retention::RetentionCommand),
+    /// Metered usage (GB-seconds awake, CPU seconds, standby storage) per sandbox and in total.
+    Usage(commands::retention::UsageArgs),
     /// Forward a local TCP port to a port inside a sandbox.
     Forward(commands::forward::ForwardArgs),
     /// Issue API keys (`--e2b` for E2B SDKs).
@@ -105,6 +112,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => commands::exec::run(&api()?, args).await,
         Command::Shell(args) => commands::shell::run(&api()?, args).await,
         Command::Cp(args) => commands::cp::run(&api()?, args).await,
+        Command::Expire(args) => commands::retention::expire(&api()?, args).await,
+        Command::Retention(cmd) => commands::retention::run(&api()?, cmd).await,
+        Command::Usage(args) => commands::retention::usage(&api()?, args).await,
         Command::Forward(args) => commands::forward::run(&api()?, args).await,
         Command::Key(cmd) => commands::key::run(&api()?, cmd).await,
         Command::Template(cmd) => commands::template::run(cmd, &data_dir, api).await,

@@ -249,3 +249,53 @@ fn shell_is_an_interactive_pty_that_exits_with_the_shells_code() {
         "burrow shell exits with the shell's code: {text}"
     );
 }
+
+#[test]
+fn expiry_zdr_retention_report_and_usage() {
+    require_sandboxes!();
+    let server = TestServer::start();
+    let out = server.cli(&["create", "--ttl-idle", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ttl-idle"));
+
+    let id = server
+        .ok(&["create", "--ttl-idle", "1h", "--ttl-max-age", "7d", "--zdr"])
+        .trim()
+        .to_string();
+    let info: serde_json::Value =
+        serde_json::from_str(&server.ok(&["info", &id, "--json"])).unwrap();
+    assert_eq!(
+        info["expiration"],
+        serde_json::json!({"ttl_idle": 3600, "ttl_max_age": 604800})
+    );
+    assert_eq!(info["zdr"], true);
+    let out = server.cli(&["standby", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zero-data-retention"));
+
+    let changed = server.ok(&["expire", &id, "--expires-at", "2099-01-01T00:00:00Z"]);
+    assert!(changed.contains("2099-01-01T00:00:00Z"), "{changed}");
+    let out = server.cli(&["expire", &id, "--expires-at", "yesterday"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RFC 3339"));
+
+    let usage = server.ok(&["usage", &id, "--json"]);
+    assert!(usage.contains("active_gb_seconds"), "{usage}");
+    server.ok(&["rm", &id]);
+
+    let report = server.ok(&["retention", "report", "--since", "1h", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let tomb = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .expect("tombstone in the report");
+    assert_eq!(tomb["reason"], "api");
+    assert_eq!(tomb["zdr"], true);
+    assert_eq!(tomb["erased"]["blocks_discarded"], true);
+    let table = server.ok(&["retention", "report"]);
+    assert!(table.contains(&id), "{table}");
+    let totals = server.ok(&["usage"]);
+    assert!(totals.contains("TOTAL"), "{totals}");
+}

@@ -41,12 +41,18 @@ pub async fn require_api_key(
         ));
     };
     // Lookup is by sha256 of the presented key, so timing reveals nothing about stored keys.
-    if state.store.find_api_key(key).await?.is_none() {
+    let Some(record) = state.store.find_api_key(key).await? else {
         return Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,
             "invalid API key",
         ));
-    }
+    };
+    let mut request = request;
+    request.extensions_mut().insert(Caller(record.id));
     Ok(next.run(request).await)
 }
+
+/// The id (`key_…`) of the API key that authenticated a request; audit records name it.
+#[derive(Debug, Clone)]
+pub struct Caller(pub String);

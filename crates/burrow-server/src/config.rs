@@ -39,6 +39,10 @@ pub struct ServerConfig {
     /// Size of burrow's zram swap for warm standby page-out, in bytes; 0 disables page-out.
     /// Default: a quarter of the host's RAM.
     pub zram_bytes: u64,
+    /// Server-wide cap on every sandbox's age (a tier limit); `None` = no cap. Default none.
+    pub max_sandbox_age: Option<std::time::Duration>,
+    /// How often usage is sampled into the store. Default 5 s.
+    pub meter_interval: std::time::Duration,
 }
 
 /// The HTTPS listener.
@@ -66,6 +70,8 @@ impl Default for ServerConfig {
             tls: None,
             default_idle_timeout: std::time::Duration::from_secs(15),
             zram_bytes: crate::standby::default_zram_bytes(),
+            max_sandbox_age: None,
+            meter_interval: std::time::Duration::from_secs(5),
         }
     }
 }

@@ -12,9 +12,11 @@ mod extract;
 mod ids;
 mod json_errors;
 mod keys;
+mod metering;
 mod openapi;
 mod power;
 mod proxy;
+mod retention;
 mod service;
 mod standby;
 mod state;
@@ -110,6 +112,8 @@ impl Server {
             proxy_client: proxy::new_client(),
             power: Arc::default(),
             swap: Arc::new(swap),
+            metrics: Arc::default(),
+            sampler: Arc::default(),
         };
         let tls = match &state.config.tls {
             Some(tls_config) => {
@@ -165,6 +169,8 @@ impl Server {
         tracing::info!(addr = %self.local_addr(), "burrow API listening");
         // Aborted when `run` returns, so a stopped server leaves no timer behind.
         let idle_timer = AbortOnDrop(tokio::spawn(standby::idle_loop(self.state.clone())));
+        let _expiry = AbortOnDrop(tokio::spawn(retention::expiry_loop(self.state.clone())));
+        let _meter = AbortOnDrop(tokio::spawn(metering::meter_loop(self.state.clone())));
         let e2b_timeouts = AbortOnDrop(tokio::spawn(e2b::run_timeouts(
             self.e2b.clone(),
             self.e2b_lifecycles.clone(),
@@ -280,6 +286,17 @@ fn router(state: AppState, e2b: e2b::E2bRouter) -> Router {
             get(api::tunnel::tunnel),
         )
         .route("/v1/api-keys", post(api::keys::create))
+        .route(
+            "/v1/sandboxes/{id}/expiration",
+            axum::routing::put(api::retention::set_expiration),
+        )
+        .route(
+            "/v1/sandboxes/{id}/usage",
+            get(api::retention::sandbox_usage),
+        )
+        .route("/v1/usage", get(api::retention::usage_report))
+        .route("/v1/tombstones", get(api::retention::tombstones))
+        .route("/metrics", get(api::retention::metrics))
         .route(
             "/v1/templates",
             get(api::templates::list).post(api::templates::create),

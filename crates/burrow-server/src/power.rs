@@ -200,6 +200,18 @@ impl SandboxPower {
         });
     }
 
+    /// Time since the last activity; zero while a stream or lease holds the sandbox. Time asleep
+    /// counts (nothing touches a sleeping sandbox).
+    pub fn idle_for(&self) -> Duration {
+        let s = self.state.borrow();
+        let now = Instant::now();
+        if s.held(now) {
+            Duration::ZERO
+        } else {
+            now.duration_since(s.last_activity)
+        }
+    }
+
     /// Whether the idle timer should put the sandbox to sleep now.
     pub fn idle_due(&self) -> bool {
         let s = self.state.borrow();

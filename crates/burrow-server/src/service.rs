@@ -15,7 +15,7 @@ use burrow_types::StandbyTier;
 use crate::error::HttpError;
 use crate::power::{ActivityGuard, Entry, Power, SandboxPower, SleepClaim};
 use crate::state::AppState;
-use crate::{ids, keys, standby, validate};
+use crate::{ids, keys, retention, standby, validate};
 
 /// Longest idle timeout a create request may ask for (30 days).
 const MAX_IDLE_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
@@ -56,6 +56,8 @@ pub fn to_api(rec: SandboxRecord) -> Sandbox {
         error: rec.error,
         envd_access_token: rec.access_token,
         power: None,
+        expiration: None,
+        zdr: false,
     }
 }
 
@@ -93,6 +95,13 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
     validate::limits(&req, host_cpus())?;
     validate::env(&req.env)?;
     validate::labels(&req.labels)?;
+    if let Some(expiration) = &req.expiration {
+        retention::validate(expiration)?;
+    }
+    let policy = burrow_store::SandboxPolicy {
+        expiration: req.expiration.clone().unwrap_or_default(),
+        zdr: req.zdr,
+    };
     let idle_timeout = match req.idle_timeout {
         Some(secs) if secs > MAX_IDLE_TIMEOUT_SECS => {
             return Err(HttpError::bad_request(format!(
@@ -125,6 +134,12 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
     if let Err(StoreError::DuplicateSandbox(_)) = state.store.insert_sandbox(&record).await {
         record.id = ids::new_sandbox_id();
         state.store.insert_sandbox(&record).await?;
+    }
+    if policy != burrow_store::SandboxPolicy::default()
+        && let Err(e) = state.store.set_sandbox_policy(&record.id, &policy).await
+    {
+        abandon(state, &record.id).await;
+        return Err(e.into());
     }
 
     let spec = SandboxSpec {
@@ -178,7 +193,42 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
     record.state = SandboxState::Running;
     record.handle_json = Some(handle_json);
     record.ip = Some(ip);
-    Ok(describe(state, record))
+    state.metrics.created();
+    let mut sandbox = describe(state, record);
+    with_policy(&mut sandbox, policy);
+    Ok(sandbox)
+}
+
+/// Fills the retention fields of an API sandbox.
+pub fn with_policy(sandbox: &mut Sandbox, policy: burrow_store::SandboxPolicy) {
+    sandbox.expiration = (!policy.expiration.is_empty()).then_some(policy.expiration);
+    sandbox.zdr = policy.zdr;
+}
+
+/// The API view of a sandbox including its retention policy.
+pub async fn describe_full(state: &AppState, rec: SandboxRecord) -> Result<Sandbox, HttpError> {
+    let policy = state.store.sandbox_policy(&rec.id).await?;
+    let mut sandbox = describe(state, rec);
+    with_policy(&mut sandbox, policy);
+    Ok(sandbox)
+}
+
+/// Replaces a sandbox's expiry policy (ZDR is fixed at creation).
+pub async fn set_expiration(
+    state: &AppState,
+    id: &str,
+    expiration: burrow_types::Expiration,
+) -> Result<Sandbox, HttpError> {
+    retention::validate(&expiration)?;
+    let record = get(state, id).await?;
+    let mut policy = state.store.sandbox_policy(id).await?;
+    policy.expiration = expiration;
+    if !state.store.set_sandbox_policy(id, &policy).await? {
+        return Err(HttpError::sandbox_not_found(id));
+    }
+    let mut sandbox = describe(state, record);
+    with_policy(&mut sandbox, policy);
+    Ok(sandbox)
 }
 
 fn save_idle_timeout(sandbox_dir: &std::path::Path, timeout: Duration) -> std::io::Result<()> {
@@ -296,6 +346,7 @@ async fn wake(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), Ht
     power.finish_wake(thawed.is_ok());
     match thawed {
         Ok(()) => {
+            state.metrics.woke(started.elapsed());
             tracing::debug!(sandbox = id, elapsed = ?started.elapsed(), "resumed");
             Ok(())
         }
@@ -316,6 +367,7 @@ fn standby_failed(id: &str, what: &str, e: &standby::StandbyError) -> HttpError 
 /// with the sandbox and continue when it wakes.
 pub async fn standby(state: &AppState, id: &str, deep: bool) -> Result<(), HttpError> {
     running_record(state, id).await?;
+    refuse_if_zdr(state, id).await?;
     if deep {
         return Err(HttpError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -339,6 +391,14 @@ pub async fn standby_if_idle(state: &AppState, id: &str) -> Result<(), HttpError
     let Some(power) = state.power.get(id) else {
         return Ok(());
     };
+    if state.store.sandbox_policy(id).await?.zdr {
+        // Its memory must never leave RAM: at idle timeout a ZDR sandbox is deleted instead.
+        if power.idle_due() {
+            tracing::info!(sandbox = id, "zero-data-retention sandbox idle: deleting");
+            return delete_because(state, id, retention::reasons::ZDR_IDLE, "system").await;
+        }
+        return Ok(());
+    }
     if power.begin_sleep(true) != SleepClaim::Claimed {
         return Ok(());
     }
@@ -346,9 +406,27 @@ pub async fn standby_if_idle(state: &AppState, id: &str) -> Result<(), HttpError
     sleep(state, id, &power).await
 }
 
+/// 409 for zero-data-retention sandboxes: standby would page their memory out.
+async fn refuse_if_zdr(state: &AppState, id: &str) -> Result<(), HttpError> {
+    if state.store.sandbox_policy(id).await?.zdr {
+        return Err(HttpError::new(
+            StatusCode::CONFLICT,
+            codes::STANDBY_REFUSED,
+            format!(
+                "sandbox '{id}' is zero-data-retention: standby is refused because it would move                  its memory out of RAM; it is deleted at its idle timeout instead"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 async fn sleep(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), HttpError> {
+    let started = std::time::Instant::now();
     let frozen = standby::freeze(&state.runtime, id, &state.swap).await;
     power.finish_sleep(frozen.is_ok(), StandbyTier::Warm);
+    if frozen.is_ok() {
+        state.metrics.slept(started.elapsed());
+    }
     frozen.map_err(|e| standby_failed(id, "standby", &e))
 }
 
@@ -400,13 +478,67 @@ async fn running_record(
     Ok((record, handle))
 }
 
-/// Destroys a sandbox's processes and resources, then deletes its row.
+/// Destroys a sandbox's processes and resources at a caller's request (see [`delete_because`]).
 pub async fn delete(state: &AppState, id: &str) -> Result<(), HttpError> {
-    get(state, id).await?;
+    delete_because(state, id, retention::reasons::API, "api").await
+}
+
+/// Destroys a sandbox's processes and resources, discards the freed blocks, deletes its row and
+/// leaves a tombstone: when, why (`reason`), by whom, and what was erased.
+pub async fn delete_because(
+    state: &AppState,
+    id: &str,
+    reason: &'static str,
+    deleted_by: &str,
+) -> Result<(), HttpError> {
+    let record = get(state, id).await?;
+    let policy = state.store.sandbox_policy(id).await?;
+    // The last usage sample covers the time up to the delete.
+    crate::metering::sample(state, id, record.handle_json.as_deref()).await;
     state.power.remove(id);
+    let swapped = standby::memcg_bytes(&state.runtime, id).map_or(0, |(_, swap)| swap);
+    let processes =
+        std::fs::read_to_string(state.runtime.cgroup_dir("pids", id).join("pids.current"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+    let dir = state.runtime.sandbox_dir(id);
+    let mut erased =
+        tokio::task::spawn_blocking(move || retention::measure(&dir, swapped, processes))
+            .await
+            .map_err(|e| HttpError::internal(format!("measuring the sandbox: {e}")))?;
     // The runtime kills frozen sandboxes too (it freezes, kills, then thaws).
     state.runtime.destroy(id).await?;
+    let sandboxes_dir = state.config.data_dir.join("sandboxes");
+    match retention::discard_freed_blocks(&sandboxes_dir).await {
+        Ok(note) => {
+            erased.blocks_discarded = true;
+            erased.notes.push(note);
+        }
+        Err(e) => {
+            tracing::warn!(sandbox = id, "discarding freed blocks: {e}");
+            erased
+                .notes
+                .push(format!("freed blocks NOT discarded: {e}"));
+        }
+    }
+    let usage = state.store.usage(id).await?;
+    let tombstone = burrow_types::Tombstone {
+        id: id.to_string(),
+        template: record.template,
+        created_at: record.created_at,
+        deleted_at: retention::now_rfc3339(),
+        reason: reason.to_string(),
+        deleted_by: deleted_by.to_string(),
+        zdr: policy.zdr,
+        erased,
+        usage,
+    };
+    // The tombstone first: a crash in between leaves a record, never an unrecorded deletion.
+    state.store.insert_tombstone(&tombstone).await?;
     state.store.delete_sandbox(id).await?;
+    crate::metering::forget(state, id);
+    state.metrics.deleted(reason);
     Ok(())
 }
 

@@ -19,4 +19,8 @@ pub struct AppState {
     pub power: Arc<crate::power::PowerRegistry>,
     /// Whether warm standby pages memory out to zram.
     pub swap: Arc<crate::standby::SwapTarget>,
+    /// Prometheus counters (`GET /metrics`).
+    pub metrics: Arc<crate::metering::Metrics>,
+    /// The usage sampler's last readings.
+    pub sampler: Arc<crate::metering::Sampler>,
 }

@@ -65,6 +65,10 @@ async fn openapi_documents_every_route_and_schema() {
         ("/v1/templates", "get"),
         ("/v1/templates", "post"),
         ("/v1/templates/{name}", "delete"),
+        ("/v1/sandboxes/{id}/expiration", "put"),
+        ("/v1/sandboxes/{id}/usage", "get"),
+        ("/v1/usage", "get"),
+        ("/v1/tombstones", "get"),
     ];
     for (path, method) in routes {
         assert!(

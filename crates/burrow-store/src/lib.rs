@@ -6,6 +6,7 @@
 mod error;
 mod keys;
 mod migrations;
+mod retention;
 mod sandboxes;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ use rusqlite::Connection;
 
 pub use error::StoreError;
 pub use keys::{ApiKeyRecord, hash_api_key};
+pub use retention::SandboxPolicy;
 pub use sandboxes::{SandboxFilter, SandboxRecord};
 
 /// How long a statement waits for a lock held by another connection before failing.

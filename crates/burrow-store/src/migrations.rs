@@ -31,6 +31,34 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX sandboxes_template ON sandboxes(template);
     "#,
+    // 2: expiry policies, tombstones of deleted sandboxes, usage metering
+    r#"
+    CREATE TABLE sandbox_policies (
+        id               TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+        expiration_json  TEXT NOT NULL,
+        zdr              INTEGER NOT NULL
+    );
+    CREATE TABLE tombstones (
+        id           TEXT PRIMARY KEY,
+        template     TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        deleted_at   TEXT NOT NULL,
+        reason       TEXT NOT NULL,
+        deleted_by   TEXT NOT NULL,
+        zdr          INTEGER NOT NULL,
+        erased_json  TEXT NOT NULL,
+        usage_json   TEXT NOT NULL
+    );
+    CREATE INDEX tombstones_deleted_at ON tombstones(deleted_at);
+    CREATE TABLE usage (
+        id                          TEXT PRIMARY KEY,
+        active_gb_seconds           REAL NOT NULL,
+        cpu_seconds                 REAL NOT NULL,
+        standby_storage_gb_seconds  REAL NOT NULL,
+        running_seconds             REAL NOT NULL,
+        standby_seconds             REAL NOT NULL
+    );
+    "#,
 ];
 
 pub(crate) fn current_version(conn: &Connection) -> Result<u32, StoreError> {

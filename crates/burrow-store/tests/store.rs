@@ -26,14 +26,14 @@ async fn migrations_are_applied_once_and_reopen_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("burrow.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
     store
         .insert_sandbox(&record("iaaa", "base", &[]))
         .await
         .unwrap();
     drop(store);
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 1);
+    assert_eq!(store.schema_version().await.unwrap(), 2);
     assert_eq!(store.sandbox_ids().await.unwrap(), vec!["iaaa".to_string()]);
     let mode: String = rusqlite::Connection::open(&path)
         .unwrap()
@@ -160,4 +160,75 @@ async fn api_keys_are_stored_hashed() {
         contains(&wal, hash_api_key(key).as_bytes())
             || contains(&raw, hash_api_key(key).as_bytes())
     );
+}
+
+#[tokio::test]
+async fn policies_usage_and_tombstones() {
+    use burrow_store::SandboxPolicy;
+    use burrow_types::{ErasureRecord, Expiration, Tombstone, Usage};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("burrow.db")).await.unwrap();
+    let policy = SandboxPolicy {
+        expiration: Expiration {
+            ttl_idle: Some(60),
+            ..Expiration::default()
+        },
+        zdr: true,
+    };
+    assert!(!store.set_sandbox_policy("inope", &policy).await.unwrap());
+    store
+        .insert_sandbox(&SandboxRecord::new_creating("ia".into(), "base".into()))
+        .await
+        .unwrap();
+    assert!(store.set_sandbox_policy("ia", &policy).await.unwrap());
+    assert_eq!(store.sandbox_policy("ia").await.unwrap(), policy);
+    assert_eq!(store.sandbox_policies().await.unwrap().len(), 1);
+    // The policy goes with the row.
+    store.delete_sandbox("ia").await.unwrap();
+    assert_eq!(
+        store.sandbox_policy("ia").await.unwrap(),
+        SandboxPolicy::default()
+    );
+
+    let delta = Usage {
+        active_gb_seconds: 1.5,
+        cpu_seconds: 0.25,
+        running_seconds: 3.0,
+        ..Usage::default()
+    };
+    store.add_usage("ia", &delta).await.unwrap();
+    store.add_usage("ia", &delta).await.unwrap();
+    store.add_usage("ib", &delta).await.unwrap();
+    assert_eq!(store.usage("ia").await.unwrap().active_gb_seconds, 3.0);
+    assert_eq!(store.usage_total().await.unwrap().running_seconds, 9.0);
+    assert_eq!(store.usage("inone").await.unwrap(), Usage::default());
+
+    let tomb = |id: &str, at: &str| Tombstone {
+        id: id.into(),
+        template: "base".into(),
+        created_at: "2026-01-01T00:00:00.000Z".into(),
+        deleted_at: at.into(),
+        reason: "ttl-idle".into(),
+        deleted_by: "system".into(),
+        zdr: false,
+        erased: ErasureRecord {
+            upper_dir_bytes: 42,
+            ..ErasureRecord::default()
+        },
+        usage: delta.clone(),
+    };
+    store
+        .insert_tombstone(&tomb("ia", "2026-02-01T00:00:00.000Z"))
+        .await
+        .unwrap();
+    store
+        .insert_tombstone(&tomb("ib", "2026-03-01T00:00:00.000Z"))
+        .await
+        .unwrap();
+    assert_eq!(store.tombstones(None).await.unwrap().len(), 2);
+    let recent = store
+        .tombstones(Some("2026-02-15T00:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(recent, vec![tomb("ib", "2026-03-01T00:00:00.000Z")]);
 }

@@ -74,4 +74,6 @@ pub mod codes {
     pub const STANDBY_FAILED: &str = "standby_failed";
     /// No such lease on this sandbox.
     pub const LEASE_NOT_FOUND: &str = "lease_not_found";
+    /// Standby of a zero-data-retention sandbox (its memory must never leave RAM).
+    pub const STANDBY_REFUSED: &str = "standby_refused";
 }

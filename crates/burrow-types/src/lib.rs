@@ -8,6 +8,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod ids;
+pub mod retention;
 pub mod sandbox;
 pub mod standby;
 pub mod template;
@@ -16,6 +17,9 @@ pub use error::{ApiError, codes};
 pub use exec::{ExecEvent, ExecRequest, PtyControl, PtySize};
 pub use files::{FileEntry, FileType};
 pub use ids::{SANDBOX_ID_LEN, SANDBOX_ID_PREFIX, is_valid_sandbox_id};
+pub use retention::{
+    ErasureRecord, Expiration, SandboxUsage, Tombstone, TombstoneList, Usage, UsageReport,
+};
 pub use sandbox::{CreateSandboxRequest, Sandbox, SandboxList, SandboxState};
 pub use standby::{CreateLeaseRequest, Lease, PowerInfo, StandbyRequest, StandbyTier};
 pub use template::{

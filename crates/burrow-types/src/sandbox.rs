@@ -78,6 +78,12 @@ pub struct Sandbox {
     /// Why the sandbox is awake, or since when it sleeps (running and standby sandboxes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power: Option<crate::standby::PowerInfo>,
+    /// Its expiry policy, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<crate::retention::Expiration>,
+    /// Zero data retention sandbox.
+    #[serde(default)]
+    pub zdr: bool,
 }
 
 /// `GET /v1/sandboxes` response.
@@ -117,6 +123,13 @@ pub struct CreateSandboxRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = 15)]
     pub idle_timeout: Option<u64>,
+    /// When the sandbox deletes itself (any combination; the first met wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<crate::retention::Expiration>,
+    /// Zero data retention: never paged out or checkpointed; standby is refused and the idle
+    /// timeout deletes it instead (see docs/retention.md for what is still on disk).
+    #[serde(default)]
+    pub zdr: bool,
 }
 
 impl Default for CreateSandboxRequest {
@@ -129,6 +142,8 @@ impl Default for CreateSandboxRequest {
             env: BTreeMap::new(),
             labels: BTreeMap::new(),
             idle_timeout: None,
+            expiration: None,
+            zdr: false,
         }
     }
 }

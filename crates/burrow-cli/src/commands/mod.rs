@@ -6,6 +6,7 @@ pub mod cp;
 pub mod exec;
 pub mod forward;
 pub mod key;
+pub mod retention;
 pub mod sandbox;
 pub mod serve;
 pub mod shell;

@@ -33,6 +33,12 @@ pub struct CreateArgs {
     /// 0 = never). Default: the server's (15 s).
     #[arg(long, value_parser = crate::args::duration)]
     pub idle_timeout: Option<std::time::Duration>,
+    #[command(flatten)]
+    pub expiry: crate::commands::retention::ExpiryFlags,
+    /// Zero data retention: never paged out or checkpointed; standby is refused and the idle
+    /// timeout deletes it.
+    #[arg(long)]
+    pub zdr: bool,
     /// Print the whole sandbox as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
@@ -58,6 +64,12 @@ pub async fn create(api: &ApiClient, args: CreateArgs) -> anyhow::Result<ExitCod
             anyhow::bail!("--idle-timeout is counted in whole seconds, got {idle:?}");
         }
         body["idle_timeout"] = json!(idle.as_secs());
+    }
+    if let Some(expiration) = args.expiry.to_json()? {
+        body["expiration"] = expiration;
+    }
+    if args.zdr {
+        body["zdr"] = json!(true);
     }
     let sandbox: Value = api.post_json("/v1/sandboxes", &body).await?;
     if args.json {

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// (default: a quarter of the host's RAM; 0 = no page-out, standby only freezes).
     #[arg(long, env = "BURROW_ZRAM_MB")]
     pub zram_mb: Option<u64>,
+    /// Longest any sandbox may live (`7d`, `12h`): a cap enforced on every sandbox whatever its
+    /// own expiry policy. Default: no cap.
+    #[arg(long, env = "BURROW_MAX_SANDBOX_AGE", value_parser = crate::args::duration)]
+    pub max_sandbox_age: Option<std::time::Duration>,
 }
 
 pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -75,6 +79,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
             .zram_mb
             .map(|mb| mb.saturating_mul(1 << 20))
             .unwrap_or_else(|| burrow_server::ServerConfig::default().zram_bytes),
+        max_sandbox_age: args.max_sandbox_age.filter(|age| !age.is_zero()),
         ..burrow_server::ServerConfig::default()
     };
     let shutdown = async {

@@ -5,6 +5,7 @@ pub mod files;
 pub mod health;
 pub mod keys;
 pub mod pty;
+pub mod retention;
 pub mod sandboxes;
 pub mod standby;
 pub mod templates;

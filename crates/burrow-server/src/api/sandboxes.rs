@@ -81,7 +81,7 @@ pub async fn list(
     let mut sandboxes = Vec::new();
     for record in state.store.list_sandboxes(filter).await? {
         let record = service::observe(&state, record).await?;
-        let sandbox = service::describe(&state, record);
+        let sandbox = service::describe_full(&state, record).await?;
         // A sandbox found dead just now no longer matches `state=running`.
         if wanted_state.is_none_or(|s| s == sandbox.state) {
             sandboxes.push(sandbox);
@@ -101,10 +101,9 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, HttpError> {
-    Ok(Json(service::describe(
-        &state,
-        service::get(&state, &id).await?,
-    )))
+    Ok(Json(
+        service::describe_full(&state, service::get(&state, &id).await?).await?,
+    ))
 }
 
 /// Kill every process of the sandbox and delete it with its files.
@@ -118,7 +117,9 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    caller: Option<axum::Extension<crate::auth::Caller>>,
 ) -> Result<StatusCode, HttpError> {
-    service::delete(&state, &id).await?;
+    let by = caller.map_or_else(|| "api".to_string(), |c| c.0.0);
+    service::delete_because(&state, &id, crate::retention::reasons::API, &by).await?;
     Ok(StatusCode::NO_CONTENT)
 }

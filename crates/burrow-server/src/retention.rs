@@ -1,0 +1,321 @@
+//! Retention: expiry policies and the loop that enforces them, and the erasure record of a
+//! deletion (what was there, measured just before it was destroyed; freed blocks discarded after).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use burrow_types::{ErasureRecord, Expiration};
+use chrono::{DateTime, Utc};
+
+use crate::error::HttpError;
+use crate::state::AppState;
+
+/// How often the expiry loop checks every sandbox.
+pub const EXPIRY_TICK: Duration = Duration::from_secs(1);
+/// Longest TTL a policy may name (10 years).
+const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+/// Longest wait for each step of discarding a deleted sandbox's blocks.
+const DISCARD_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reasons recorded in tombstones.
+pub mod reasons {
+    pub const API: &str = "api";
+    pub const TTL_IDLE: &str = "ttl-idle";
+    pub const TTL_MAX_AGE: &str = "ttl-max-age";
+    pub const DATE: &str = "date";
+    pub const MAX_SANDBOX_AGE: &str = "max-sandbox-age";
+    pub const ZDR_IDLE: &str = "zdr-idle";
+}
+
+/// Checks a policy a client sent: TTLs in 1..=10 years, `expires_at` RFC 3339 and in the future.
+pub fn validate(expiration: &Expiration) -> Result<(), HttpError> {
+    for (name, value) in [
+        ("ttl_idle", expiration.ttl_idle),
+        ("ttl_max_age", expiration.ttl_max_age),
+    ] {
+        if let Some(secs) = value
+            && !(1..=MAX_TTL_SECS).contains(&secs)
+        {
+            return Err(HttpError::bad_request(format!(
+                "expiration.{name} must be 1..={MAX_TTL_SECS} seconds (10 years), got {secs}; \
+                 leave it out for no limit"
+            )));
+        }
+    }
+    if let Some(text) = &expiration.expires_at {
+        let at = parse_time(text).ok_or_else(|| {
+            HttpError::bad_request(format!(
+                "expiration.expires_at '{text}' is not an RFC 3339 time (e.g. 2030-01-31T12:00:00Z)"
+            ))
+        })?;
+        if at <= Utc::now() {
+            return Err(HttpError::bad_request(format!(
+                "expiration.expires_at '{text}' is in the past"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// What the expiry check knows about one sandbox.
+pub struct ExpiryInput<'a> {
+    pub expiration: &'a Expiration,
+    pub created_at: DateTime<Utc>,
+    /// Time since the last activity (0 while something holds it awake); standby counts as idle.
+    pub idle_for: Duration,
+    /// The server's cap on every sandbox's age.
+    pub max_sandbox_age: Option<Duration>,
+}
+
+/// The first expiry condition met at `now`, as a tombstone reason.
+pub fn due(input: &ExpiryInput<'_>, now: DateTime<Utc>) -> Option<&'static str> {
+    let age = (now - input.created_at).to_std().unwrap_or_default();
+    let e = input.expiration;
+    if e.ttl_idle
+        .is_some_and(|t| input.idle_for >= Duration::from_secs(t))
+    {
+        return Some(reasons::TTL_IDLE);
+    }
+    if e.ttl_max_age.is_some_and(|t| age >= Duration::from_secs(t)) {
+        return Some(reasons::TTL_MAX_AGE);
+    }
+    if e.expires_at
+        .as_deref()
+        .and_then(parse_time)
+        .is_some_and(|at| now >= at)
+    {
+        return Some(reasons::DATE);
+    }
+    if input.max_sandbox_age.is_some_and(|cap| age >= cap) {
+        return Some(reasons::MAX_SANDBOX_AGE);
+    }
+    None
+}
+
+/// Deletes every sandbox whose policy (or the server's maximum age) has been met. Runs until
+/// aborted.
+pub async fn expiry_loop(state: AppState) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = expire_due(&state).await {
+            tracing::warn!("expiry check failed: {e}");
+        }
+    }
+}
+
+async fn expire_due(state: &AppState) -> Result<(), HttpError> {
+    let policies: std::collections::HashMap<String, Expiration> = state
+        .store
+        .sandbox_policies()
+        .await?
+        .into_iter()
+        .map(|(id, p)| (id, p.expiration))
+        .collect();
+    let max_sandbox_age = state.config.max_sandbox_age;
+    if policies.is_empty() && max_sandbox_age.is_none() {
+        return Ok(());
+    }
+    let none = Expiration::default();
+    let now = Utc::now();
+    for record in state.store.list_sandboxes(Default::default()).await? {
+        if record.state == burrow_types::SandboxState::Creating {
+            continue;
+        }
+        let Some(created_at) = parse_time(&record.created_at) else {
+            continue;
+        };
+        let idle_for = state
+            .power
+            .get(&record.id)
+            .map_or(Duration::ZERO, |p| p.idle_for());
+        let input = ExpiryInput {
+            expiration: policies.get(&record.id).unwrap_or(&none),
+            created_at,
+            idle_for,
+            max_sandbox_age,
+        };
+        if let Some(reason) = due(&input, now) {
+            tracing::info!(sandbox = record.id, reason, "expired: deleting");
+            if let Err(e) =
+                crate::service::delete_because(state, &record.id, reason, "system").await
+            {
+                tracing::warn!(sandbox = record.id, "expiry delete failed: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Measures what a sandbox holds on disk and in swap, just before it is destroyed.
+pub fn measure(sandbox_dir: &Path, swapped_bytes: u64, processes: u64) -> ErasureRecord {
+    let mut record = ErasureRecord {
+        upper_dir_bytes: tree_bytes(&sandbox_dir.join("upper")),
+        agent_log_bytes: std::fs::symlink_metadata(sandbox_dir.join("agent.log"))
+            .map_or(0, |m| m.len()),
+        swapped_bytes,
+        processes_killed: processes,
+        ..ErasureRecord::default()
+    };
+    // Anything besides the runtime's known entries is a checkpoint (deep standby images).
+    const KNOWN: &[&str] = &[
+        "upper",
+        "work",
+        "rootfs",
+        "agent.log",
+        "runtime.json",
+        "standby.json",
+    ];
+    if let Ok(entries) = std::fs::read_dir(sandbox_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !KNOWN.iter().any(|k| name == *k) {
+                record.checkpoint_bytes += tree_bytes(&entry.path());
+            }
+        }
+    }
+    record.notes.push(
+        "processes killed (SIGKILL, frozen ones too); their zram swap slots are freed by the \
+         kernel as their memory is torn down"
+            .to_string(),
+    );
+    record
+}
+
+/// Bytes of regular files under `path` (symlinks not followed).
+pub fn tree_bytes(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return if meta.is_file() { meta.len() } else { 0 };
+    }
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries.flatten().map(|e| tree_bytes(&e.path())).sum()
+}
+
+/// After a subvolume is deleted: waits until btrfs has really dropped it, then discards the free
+/// space (`fstrim`), which punches holes in a loop-mounted `sandboxes.img` so the deleted blocks
+/// do not linger in the image file. Returns a note for the erasure record.
+pub async fn discard_freed_blocks(sandboxes_dir: &Path) -> Result<String, String> {
+    // A commit wakes btrfs' cleaner, which drops deleted subvolumes (otherwise it waits for the
+    // next periodic commit, up to 30 s); the second commit makes the freed extents free space.
+    run("btrfs", &["filesystem", "sync"], sandboxes_dir).await?;
+    run("btrfs", &["subvolume", "sync"], sandboxes_dir).await?;
+    run("btrfs", &["filesystem", "sync"], sandboxes_dir).await?;
+    run("fstrim", &[], sandboxes_dir).await?;
+    Ok(format!(
+        "free space of {} discarded (btrfs subvolume sync + fstrim)",
+        sandboxes_dir.display()
+    ))
+}
+
+async fn run(program: &str, args: &[&str], dir: &Path) -> Result<(), String> {
+    let command = tokio::process::Command::new(program)
+        .args(args)
+        .arg(dir)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(DISCARD_STEP_TIMEOUT, command)
+        .await
+        .map_err(|_| {
+            format!(
+                "{program} {} {} took longer than {DISCARD_STEP_TIMEOUT:?}",
+                args.join(" "),
+                dir.display()
+            )
+        })?
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} {} failed: {}",
+            args.join(" "),
+            dir.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    crate::power::rfc3339(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(e: &Expiration, age_secs: i64, idle_secs: u64) -> (ExpiryInput<'_>, DateTime<Utc>) {
+        let now = Utc::now();
+        (
+            ExpiryInput {
+                expiration: e,
+                created_at: now - chrono::Duration::seconds(age_secs),
+                idle_for: Duration::from_secs(idle_secs),
+                max_sandbox_age: None,
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn first_condition_met_wins() {
+        let e = Expiration {
+            ttl_idle: Some(60),
+            ttl_max_age: Some(3600),
+            expires_at: Some("2000-01-01T00:00:00Z".into()),
+        };
+        let (i, now) = input(&e, 10, 61);
+        assert_eq!(due(&i, now), Some(reasons::TTL_IDLE));
+        let (i, now) = input(&e, 3600, 0);
+        assert_eq!(due(&i, now), Some(reasons::TTL_MAX_AGE));
+        let (i, now) = input(&e, 10, 0);
+        assert_eq!(due(&i, now), Some(reasons::DATE));
+        let none = Expiration::default();
+        let (mut i, now) = input(&none, 100, 100);
+        assert_eq!(due(&i, now), None);
+        i.max_sandbox_age = Some(Duration::from_secs(100));
+        assert_eq!(due(&i, now), Some(reasons::MAX_SANDBOX_AGE));
+    }
+
+    #[test]
+    fn bad_policies_are_refused() {
+        let bad = |e: Expiration| validate(&e).unwrap_err().body.message;
+        assert!(
+            bad(Expiration {
+                ttl_idle: Some(0),
+                ..Default::default()
+            })
+            .contains("ttl_idle")
+        );
+        assert!(
+            bad(Expiration {
+                expires_at: Some("tomorrow".into()),
+                ..Default::default()
+            })
+            .contains("RFC 3339")
+        );
+        assert!(
+            bad(Expiration {
+                expires_at: Some("2001-01-01T00:00:00Z".into()),
+                ..Default::default()
+            })
+            .contains("past")
+        );
+        validate(&Expiration {
+            ttl_max_age: Some(7 * 86400),
+            ..Default::default()
+        })
+        .unwrap();
+    }
+}
