@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::spec::{LaunchReport, LaunchSpec};
 use crate::sys::{self, LaunchError, Result, check};
-use crate::{caps, overlay, sandbox_fs, seccomp};
+use crate::{caps, overlay, own_netns, sandbox_fs, seccomp};
 
 /// Records how long each phase took.
 struct Phases {
@@ -193,6 +193,10 @@ fn parent_side(
     }
     let userns = sys::open_path(Path::new(&format!("/proc/{a_pid}/ns/user")), libc::O_RDONLY)?;
     phases.mark("userns");
+    if let Some(net) = &spec.own_netns {
+        own_netns::move_eth0_into(a_pid, net)?;
+        phases.mark("own-netns");
+    }
     overlay::mount_root(spec, &userns)?;
     drop(userns);
     phases.mark("rootfs");
@@ -241,8 +245,14 @@ fn helper_a(
 ) -> ! {
     let errors = &pipes.errors.1;
     let fail = |e: LaunchError| -> ! { sys::die(Some(errors), &e.0) };
-    // SAFETY: unshare with a flag constant.
-    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+    // A netns made here is owned by the sandbox's user namespace (checkpointable by CRIU).
+    let flags = if spec.own_netns.is_some() {
+        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+    } else {
+        libc::CLONE_NEWUSER
+    };
+    // SAFETY: unshare with flag constants.
+    if unsafe { libc::unshare(flags) } != 0 {
         fail(LaunchError::os("unshare(CLONE_NEWUSER)"));
     }
     if sys::write_all(&pipes.from_a.1, b"u").is_err() {
@@ -318,6 +328,19 @@ fn init(spec: &LaunchSpec, pipes: &Pipes, log: &OwnedFd, env: &[CString]) -> ! {
         Ok(fd) => fd,
         Err(e) => sys::die(Some(errors), &e.0),
     };
+    // A checkpointable sandbox may hold no host file open: its agent logs inside the sandbox
+    // (host side: <sandbox_dir>/upper/.burrow/agent.log).
+    let sandbox_log;
+    let log = if spec.own_netns.is_some() {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW;
+        sandbox_log = match sys::open_path(Path::new(SANDBOX_AGENT_LOG), flags) {
+            Ok(fd) => fd,
+            Err(e) => sys::die(Some(errors), &e.0),
+        };
+        &sandbox_log
+    } else {
+        log
+    };
     // SAFETY: dup2 on descriptors we own; init's stdio must not hold the daemon's pipes.
     unsafe {
         for target in 0..3 {
@@ -370,7 +393,73 @@ fn init(spec: &LaunchSpec, pipes: &Pipes, log: &OwnedFd, env: &[CString]) -> ! {
         libc::close(errors.as_raw_fd());
         libc::close(pipes.ready.1.as_raw_fd());
     }
+    if spec.own_netns.is_some() {
+        // CRIU can only checkpoint a tree whose code lives inside the sandbox's mounts: init
+        // re-execs itself from the bind-mounted copy at /.burrow/init (keeping its pid) and
+        // supervises the agent from there. /dev/null stays fd 0, the agent log becomes fd 3.
+        // SAFETY: dup2/execve on valid fds and NUL-terminated arrays.
+        unsafe {
+            libc::dup2(log.as_raw_fd(), INIT_LOG_FD);
+            let pid = CString::new(agent_pid.to_string()).unwrap_or_default();
+            let argv = [
+                c"burrow-init".as_ptr(),
+                INIT_FLAG.as_ptr(),
+                pid.as_ptr(),
+                std::ptr::null(),
+            ];
+            libc::execve(INIT_IN_SANDBOX.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        }
+        // The exec failed: keep supervising from here rather than leave the agent orphaned.
+    }
     reap_forever(&mut agent_pid, || spawn(null.as_raw_fd()))
+}
+
+/// Where init's re-exec'd copy lives inside a sandbox with its own netns.
+pub const INIT_IN_SANDBOX: &std::ffi::CStr = c"/.burrow/init";
+/// The agent's log inside a sandbox with its own netns.
+pub const SANDBOX_AGENT_LOG: &str = "/.burrow/agent.log";
+/// argv[1] of the re-exec'd init.
+pub const INIT_FLAG: &std::ffi::CStr = c"--sandbox-init";
+/// fd of the agent log in the re-exec'd init (0-2 are /dev/null).
+const INIT_LOG_FD: libc::c_int = 3;
+
+/// The re-exec'd init (`/.burrow/init --sandbox-init <agent pid>`, pid 1 of a sandbox with its
+/// own netns): supervises the agent like the original init. Never returns.
+pub fn sandbox_init(agent_pid: libc::pid_t) -> ! {
+    let env: Vec<CString> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let mut kv = k.into_encoded_bytes();
+            kv.push(b'=');
+            kv.extend(v.into_encoded_bytes());
+            CString::new(kv).ok()
+        })
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let agent = c"/.burrow/agent";
+    let argv = [agent.as_ptr(), std::ptr::null()];
+    let respawn = || -> libc::pid_t {
+        // SAFETY: single-threaded; the child only dup2s and execs.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: dup2/execve on valid fds and NUL-terminated arrays prepared before fork.
+            unsafe {
+                libc::setsid();
+                libc::dup2(INIT_LOG_FD, 1);
+                libc::dup2(INIT_LOG_FD, 2);
+                libc::dup2(0, INIT_LOG_FD); // the agent's readiness fd: nobody listens now
+                libc::chdir(c"/".as_ptr());
+                libc::execve(agent.as_ptr(), argv.as_ptr(), envp.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        pid
+    };
+    let mut agent_pid = agent_pid;
+    reap_forever(&mut agent_pid, respawn)
 }
 
 /// Agent restart policy: restart it when it dies, unless it died quickly this many times in a row;
@@ -419,4 +508,61 @@ fn close_all_except(keep: &[libc::c_int]) {
     }
     // SAFETY: close_range on the range above every fd we keep.
     unsafe { libc::syscall(libc::SYS_close_range, max + 1, u32::MAX, 0) };
+}
+
+/// For a CRIU restore: mounts the sandbox's root (staging tmpfs, idmapped layers, overlay,
+/// agent bind) at `<rootfs_dir>/root` in the launcher's *current* mount namespace (the host's,
+/// so the restoring CRIU sees it), through a short-lived user namespace with the sandbox's
+/// mapping. The caller unmounts `rootfs_dir` (lazily, recursively) once the restore is done.
+pub fn mount_root_for_restore(spec: &LaunchSpec) -> Result<()> {
+    spec.validate().map_err(LaunchError)?;
+    let stage = overlay::mount_stage(spec)?;
+    drop(stage);
+    // Nothing under the staging tmpfs may propagate to other mount namespaces.
+    sys::mount(None, &spec.rootfs_dir, None, libc::MS_PRIVATE, None)?;
+    let result = mount_root_via_helper(spec);
+    if result.is_err() {
+        let _ = sys::detach(&spec.rootfs_dir);
+    }
+    result
+}
+
+fn mount_root_via_helper(spec: &LaunchSpec) -> Result<()> {
+    let (from_helper, helper_write) = sys::pipe()?;
+    let (helper_read, to_helper) = sys::pipe()?;
+    // SAFETY: the launcher is single-threaded; the child only unshares, writes and reads.
+    let pid = unsafe { libc::fork() };
+    check(pid as _, || "fork".into())?;
+    if pid == 0 {
+        // SAFETY: unshare with a flag constant.
+        let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
+        let _ = sys::write_all(&helper_write, if ok { b"u" } else { b"x" });
+        let mut byte = [0u8; 1];
+        let far = Instant::now() + Duration::from_secs(60);
+        let _ = sys::read_until(&helper_read, &mut byte, far, "done");
+        // SAFETY: _exit skips destructors of the copied launcher state; intended.
+        unsafe { libc::_exit(0) }
+    }
+    drop((helper_write, helper_read));
+    let result = (|| -> Result<()> {
+        let mut byte = [0u8; 1];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        sys::read_until(&from_helper, &mut byte, deadline, "the user namespace")?;
+        if byte != *b"u" {
+            return Err(LaunchError(
+                "helper could not create a user namespace".into(),
+            ));
+        }
+        let map = format!("0 {} 65536\n", spec.uid_base);
+        for file in ["uid_map", "gid_map"] {
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::write(&path, &map).map_err(|e| LaunchError(format!("write {path}: {e}")))?;
+        }
+        let userns = sys::open_path(Path::new(&format!("/proc/{pid}/ns/user")), libc::O_RDONLY)?;
+        overlay::mount_root(spec, &userns)?;
+        Ok(())
+    })();
+    let _ = sys::write_all(&to_helper, b"d");
+    sys::wait_pid(pid);
+    result
 }

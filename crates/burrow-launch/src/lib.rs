@@ -5,10 +5,11 @@
 pub mod caps;
 pub mod launch;
 mod overlay;
+mod own_netns;
 mod sandbox_fs;
 pub mod seccomp;
 pub mod spec;
 mod sys;
 
-pub use spec::{LaunchReport, LaunchSpec};
+pub use spec::{LaunchReport, LaunchSpec, OwnNetns};
 pub use sys::LaunchError;

@@ -6,7 +6,30 @@ use std::io::{Read, Write};
 use burrow_launch::{LaunchReport, LaunchSpec, launch};
 
 fn main() {
+    // pid 1 of a sandbox with its own netns, re-exec'd from /.burrow/init (see launch.rs).
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some("--sandbox-init") {
+        let agent_pid = args.next().and_then(|p| p.parse().ok()).unwrap_or(-1);
+        launch::sandbox_init(agent_pid);
+    }
+    // `--mount-root`: only mount the sandbox's root at <rootfs_dir>/root in the host mount
+    // namespace (for a CRIU restore) and exit.
+    let mount_root_only = std::env::args().nth(1).as_deref() == Some("--mount-root");
     let report = match read_spec() {
+        Ok(spec) if mount_root_only => match launch::mount_root_for_restore(&spec) {
+            Ok(()) => LaunchReport {
+                ok: true,
+                init_pid: None,
+                error: None,
+                phases_us: Vec::new(),
+            },
+            Err(e) => LaunchReport {
+                ok: false,
+                init_pid: None,
+                error: Some(e.0),
+                phases_us: Vec::new(),
+            },
+        },
         Ok(spec) => launch::launch(&spec),
         Err(error) => LaunchReport {
             ok: false,

@@ -74,6 +74,9 @@ pub fn seed_upper(spec: &LaunchSpec) -> Result<()> {
     file(etc.join("hosts"), &hosts, 0o644)?;
     let burrow = dir(".burrow")?;
     file(burrow.join("agent"), "", 0o755)?;
+    if spec.own_netns.is_some() {
+        file(burrow.join("init"), "", 0o755)?;
+    }
     Ok(())
 }
 
@@ -119,6 +122,12 @@ pub fn mount_root(spec: &LaunchSpec, userns: &OwnedFd) -> Result<PathBuf> {
     sys::mount(Some("burrow"), &root, Some("overlay"), 0, Some(&options))?;
     let agent_target = root.join(".burrow/agent");
     sys::bind_mount(&spec.agent_path, &agent_target, true)?;
+    if spec.own_netns.is_some() {
+        // The launcher itself, for init's re-exec (see launch::sandbox_init).
+        let me = std::env::current_exe()
+            .map_err(|e| LaunchError(format!("locate the launcher binary: {e}")))?;
+        sys::bind_mount(&me, &root.join(".burrow/init"), true)?;
+    }
     Ok(root)
 }
 

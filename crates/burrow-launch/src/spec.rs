@@ -39,6 +39,22 @@ pub struct LaunchSpec {
     /// How long to wait for the agent's readiness byte, in milliseconds (default 10 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_timeout_ms: Option<u64>,
+    /// When set, the sandbox gets a network namespace of its own user namespace (so CRIU can
+    /// checkpoint it) instead of joining `netns_path`: the launcher moves `eth0` from
+    /// `netns_path` into it and configures it. `None`: join `netns_path` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own_netns: Option<OwnNetns>,
+}
+
+/// Addresses of a sandbox-owned network namespace's `eth0`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OwnNetns {
+    /// The sandbox's address on `eth0`.
+    pub address: std::net::Ipv4Addr,
+    /// Prefix length of `address`'s subnet (30 for burrow's slots).
+    pub prefix_len: u8,
+    /// Default gateway (the host end of the veth).
+    pub gateway: std::net::Ipv4Addr,
 }
 
 /// Largest uid_base the 32-bit id space allows for a 65536-id range.
@@ -114,6 +130,14 @@ impl LaunchSpec {
                 ));
             }
         }
+        if let Some(net) = &self.own_netns
+            && !(1..=31).contains(&net.prefix_len)
+        {
+            return Err(format!(
+                "own_netns.prefix_len {} must be between 1 and 31",
+                net.prefix_len
+            ));
+        }
         if self.shm_mb == 0 {
             return Err("shm_mb must be at least 1".into());
         }
@@ -156,6 +180,7 @@ mod tests {
             shm_mb: 64,
             agent_log: None,
             ready_timeout_ms: None,
+            own_netns: None,
         }
     }
 
@@ -178,6 +203,16 @@ mod tests {
             (|s| s.uid_base = 0x1001_0001, "uid_base"),
             (|s| s.nameservers = vec!["dns.example".into()], "nameserver"),
             (|s| s.shm_mb = 0, "shm_mb"),
+            (
+                |s| {
+                    s.own_netns = Some(OwnNetns {
+                        address: [10, 0, 0, 2].into(),
+                        prefix_len: 0,
+                        gateway: [10, 0, 0, 1].into(),
+                    })
+                },
+                "prefix_len",
+            ),
             (
                 |s| {
                     s.agent_env.insert("A=B".into(), "x".into());

@@ -206,3 +206,11 @@ pub fn die(fd: Option<&OwnedFd>, msg: &str) -> ! {
     // (we are a forked copy of the launcher).
     unsafe { libc::_exit(1) }
 }
+
+/// Lazily and recursively detaches the mount at `path`.
+pub fn detach(path: &Path) -> Result<()> {
+    let c = cstr(path)?;
+    // SAFETY: `c` is a valid C string.
+    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    check(r as _, || format!("detach {path:?}")).map(drop)
+}

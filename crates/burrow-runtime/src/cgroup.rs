@@ -129,6 +129,12 @@ impl Cgroups {
         }
     }
 
+    /// Thaws the freezer group (a no-op if it is not frozen).
+    pub fn thaw(&self) -> Result<(), RuntimeError> {
+        let state = self.dir("freezer").join("freezer.state");
+        std::fs::write(&state, "THAWED").map_err(io_err(format!("write {state:?}")))
+    }
+
     /// Removes the (empty) groups. Missing groups are fine.
     pub fn remove(&self) -> Result<(), RuntimeError> {
         for controller in CONTROLLERS {

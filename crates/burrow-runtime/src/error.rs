@@ -23,6 +23,9 @@ pub enum RuntimeError {
     /// A host command (ip, nft, mkfs.btrfs, mount, btrfs) failed.
     #[error("{0}")]
     Command(String),
+    /// A CRIU checkpoint or restore failed (the message carries criu's own error lines).
+    #[error("{0}")]
+    Checkpoint(String),
 }
 
 /// Builds a `map_err` closure that wraps an `io::Error` with what was being done.

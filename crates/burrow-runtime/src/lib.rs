@@ -3,6 +3,7 @@
 //! `burrow-launch` process (see the `burrow-launch` crate for the contract).
 
 mod cgroup;
+mod checkpoint;
 mod error;
 mod host;
 mod instance;
@@ -102,7 +103,8 @@ pub struct ReconcileReport {
     pub orphans_removed: Vec<String>,
 }
 
-pub use runtime::Runtime;
+pub use checkpoint::CheckpointInfo;
+pub use runtime::{NetnsMode, Runtime};
 
 /// Validates a sandbox id: 1-63 chars of `[a-z0-9-]`, not starting with `-`.
 pub fn validate_id(id: &str) -> Result<(), RuntimeError> {

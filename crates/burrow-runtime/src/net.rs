@@ -132,7 +132,14 @@ const BLOCKED: &[&str] = &[
 
 /// The instance's `inet burrow<n>` ruleset. `host_subnets` are the host's own directly connected
 /// IPv4 networks (blocked too: a sandbox has no business on the host's LAN).
-pub fn ruleset(naming: Naming, nameservers: &[Ipv4Addr], host_subnets: &[String]) -> String {
+/// `anti_spoof`: drop packets from a veth whose source address is not routed back through that
+/// veth (sandboxes with their own netns can set any address on their eth0).
+pub fn ruleset(
+    naming: Naming,
+    nameservers: &[Ipv4Addr],
+    host_subnets: &[String],
+    anti_spoof: bool,
+) -> String {
     let mut blocked: Vec<String> = BLOCKED.iter().map(|s| s.to_string()).collect();
     blocked.extend(host_subnets.iter().cloned());
     let dns = if nameservers.is_empty() {
@@ -145,6 +152,11 @@ pub fn ruleset(naming: Naming, nameservers: &[Ipv4Addr], host_subnets: &[String]
             .join(", ");
         format!("elements = {{ {list} }}")
     };
+    let spoof = if anti_spoof {
+        r#"iifname "bw*" fib saddr . iif oif missing drop"#
+    } else {
+        ""
+    };
     format!(
         r#"table inet {table}
 delete table inet {table}
@@ -155,6 +167,7 @@ table inet {table} {{
         type filter hook forward priority filter - 10; policy accept;
         oifname "bw*" ct state established,related accept
         oifname "bw*" drop
+        {spoof}
         iifname "bw*" ct state established,related accept
         iifname "bw*" meta nfproto ipv6 drop
         iifname "bw*" ip daddr @dns udp dport 53 accept
@@ -163,6 +176,7 @@ table inet {table} {{
     }}
     chain input {{
         type filter hook input priority filter - 10; policy accept;
+        {spoof}
         iifname "bw*" ct state established,related accept
         iifname "bw*" ip daddr @dns udp dport 53 accept
         iifname "bw*" ip daddr @dns tcp dport 53 accept
@@ -181,8 +195,12 @@ table inet {table} {{
 }
 
 /// Installs (atomically replaces) the instance's nftables table and enables forwarding.
-pub fn install_firewall(naming: Naming, nameservers: &[Ipv4Addr]) -> Result<(), RuntimeError> {
-    let rules = ruleset(naming, nameservers, &host_subnets());
+pub fn install_firewall(
+    naming: Naming,
+    nameservers: &[Ipv4Addr],
+    anti_spoof: bool,
+) -> Result<(), RuntimeError> {
+    let rules = ruleset(naming, nameservers, &host_subnets(), anti_spoof);
     run_command("nft", &["-f", "-"], Some(&rules))?;
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .map_err(|e| RuntimeError::Command(format!("enable net.ipv4.ip_forward: {e}")))

@@ -8,11 +8,12 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use burrow_launch::{LaunchReport, LaunchSpec};
+use burrow_launch::{LaunchReport, LaunchSpec, OwnNetns};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use crate::cgroup::{Cgroups, Limits};
+use crate::checkpoint::{self, CheckpointInfo, RestorePlan};
 use crate::error::{RuntimeError, io_err};
 use crate::host::{host_nameservers, process_matches, process_start_time};
 use crate::instance::{Instance, Naming};
@@ -61,8 +62,35 @@ impl Allocations {
     }
 }
 
+/// Who owns a sandbox's network namespace (`BURROW_NETNS_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetnsMode {
+    /// `host` (default): the sandbox joins the slot's pre-built netns (owned by the host's user
+    /// namespace). Fastest create; CRIU cannot checkpoint such a sandbox.
+    Host,
+    /// `sandbox`: the launcher creates the netns inside the sandbox's user namespace and moves
+    /// the slot's `eth0` into it. Needed for [`Runtime::checkpoint`]. Costs two `ip` runs per
+    /// create and a slot rebuild per destroy; sandbox root has CAP_NET_ADMIN in its netns, so
+    /// the firewall drops packets whose source address does not belong to their veth.
+    Sandbox,
+}
+
+impl NetnsMode {
+    /// Reads `BURROW_NETNS_MODE` (`host` or `sandbox`; unset = `host`).
+    pub fn from_env() -> Result<Self, RuntimeError> {
+        match std::env::var("BURROW_NETNS_MODE").as_deref() {
+            Err(_) | Ok("") | Ok("host") => Ok(Self::Host),
+            Ok("sandbox") => Ok(Self::Sandbox),
+            Ok(other) => Err(RuntimeError::Unsupported(format!(
+                "BURROW_NETNS_MODE={other:?}: expected \"host\" or \"sandbox\""
+            ))),
+        }
+    }
+}
+
 struct Shared {
     config: RuntimeConfig,
+    netns_mode: NetnsMode,
     sandboxes_dir: PathBuf,
     cgroup_root: PathBuf,
     /// This runtime's claim on its host-global names (netns, veths, subnet, cgroups, uids);
@@ -112,9 +140,11 @@ impl Runtime {
             })?,
             Err(_) => DEFAULT_IMAGE_GB,
         };
-        let shared = tokio::task::spawn_blocking(move || prepare_host(config, image_gb))
-            .await
-            .map_err(|e| RuntimeError::Launch(format!("host preparation panicked: {e}")))??;
+        let netns_mode = NetnsMode::from_env()?;
+        let shared =
+            tokio::task::spawn_blocking(move || prepare_host(config, image_gb, netns_mode))
+                .await
+                .map_err(|e| RuntimeError::Launch(format!("host preparation panicked: {e}")))??;
         let shared = Arc::new(shared);
         tokio::spawn(fill_pool_forever(Arc::downgrade(&shared)));
         shared.refill.notify_one();
@@ -178,6 +208,146 @@ impl Runtime {
             .map_err(|e| RuntimeError::Launch(format!("destroy panicked: {e}")))?;
         self.shared.refill.notify_one();
         result
+    }
+
+    /// Deep standby: checkpoints every process of the sandbox with CRIU into
+    /// `<sandbox_dir>/checkpoint/`; the processes are gone afterwards (files, cgroups and the
+    /// network slot stay). Needs `BURROW_NETNS_MODE=sandbox`.
+    pub async fn checkpoint(&self, id: &str) -> Result<CheckpointInfo, RuntimeError> {
+        let handle = self.begin_power_change(id)?;
+        let shared = self.shared.clone();
+        let owned = id.to_owned();
+        let result = tokio::task::spawn_blocking(move || {
+            let dir = shared.sandboxes_dir.join(&owned);
+            let freezer = shared
+                .cgroup_root
+                .join("freezer")
+                .join(shared.naming.cgroup_parent())
+                .join(&owned);
+            let slot = Slot::new(shared.naming, handle.slot);
+            let info = checkpoint::dump(
+                &dir,
+                handle.init_pid,
+                handle.uid_base,
+                &freezer,
+                &slot.netns_name(),
+            )?;
+            // CRIU killed the tree; make sure nothing is left and reap init (we are subreaper).
+            shared.cgroups(&owned).kill_all()?;
+            let mut status = 0;
+            // SAFETY: waitpid with a valid out-pointer.
+            unsafe { libc::waitpid(handle.init_pid, &mut status, 0) };
+            Ok(info)
+        })
+        .await
+        .map_err(|e| RuntimeError::Checkpoint(format!("checkpoint panicked: {e}")));
+        self.end_power_change(id);
+        let info = result??;
+        tracing::info!(
+            id,
+            image_bytes = info.image_bytes,
+            ms = info.duration.as_secs_f64() * 1e3,
+            "sandbox checkpointed"
+        );
+        Ok(info)
+    }
+
+    /// Restores a sandbox checkpointed by [`Runtime::checkpoint`] (same in-sandbox pids, memory,
+    /// sockets) and returns once its agent accepts TCP again. Its init has a new host pid:
+    /// `runtime.json` and the returned handle say which.
+    pub async fn restore(&self, id: &str) -> Result<SandboxHandle, RuntimeError> {
+        let handle = self.begin_power_change(id)?;
+        let result = self.restore_inner(handle).await;
+        self.end_power_change(id);
+        result
+    }
+
+    async fn restore_inner(&self, old: SandboxHandle) -> Result<SandboxHandle, RuntimeError> {
+        if self.is_alive(&old) {
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {} is running: only a checkpointed sandbox can be restored",
+                old.id
+            )));
+        }
+        let shared = self.shared.clone();
+        let id = old.id.clone();
+        let slot = Slot::new(self.shared.naming, old.slot);
+        let init_pid = tokio::task::spawn_blocking(move || {
+            let cgroups = shared.cgroups(&id);
+            // A dump leaves the freezer as it found it; restored tasks must not start frozen.
+            cgroups.thaw()?;
+            let dir = shared.sandboxes_dir.join(&id);
+            let plan = RestorePlan {
+                sandbox_dir: &dir,
+                launcher: &shared.config.launcher_path,
+                agent_path: &shared.config.agent_path,
+                slot_netns: &slot.netns_name(),
+                address: format!("{}/30", slot.sandbox_ip()),
+                gateway: slot.host_ip().to_string(),
+                host_veth: &slot.host_veth(),
+                cgroup_dirs: cgroups
+                    .procs_files()
+                    .iter()
+                    .filter_map(|p| p.parent().map(Path::to_path_buf))
+                    .collect(),
+            };
+            checkpoint::restore(&plan)
+        })
+        .await
+        .map_err(|e| RuntimeError::Checkpoint(format!("restore panicked: {e}")))??;
+        let init_start_time = process_start_time(init_pid).ok_or_else(|| {
+            RuntimeError::Checkpoint(format!("restored init (pid {init_pid}) died at once"))
+        })?;
+        let t = Instant::now();
+        wait_for_tcp(old.agent_addr()).await?;
+        tracing::debug!(id = %old.id, connect_ms = t.elapsed().as_secs_f64() * 1e3, "restored agent accepts TCP");
+        let handle = SandboxHandle {
+            init_pid,
+            init_start_time,
+            ..old
+        };
+        let dir = self.sandbox_dir(&handle.id);
+        state::save(&dir, &handle)?;
+        let images = checkpoint::checkpoint_dir(&dir);
+        if let Err(e) = tokio::fs::remove_dir_all(&images).await {
+            tracing::warn!(id = %handle.id, error = %e, "cannot remove the used checkpoint");
+        }
+        self.shared
+            .alloc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sandboxes
+            .insert(handle.id.clone(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Marks `id` busy for a checkpoint/restore and returns its handle.
+    fn begin_power_change(&self, id: &str) -> Result<SandboxHandle, RuntimeError> {
+        validate_id(id)?;
+        if self.shared.netns_mode != NetnsMode::Sandbox {
+            return Err(RuntimeError::Unsupported(
+                "checkpoint/restore needs the sandbox-owned network namespace: start the runtime \
+                 with BURROW_NETNS_MODE=sandbox (and create the sandbox under it)"
+                    .into(),
+            ));
+        }
+        let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        let handle = alloc
+            .sandboxes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
+        if !alloc.busy.insert(id.to_owned()) {
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {id} is being created, destroyed, checkpointed or restored right now"
+            )));
+        }
+        Ok(handle)
+    }
+
+    fn end_power_change(&self, id: &str) {
+        let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        alloc.busy.remove(id);
     }
 
     /// True if the sandbox's init is still alive.
@@ -303,6 +473,9 @@ impl Runtime {
             tokio::task::spawn_blocking(move || prepare_sandbox(&shared, &owned, index, slot))
                 .await
                 .map_err(|e| RuntimeError::Launch(format!("prepare panicked: {e}")))??;
+        if self.shared.netns_mode == NetnsMode::Sandbox {
+            checkpoint::save_launch_spec(&self.sandbox_dir(&spec.id), &launch_spec)?;
+        }
         let prepared = t.elapsed();
         let report = run_launcher(&self.shared.config.launcher_path, &launch_spec).await?;
         let launched = t.elapsed();
@@ -349,7 +522,11 @@ impl Drop for Runtime {
 }
 
 /// Blocking host preparation for [`Runtime::new`].
-fn prepare_host(config: RuntimeConfig, image_gb: u64) -> Result<Shared, RuntimeError> {
+fn prepare_host(
+    config: RuntimeConfig,
+    image_gb: u64,
+    netns_mode: NetnsMode,
+) -> Result<Shared, RuntimeError> {
     let sandboxes_dir = config.data_dir.join("sandboxes");
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io_err(format!("create {:?}", config.data_dir)))?;
@@ -371,7 +548,7 @@ fn prepare_host(config: RuntimeConfig, image_gb: u64) -> Result<Shared, RuntimeE
             "no non-loopback IPv4 nameserver in /etc/resolv.conf: sandboxes will have no DNS"
         );
     }
-    net::install_firewall(naming, &nameservers)?;
+    net::install_firewall(naming, &nameservers, netns_mode == NetnsMode::Sandbox)?;
 
     // Everything a previous daemon left on disk stays reserved until reconcile decides.
     let mut alloc = Allocations::default();
@@ -416,6 +593,7 @@ fn prepare_host(config: RuntimeConfig, image_gb: u64) -> Result<Shared, RuntimeE
     )?;
     alloc.ready.extend(ready_now);
     Ok(Shared {
+        netns_mode,
         config,
         sandboxes_dir,
         cgroup_root,
@@ -559,6 +737,11 @@ fn prepare_sandbox(
         shm_mb: (spec.memory_mb / 2).clamp(1, 1024),
         agent_log: Some(dir.join("agent.log")),
         ready_timeout_ms: Some(READY_TIMEOUT.as_millis() as u64),
+        own_netns: (shared.netns_mode == NetnsMode::Sandbox).then(|| OwnNetns {
+            address: slot.sandbox_ip(),
+            prefix_len: 30,
+            gateway: slot.host_ip(),
+        }),
     })
 }
 
@@ -656,7 +839,18 @@ fn teardown(shared: &Shared, id: &str, reserved: Option<(u32, Slot)>) -> Result<
         .get(id)
         .cloned();
     let handle = known.or_else(|| state::load(&dir));
-    let result = teardown_resources(shared, id, handle.as_ref());
+    let mut result = teardown_resources(shared, id, handle.as_ref());
+    let slot_number = reserved
+        .map(|r| r.1.k)
+        .or_else(|| handle.as_ref().map(|h| h.slot));
+    if result.is_ok()
+        && shared.netns_mode == NetnsMode::Sandbox
+        && let Some(k) = slot_number
+    {
+        // The slot's eth0 went into the sandbox's own netns and died with it (or, after a
+        // restore, CRIU made a new veth): the slot is rebuilt from scratch by the pool.
+        result = net::delete_slot(Slot::new(shared.naming, k));
+    }
     if result.is_ok()
         && let Some(h) = &handle
     {
@@ -680,6 +874,7 @@ fn teardown(shared: &Shared, id: &str, reserved: Option<(u32, Slot)>) -> Result<
         }
         if let Some(slot) = slot
             && alloc.slots_in_use.remove(&slot)
+            && shared.netns_mode == NetnsMode::Host
         {
             // Nothing in the sandbox could change its netns (no CAP_NET_ADMIN over it), so the
             // slot goes straight back to the pool if its namespace is still there.

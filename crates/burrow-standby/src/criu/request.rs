@@ -128,6 +128,8 @@ pub struct RestoreRequest<'a> {
     /// cgroup dirs (any v1 controller) the worker joins before restoring, so every restored task
     /// starts there, charges included.
     pub join_cgroups: Vec<PathBuf>,
+    /// Use CRIU's older mount engine (`--mntns-compat-mode`).
+    pub mntns_compat_mode: bool,
     pub log_level: i32,
 }
 
@@ -144,6 +146,7 @@ impl<'a> RestoreRequest<'a> {
             lazy_pages: false,
             join_cgroups: Vec::new(),
             join_ns: Vec::new(),
+            mntns_compat_mode: false,
             log_level: 2,
         }
     }
@@ -180,6 +183,7 @@ impl<'a> RestoreRequest<'a> {
                 .collect(),
             external: self.external.clone(),
             join_ns: self.join_ns.clone(),
+            mntns_compat_mode: self.mntns_compat_mode.then_some(true),
             ..Default::default()
         })
     }

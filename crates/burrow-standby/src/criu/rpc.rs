@@ -110,6 +110,9 @@ pub struct CriuOpts {
     pub lazy_pages: Option<bool>,
     #[prost(enumeration = "NetworkLockMethod", optional, tag = "64")]
     pub network_lock: Option<i32>,
+    /// Restore mounts with the pre-4.0 engine (`--mntns-compat-mode`).
+    #[prost(bool, optional, tag = "65")]
+    pub mntns_compat_mode: Option<bool>,
 }
 
 /// `criu_features`.
