@@ -299,3 +299,56 @@ fn expiry_zdr_retention_report_and_usage() {
     let totals = server.ok(&["usage"]);
     assert!(totals.contains("TOTAL"), "{totals}");
 }
+
+#[test]
+fn pip_reaches_the_package_index_from_inside() {
+    require_sandboxes!();
+    // The promise: outbound access through NAT, so `pip install` works wherever the host
+    // has network (here: the host reaches PyPI, possibly through a TLS-intercepting proxy whose CA
+    // the host trusts; burrow gives sandboxes the host's CA bundle).
+    let host_pip = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-cache-dir",
+            "-q",
+            "-d",
+        ])
+        .arg(common::tempdir("burrow-pip-host"))
+        .arg("six==1.16.0")
+        .output();
+    if !host_pip.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: the host itself cannot download from PyPI");
+        return;
+    }
+    let server = TestServer::start();
+    let id = server.ok(&["create"]).trim().to_string();
+    let out = server.cli(&[
+        "exec",
+        &id,
+        "--",
+        "python3",
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "-q",
+        "-d",
+        "/tmp/wheels",
+        "six==1.16.0",
+    ]);
+    assert!(
+        out.status.success(),
+        "pip inside the sandbox failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        server
+            .ok(&["exec", &id, "--", "ls", "/tmp/wheels"])
+            .contains("six-1.16.0")
+    );
+}

@@ -24,8 +24,8 @@ struct MountAttr {
 }
 
 /// Writes the files burrow owns inside every sandbox straight into the upper dir (before the
-/// overlay exists), owned by the sandbox's root: /etc/{resolv.conf,hostname,hosts} and the
-/// mount point for the agent binary.
+/// overlay exists), owned by the sandbox's root: /etc/{resolv.conf,hostname,hosts}, the host's CA
+/// bundle when the runtime passes one, and the mount point for the agent binary.
 pub fn seed_upper(spec: &LaunchSpec) -> Result<()> {
     let owner = spec.uid_base;
     let dir = |rel: &str| -> Result<PathBuf> {
@@ -72,6 +72,13 @@ pub fn seed_upper(spec: &LaunchSpec) -> Result<()> {
         spec.id
     );
     file(etc.join("hosts"), &hosts, 0o644)?;
+    if let Some(bundle) = &spec.ca_bundle {
+        let pem = fs::read_to_string(bundle)
+            .map_err(|e| LaunchError(format!("read host CA bundle {bundle:?}: {e}")))?;
+        dir("etc/ssl")?;
+        let certs = dir("etc/ssl/certs")?;
+        file(certs.join("ca-certificates.crt"), &pem, 0o644)?;
+    }
     let burrow = dir(".burrow")?;
     file(burrow.join("agent"), "", 0o755)?;
     if spec.own_netns.is_some() {

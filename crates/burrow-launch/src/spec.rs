@@ -44,6 +44,10 @@ pub struct LaunchSpec {
     /// `netns_path` into it and configures it. `None`: join `netns_path` (the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub own_netns: Option<OwnNetns>,
+    /// Host CA bundle to install as the sandbox's `/etc/ssl/certs/ca-certificates.crt`, so
+    /// sandboxes trust what the host trusts (e.g. a TLS-intercepting egress proxy's CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// Addresses of a sandbox-owned network namespace's `eth0`.
@@ -91,6 +95,9 @@ impl LaunchSpec {
         paths.extend(self.cgroup_procs.iter().map(|c| ("cgroup_procs", c)));
         if let Some(log) = &self.agent_log {
             paths.push(("agent_log", log));
+        }
+        if let Some(bundle) = &self.ca_bundle {
+            paths.push(("ca_bundle", bundle));
         }
         for (what, path) in paths {
             let text = path
@@ -181,6 +188,7 @@ mod tests {
             agent_log: None,
             ready_timeout_ms: None,
             own_netns: None,
+            ca_bundle: None,
         }
     }
 

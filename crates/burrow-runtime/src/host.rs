@@ -50,6 +50,21 @@ pub fn host_nameservers() -> Vec<std::net::Ipv4Addr> {
         .collect()
 }
 
+/// The host's CA bundle, when the host trusts CAs of its own (`/usr/local/share/ca-certificates`,
+/// e.g. a TLS-intercepting egress proxy): sandboxes then get the same bundle, so `pip install`
+/// and `curl https://…` work wherever they work on the host. `BURROW_TRUST_HOST_CAS=0` turns it off.
+pub fn host_ca_bundle() -> Option<std::path::PathBuf> {
+    if std::env::var("BURROW_TRUST_HOST_CAS").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let has_local_cas = std::fs::read_dir("/usr/local/share/ca-certificates")
+        .ok()?
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".crt"));
+    let bundle = std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+    (has_local_cas && bundle.is_file()).then_some(bundle)
+}
+
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/pid/stat).
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

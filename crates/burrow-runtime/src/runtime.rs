@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::cgroup::{Cgroups, Limits};
 use crate::checkpoint::{self, CheckpointInfo, RestorePlan};
 use crate::error::{RuntimeError, io_err};
-use crate::host::{host_nameservers, process_matches, process_start_time};
+use crate::host::{host_ca_bundle, host_nameservers, process_matches, process_start_time};
 use crate::instance::{Instance, Naming};
 use crate::net::{self, MAX_SLOTS, Slot};
 use crate::quota::{self, QuotaFs};
@@ -99,6 +99,8 @@ struct Shared {
     naming: Naming,
     quota: QuotaFs,
     nameservers: Vec<Ipv4Addr>,
+    /// The host's CA bundle given to every sandbox, if the host trusts CAs of its own.
+    ca_bundle: Option<PathBuf>,
     alloc: Mutex<Allocations>,
     refill: Arc<Notify>,
 }
@@ -601,6 +603,7 @@ fn prepare_host(
         naming,
         quota,
         nameservers,
+        ca_bundle: host_ca_bundle(),
         alloc: Mutex::new(alloc),
         refill: Arc::new(Notify::new()),
     })
@@ -742,6 +745,7 @@ fn prepare_sandbox(
             prefix_len: 30,
             gateway: slot.host_ip(),
         }),
+        ca_bundle: shared.ca_bundle.clone(),
     })
 }
 
