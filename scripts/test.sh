@@ -21,6 +21,9 @@ target/debug/burrow template build base --local --data-dir "$DATA_DIR" --if-miss
 
 echo "==> cargo tests"
 export BURROW_TEST_TEMPLATE_DIR="$DATA_DIR/templates/base"
+# The runtime's own integration tests (isolation, lifecycle, checkpoint) run sandboxes straight from
+# a rootfs: the base template's layer is one.
+export BURROW_TEST_ROOTFS="$DATA_DIR/templates/base/layers/0"
 cargo nextest run --workspace --locked --no-fail-fast
 
 echo "==> E2B SDK acceptance tests"
