@@ -136,9 +136,7 @@ impl TemplateStore {
             created_at: now_rfc3339(),
             size_bytes,
         };
-        let template = self.publish(staging, &template)?;
-        report(&progress, "done", "template base is ready", Some(1.0));
-        Ok(template)
+        self.publish(staging, &template, &progress)
     }
 
     /// The cached debootstrap tarball, downloading it first if missing.

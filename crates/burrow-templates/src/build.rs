@@ -293,14 +293,7 @@ impl TemplateStore {
         };
         // The parent may have been removed meanwhile; never publish a template with dangling layers.
         self.get(parent)?;
-        let template = self.publish(staging, &template)?;
-        report(
-            &progress,
-            "done",
-            &format!("template {name} is ready"),
-            Some(1.0),
-        );
-        Ok(template)
+        self.publish(staging, &template, &progress)
     }
 }
 

@@ -82,14 +82,7 @@ impl TemplateStore {
             created_at: now_rfc3339(),
             size_bytes: fsutil::disk_usage(&layer)?,
         };
-        let template = self.publish(staging, &template)?;
-        report(
-            &progress,
-            "done",
-            &format!("template {name} is ready"),
-            Some(1.0),
-        );
-        Ok(template)
+        self.publish(staging, &template, &progress)
     }
 }
 

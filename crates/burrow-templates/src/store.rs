@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::error::IoContext;
 use crate::fsutil::{self, ScratchDir};
 use crate::name::validate_name;
-use crate::{Template, TemplateError};
+use crate::{BuildProgress, Template, TemplateError};
 
 const TEMPLATE_FILE: &str = "template.json";
 /// Scratch entries under the templates root start with a dot, so they never look like templates.
@@ -138,10 +138,13 @@ impl TemplateStore {
 
     /// Writes `template.json` into the staging dir and renames it into place; fails (leaving the
     /// existing template untouched) if `template.name` appeared meanwhile.
+    /// Writes `template.json` into `staging`, renames it into place (never over an existing
+    /// template), and reports the build done.
     pub(crate) fn publish(
         &self,
         staging: ScratchDir,
         template: &Template,
+        progress: &(impl Fn(BuildProgress) + ?Sized),
     ) -> Result<Template, TemplateError> {
         let record = serde_json::to_vec_pretty(template)
             .map_err(|e| TemplateError::Invalid(format!("serialising template record: {e}")))?;
@@ -158,6 +161,12 @@ impl TemplateStore {
         match renamed {
             Ok(()) => {
                 staging.keep();
+                crate::base::report(
+                    progress,
+                    "done",
+                    &format!("template {} is ready", template.name),
+                    Some(1.0),
+                );
                 Ok(template.clone())
             }
             Err(rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY) => {
