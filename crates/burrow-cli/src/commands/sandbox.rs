@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::for_each_id;
 use crate::args::key_values;
 use crate::client::ApiClient;
 use crate::output;
@@ -233,19 +234,9 @@ pub struct RmArgs {
 }
 
 pub async fn remove(api: &ApiClient, args: RmArgs) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for id in &args.ids {
-        match api.delete(&format!("/v1/sandboxes/{id}")).await {
-            Ok(()) => println!("{id}"),
-            Err(e) => {
-                eprintln!("burrow: {id}: {e:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+    for_each_id(&args.ids, |id| async move {
+        api.delete(&format!("/v1/sandboxes/{id}")).await?;
+        Ok(id)
     })
+    .await
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{Value, json};
 
+use super::for_each_id;
 use crate::client::ApiClient;
 use crate::output;
 
@@ -27,43 +28,24 @@ pub struct ResumeArgs {
 
 pub async fn standby(api: &ApiClient, args: StandbyArgs) -> anyhow::Result<ExitCode> {
     let body = json!({"deep": args.deep});
-    each(&args.ids, |id| {
+    for_each_id(&args.ids, |id| {
         let body = body.clone();
         async move {
-            api.post_json::<_, Value>(&format!("/v1/sandboxes/{id}/standby"), &body)
-                .await
+            let sandbox: Value = api
+                .post_json(&format!("/v1/sandboxes/{id}/standby"), &body)
+                .await?;
+            Ok(format!("{id}  {}", output::cell(&sandbox, "state")))
         }
     })
     .await
 }
 
 pub async fn resume(api: &ApiClient, args: ResumeArgs) -> anyhow::Result<ExitCode> {
-    each(&args.ids, |id| async move {
-        api.post_json::<_, Value>(&format!("/v1/sandboxes/{id}/resume"), &json!({}))
-            .await
+    for_each_id(&args.ids, |id| async move {
+        let sandbox: Value = api
+            .post_json(&format!("/v1/sandboxes/{id}/resume"), &json!({}))
+            .await?;
+        Ok(format!("{id}  {}", output::cell(&sandbox, "state")))
     })
     .await
-}
-
-/// Runs `call` for every id, printing `id  state` or the error; exits 1 if any failed.
-async fn each<F, Fut>(ids: &[String], call: F) -> anyhow::Result<ExitCode>
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Value>>,
-{
-    let mut failed = false;
-    for id in ids {
-        match call(id.clone()).await {
-            Ok(sandbox) => println!("{id}  {}", output::cell(&sandbox, "state")),
-            Err(e) => {
-                eprintln!("burrow: {id}: {e:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }
