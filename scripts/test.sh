@@ -24,6 +24,8 @@ export BURROW_TEST_TEMPLATE_DIR="$DATA_DIR/templates/base"
 # The runtime's own integration tests (isolation, lifecycle, checkpoint) run sandboxes straight from
 # a rootfs: the base template's layer is one.
 export BURROW_TEST_ROOTFS="$DATA_DIR/templates/base/layers/0"
+# Builds the code-interpreter template from PyPI (~1 min) and drives e2b-code-interpreter against it.
+export BURROW_TEST_CODE_INTERPRETER=1
 cargo nextest run --workspace --locked --no-fail-fast
 
 echo "==> E2B SDK acceptance tests"

@@ -117,5 +117,8 @@ fn to_step(step: BuildStepSpec) -> BuildStep {
             dest,
         },
         BuildStepSpec::User { name } => BuildStep::User { name },
+        BuildStepSpec::Start { command } => BuildStep::Start { command },
+        BuildStepSpec::ReadyPort { port } => BuildStep::ReadyPort { port },
+        BuildStepSpec::ReadyCommand { command } => BuildStep::ReadyCommand { command },
     }
 }

@@ -135,6 +135,7 @@ impl TemplateStore {
             source: "debootstrap".to_string(),
             created_at: now_rfc3339(),
             size_bytes,
+            start: None,
         };
         self.publish(staging, &template, &progress)
     }

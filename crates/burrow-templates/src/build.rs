@@ -19,7 +19,10 @@ use crate::name::{validate_env_key, validate_name, validate_user};
 use crate::normalize::normalize_upper;
 use crate::store::now_rfc3339;
 use crate::tree_copy::{Ownership, copy_tree};
-use crate::{BuildProgress, BuildStep, StepRunner, Template, TemplateError, TemplateStore};
+use crate::{
+    BuildProgress, BuildStep, ReadyCheck, StartCommand, StepRunner, Template, TemplateError,
+    TemplateStore,
+};
 
 /// Checks every step before any work starts, so a typo in step 9 fails in milliseconds.
 pub fn validate_steps(steps: &[BuildStep]) -> Result<(), TemplateError> {
@@ -44,6 +47,18 @@ pub fn validate_steps(steps: &[BuildStep]) -> Result<(), TemplateError> {
                 check_absolute(path).map_err(|e| invalid(format!("WORKDIR: {e}")))?
             }
             BuildStep::User { name } => validate_user(name).map_err(|e| invalid(e.to_string()))?,
+            BuildStep::Start { command } | BuildStep::ReadyCommand { command } => {
+                if command.trim().is_empty() || command.contains('\0') {
+                    return Err(invalid(
+                        "START and READY CMD need a command (without NUL bytes)".to_string(),
+                    ));
+                }
+            }
+            BuildStep::ReadyPort { port } => {
+                if *port == 0 {
+                    return Err(invalid("READY PORT needs a port in 1..=65535".to_string()));
+                }
+            }
             BuildStep::Copy { src, dest } => {
                 check_absolute(dest).map_err(|e| invalid(format!("COPY: {e}")))?;
                 std::fs::symlink_metadata(src)
@@ -51,6 +66,36 @@ pub fn validate_steps(steps: &[BuildStep]) -> Result<(), TemplateError> {
             }
         }
     }
+    Ok(())
+}
+
+/// A READY step needs a start command to apply to: an earlier START, or the parent's.
+fn check_ready_after_start(
+    parent_has_start: bool,
+    steps: &[BuildStep],
+) -> Result<(), TemplateError> {
+    let mut has_start = parent_has_start;
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            BuildStep::Start { .. } => has_start = true,
+            BuildStep::ReadyPort { .. } | BuildStep::ReadyCommand { .. } if !has_start => {
+                return Err(TemplateError::Invalid(format!(
+                    "step {}: READY needs a START before it (in this build or the parent template)",
+                    i + 1
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn set_ready(start: &mut Option<StartCommand>, ready: ReadyCheck) -> Result<(), TemplateError> {
+    // check_ready_after_start ran before any work, so this only guards against a logic slip.
+    let start = start
+        .as_mut()
+        .ok_or_else(|| TemplateError::Invalid("READY needs a START before it".to_string()))?;
+    start.ready = Some(ready);
     Ok(())
 }
 
@@ -195,6 +240,7 @@ impl TemplateStore {
         validate_name(name)?;
         let parent_template = self.get(parent)?;
         validate_steps(&steps)?;
+        check_ready_after_start(parent_template.start.is_some(), &steps)?;
         let staging = self.staging(name)?;
         let layers_dir = staging.path().join("layers");
         std::fs::create_dir_all(&layers_dir)
@@ -204,6 +250,7 @@ impl TemplateStore {
         let mut env = parent_template.env.clone();
         let mut workdir = parent_template.workdir.clone();
         let mut user = parent_template.user.clone();
+        let mut start = parent_template.start.clone();
         let total = steps.len();
         for (i, step) in steps.into_iter().enumerate() {
             let phase = format!("step {}/{total}", i + 1);
@@ -220,6 +267,23 @@ impl TemplateStore {
                 BuildStep::User { name } => {
                     report(&progress, &phase, &format!("USER {name}"), fraction);
                     user = name;
+                }
+                BuildStep::Start { command } => {
+                    report(&progress, &phase, &format!("START {command}"), fraction);
+                    start = Some(StartCommand {
+                        command,
+                        user: user.clone(),
+                        workdir: workdir.clone(),
+                        ready: None,
+                    });
+                }
+                BuildStep::ReadyPort { port } => {
+                    report(&progress, &phase, &format!("READY PORT {port}"), fraction);
+                    set_ready(&mut start, ReadyCheck::Port { port })?;
+                }
+                BuildStep::ReadyCommand { command } => {
+                    report(&progress, &phase, &format!("READY CMD {command}"), fraction);
+                    set_ready(&mut start, ReadyCheck::Command { command })?;
                 }
                 BuildStep::Copy { src, dest } => {
                     report(
@@ -290,6 +354,7 @@ impl TemplateStore {
             source: format!("build:{parent}"),
             created_at: now_rfc3339(),
             size_bytes,
+            start,
         };
         // The parent may have been removed meanwhile; never publish a template with dangling layers.
         self.get(parent)?;
@@ -340,12 +405,52 @@ mod tests {
                 src: "/etc/hostname".into(),
                 dest: "rel".into(),
             },
+            BuildStep::Start {
+                command: " ".into(),
+            },
+            BuildStep::ReadyPort { port: 0 },
+            BuildStep::ReadyCommand {
+                command: "a\0b".into(),
+            },
         ] {
             let err = validate_steps(std::slice::from_ref(&bad))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("step 1"), "{err}");
         }
+    }
+
+    #[test]
+    fn ready_needs_a_start() {
+        let start = BuildStep::Start {
+            command: "server".into(),
+        };
+        let ready = BuildStep::ReadyPort { port: 49999 };
+        assert!(check_ready_after_start(false, &[start.clone(), ready.clone()]).is_ok());
+        assert!(check_ready_after_start(true, std::slice::from_ref(&ready)).is_ok());
+        let err = check_ready_after_start(false, &[ready.clone(), start])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("step 1") && err.contains("START"), "{err}");
+    }
+
+    #[test]
+    fn start_steps_round_trip_as_json() {
+        let steps = vec![
+            BuildStep::Start {
+                command: "server".into(),
+            },
+            BuildStep::ReadyPort { port: 49999 },
+            BuildStep::ReadyCommand {
+                command: "curl -sf localhost:1/".into(),
+            },
+        ];
+        let json = serde_json::to_value(&steps).unwrap();
+        assert_eq!(json[0]["type"], "start");
+        assert_eq!(json[1]["type"], "ready_port");
+        assert_eq!(json[2]["type"], "ready_command");
+        let back: Vec<BuildStep> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, steps);
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl TemplateStore {
             source: "rootfs".to_string(),
             created_at: now_rfc3339(),
             size_bytes: fsutil::disk_usage(&layer)?,
+            start: None,
         };
         self.publish(staging, &template, &progress)
     }

@@ -58,6 +58,35 @@ pub struct Template {
     pub created_at: String,
     /// Total bytes on disk of the layers this template owns.
     pub size_bytes: u64,
+    /// A background process every sandbox of this template starts with (START/READY steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartCommand>,
+}
+
+/// A template's start command: run in the background right after a sandbox is created, which is
+/// ready (and its create answered) once `ready` passes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StartCommand {
+    /// Shell command (`/bin/sh -c`).
+    pub command: String,
+    /// User it runs as: the template's user at the START step.
+    pub user: String,
+    /// Working directory: the template's WORKDIR at the START step, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// How to tell it is ready; `None`: as soon as it has started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<ReadyCheck>,
+}
+
+/// Readiness check of a start command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ReadyCheck {
+    /// The sandbox accepts TCP connections on this port.
+    Port { port: u16 },
+    /// This shell command (run as the start command's user) exits with 0.
+    Command { command: String },
 }
 
 /// One step of a template build on top of an existing template.
@@ -82,6 +111,19 @@ pub enum BuildStep {
     },
     User {
         name: String,
+    },
+    /// Set the template's start command (replaces an earlier or inherited one).
+    Start {
+        command: String,
+    },
+    /// Set the start command's readiness check; must follow a START (here or in the parent).
+    #[serde(rename = "ready_port")]
+    ReadyPort {
+        port: u16,
+    },
+    #[serde(rename = "ready_command")]
+    ReadyCommand {
+        command: String,
     },
 }
 

@@ -319,6 +319,7 @@ impl TemplateStore {
             source: "oci".to_string(),
             created_at: now_rfc3339(),
             size_bytes: fsutil::disk_usage(&layer_dir)?,
+            start: None,
         };
         self.publish(staging, &template, &progress)
     }

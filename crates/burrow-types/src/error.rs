@@ -76,4 +76,6 @@ pub mod codes {
     pub const LEASE_NOT_FOUND: &str = "lease_not_found";
     /// Standby of a zero-data-retention sandbox (its memory must never leave RAM).
     pub const STANDBY_REFUSED: &str = "standby_refused";
+    /// 502: the template's start command exited, or was not ready in time (the sandbox is gone).
+    pub const START_FAILED: &str = "start_failed";
 }

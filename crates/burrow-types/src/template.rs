@@ -83,6 +83,19 @@ pub enum BuildStepSpec {
     User {
         name: String,
     },
+    /// Start this command (`/bin/sh -c`, as the current USER, in the current WORKDIR) in the
+    /// background in every new sandbox; create returns once its READY check passes.
+    Start {
+        command: String,
+    },
+    /// READY PORT: the start command is ready once the sandbox accepts TCP on this port.
+    ReadyPort {
+        port: u16,
+    },
+    /// READY CMD: the start command is ready once this command exits with 0.
+    ReadyCommand {
+        command: String,
+    },
 }
 
 /// One line of the `POST /v1/templates` response (NDJSON). Ends with `done` or `error`.

@@ -43,7 +43,8 @@ pub struct BuildArgs {
     /// Parent template for build steps.
     #[arg(long)]
     pub from: Option<String>,
-    /// A build file: `FROM parent`, then `RUN`, `ENV K=V`, `WORKDIR`, `COPY src dest`, `USER` lines.
+    /// A build file: `FROM parent`, then `RUN`, `ENV K=V`, `WORKDIR`, `COPY src dest`, `USER`,
+    /// `START cmd`, `READY PORT n` / `READY CMD cmd` lines.
     #[arg(long, short)]
     pub file: Option<PathBuf>,
     /// Build in this process instead of through the server (base, rootfs and OCI imports only).
@@ -294,6 +295,28 @@ pub fn parse_build_file(
                     name: rest.to_string(),
                 });
             }
+            "START" => {
+                need("a command")?;
+                steps.push(BuildStep::Start {
+                    command: rest.to_string(),
+                });
+            }
+            "READY" => {
+                let (kind, arg) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                let arg = arg.trim();
+                match kind.to_ascii_uppercase().as_str() {
+                    "PORT" => {
+                        let port = arg.parse::<u16>().ok().filter(|p| *p != 0).with_context(|| {
+                            format!("line {lineno}: READY PORT needs a port number (1-65535), got '{arg}'")
+                        })?;
+                        steps.push(BuildStep::ReadyPort { port });
+                    }
+                    "CMD" if !arg.is_empty() => steps.push(BuildStep::ReadyCommand {
+                        command: arg.to_string(),
+                    }),
+                    _ => bail!("line {lineno}: READY needs PORT <number> or CMD <command>"),
+                }
+            }
             "COPY" => {
                 let parts: Vec<&str> = rest.split_whitespace().collect();
                 let [src, dest] = parts.as_slice() else {
@@ -306,7 +329,7 @@ pub fn parse_build_file(
                 });
             }
             other => bail!(
-                "line {lineno}: unknown instruction {other} (use FROM, RUN, ENV, WORKDIR, COPY, USER)"
+                "line {lineno}: unknown instruction {other} (use FROM, RUN, ENV, WORKDIR, COPY, USER, START, READY)"
             ),
         }
     }
@@ -345,5 +368,34 @@ mod tests {
         assert!(parse_build_file("FETCH x\n", Path::new(".")).is_err());
         assert!(parse_build_file("RUN true\nFROM base\n", Path::new(".")).is_err());
         assert!(parse_build_file("COPY onlyone\n", Path::new(".")).is_err());
+        for bad in [
+            "READY\n",
+            "READY PORT\n",
+            "READY PORT 0\n",
+            "READY PORT http\n",
+            "READY CMD\n",
+            "READY URL x\n",
+            "START\n",
+        ] {
+            assert!(parse_build_file(bad, Path::new(".")).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_start_and_ready() {
+        let text = "FROM base\nSTART python3 -m http.server 8000\nREADY PORT 8000\nready cmd curl -sf localhost:8000/\n";
+        let (_, steps) = parse_build_file(text, Path::new(".")).unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                BuildStep::Start {
+                    command: "python3 -m http.server 8000".into()
+                },
+                BuildStep::ReadyPort { port: 8000 },
+                BuildStep::ReadyCommand {
+                    command: "curl -sf localhost:8000/".into()
+                },
+            ]
+        );
     }
 }
