@@ -32,3 +32,10 @@ fi
 
 # CRIU 4 for deep standby (bookworm's 3.17 does not work on current kernels).
 "$(dirname "$0")/install-criu.sh"
+
+# Node.js >= 20.18.1 for the E2B JS SDK end-to-end test (crates/burrow-server/tests/e2b_sdk.rs;
+# the pinned e2b 2.51.0 requires it). Debian 12's nodejs is 18.x: use NodeSource's nodejs 20.
+if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 18) ? 0 : 1)' 2>/dev/null; then
+  echo "deps.sh: warning: Node.js >= 20.18.1 (with npm) is needed for the E2B JS SDK test;" \
+    "Debian 12 ships 18.x: install the nodejs 20 package from https://deb.nodesource.com" >&2
+fi

@@ -144,6 +144,14 @@ async fn sandbox_ip(state: &AppState, id: &str) -> Option<(Ipv4Addr, Arc<Activit
     if !is_valid_sandbox_id(id) {
         return None;
     }
+    // E2B: a sandbox paused through the E2B API without autoResume is not woken by traffic.
+    if !crate::e2b::admit_traffic(&state.config.data_dir, id) {
+        tracing::debug!(
+            sandbox = id,
+            "proxy: E2B-paused without autoResume, not waking"
+        );
+        return None;
+    }
     match crate::service::running_as(state, id, "proxy").await {
         Ok(sandbox) => Some((sandbox.handle.ip, sandbox.activity)),
         Err(e) => {

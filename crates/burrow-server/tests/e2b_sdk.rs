@@ -1,10 +1,13 @@
-//! The official `e2b` Python SDK (2.63.0, pinned in crates/burrow-e2b/tests/e2b-control/) end to
-//! end against a real burrow server: HTTPS on 127.0.0.1:443 with burrow's local CA and domain
-//! `burrow.localhost` (the SDK resolves `*.localhost` to loopback itself and always uses port 443
-//! for sandbox URLs), real sandboxes, real envd through the port proxy.
+//! The official E2B SDKs end to end against a real burrow server: Python `e2b` 2.63.0 (latest),
+//! 2.50.0 and 2.5.0 (pinned in crates/burrow-e2b/tests/e2b-control/requirements-*.txt) and the
+//! JS `e2b` 2.51.0 (latest; pinned in crates/burrow-e2b/tests/e2b-control/js/). One server, HTTPS
+//! on 127.0.0.1:443 with burrow's local CA and domain `burrow.localhost` (SDKs always use port 443
+//! for sandbox URLs), real sandboxes, real envd through the port proxy. The drivers
+//! (tests/e2b/sdk_e2e.{py,mjs}) run one scenario each, concurrently.
 //!
-//! Needs root, the base template, python3 and (the first time) PyPI access for the venv, which is
-//! shared with burrow-e2b's tests (`<target>/tmp/e2b-control-venvs/`, or `BURROW_E2B_VENVS`).
+//! Needs root, the base template, python3, node/npm and (the first time) PyPI and npm access;
+//! the installs are shared with burrow-e2b's tests (`<target>/tmp/e2b-control-venvs/` or
+//! `BURROW_E2B_VENVS`, `<target>/tmp/e2b-control-js/` or `BURROW_E2B_JS_DIR`).
 
 mod common;
 
@@ -17,8 +20,12 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 const DOMAIN: &str = "burrow.localhost";
-const SDK_VERSION: &str = "2.63.0";
-const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2b/sdk_e2e.py");
+/// Python SDK versions of the matrix: latest, the last before `/v2/sandboxes`, and the last of
+/// the oldest connect generation (`/timeout` + `/resume`).
+const PYTHON_SDKS: [&str; 3] = ["2.63.0", "2.50.0", "2.5.0"];
+const JS_SDK: &str = "2.51.0";
+const PY_DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2b/sdk_e2e.py");
+const JS_DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2b/sdk_e2e.mjs");
 const REQUIREMENTS_DIR: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../burrow-e2b/tests/e2b-control"
@@ -30,17 +37,22 @@ fn venvs_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2b-control-venvs"))
 }
 
-/// The venv's python for the pinned SDK, created from the pinned requirements if needed.
-async fn sdk_python() -> PathBuf {
-    let venv = venvs_dir().join(format!("e2b-{SDK_VERSION}"));
+/// Holds an exclusive lock on `dir/.install.lock` (other test binaries install there too).
+fn install_lock(dir: &Path) -> std::fs::File {
+    std::fs::create_dir_all(dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".install.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    lock
+}
+
+/// The venv's python for SDK `version`, created from the pinned requirements if needed.
+async fn sdk_python(version: &str) -> PathBuf {
+    let venv = venvs_dir().join(format!("e2b-{version}"));
     let python = venv.join("bin/python");
     if venv.join(".burrow-installed").exists() {
         return python;
     }
-    // burrow-e2b's tests install into the same directory: one installer at a time.
-    std::fs::create_dir_all(venvs_dir()).unwrap();
-    let lock = std::fs::File::create(venvs_dir().join(".install.lock")).unwrap();
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let _lock = install_lock(&venvs_dir());
     if venv.join(".burrow-installed").exists() {
         return python;
     }
@@ -51,7 +63,7 @@ async fn sdk_python() -> PathBuf {
         .await
         .expect("python3 is required to run the e2b SDK tests");
     assert!(status.success(), "python3 -m venv failed");
-    let requirements = Path::new(REQUIREMENTS_DIR).join(format!("requirements-{SDK_VERSION}.txt"));
+    let requirements = Path::new(REQUIREMENTS_DIR).join(format!("requirements-{version}.txt"));
     let status = Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "-r"])
         .arg(&requirements)
@@ -63,8 +75,39 @@ async fn sdk_python() -> PathBuf {
         "pip install -r {} failed",
         requirements.display()
     );
-    std::fs::write(venv.join(".burrow-installed"), SDK_VERSION).unwrap();
+    std::fs::write(venv.join(".burrow-installed"), version).unwrap();
     python
+}
+
+/// The pinned JS SDK's ESM entry point, installed with `npm ci` if needed.
+async fn sdk_js_module() -> PathBuf {
+    let dir = std::env::var_os("BURROW_E2B_JS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2b-control-js"));
+    let module = dir.join("node_modules/e2b/dist/index.mjs");
+    if dir.join(".burrow-installed").exists() {
+        return module;
+    }
+    let _lock = install_lock(&dir);
+    if dir.join(".burrow-installed").exists() {
+        return module;
+    }
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(
+            Path::new(REQUIREMENTS_DIR).join("js").join(file),
+            dir.join(file),
+        )
+        .unwrap();
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .await
+        .expect("npm is required to run the e2b JS SDK test");
+    assert!(status.success(), "npm ci in {} failed", dir.display());
+    std::fs::write(dir.join(".burrow-installed"), "").unwrap();
+    module
 }
 
 /// Port 443 is host-wide: only one test may serve on it at a time (TestEnv's lock covers burrow
@@ -96,22 +139,278 @@ fn parse_steps(stdout: &str) -> BTreeMap<String, Value> {
         .collect()
 }
 
-fn ok(steps: &BTreeMap<String, Value>, step: &str) -> Value {
-    let s = steps
-        .get(step)
-        .unwrap_or_else(|| panic!("step {step} missing: {steps:#?}"));
-    assert_eq!(s["ok"], true, "step {step} failed: {s}");
-    s["value"].clone()
+/// One SDK of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sdk {
+    Python(&'static str),
+    Js(&'static str),
+}
+
+impl Sdk {
+    fn version(self) -> &'static str {
+        match self {
+            Sdk::Python(v) | Sdk::Js(v) => v,
+        }
+    }
+
+    /// The SDK's exception class for `kind` (the two languages name them differently).
+    fn error(self, kind: &str) -> String {
+        match self {
+            Sdk::Python(_) => format!("{kind}Exception"),
+            Sdk::Js(_) => format!("{kind}Error"),
+        }
+    }
+
+    /// `lifecycle.auto_resume` and `pause()` exist from Python 2.6 on (and in every JS 2.x).
+    fn has_auto_resume(self) -> bool {
+        self != Sdk::Python("2.5.0")
+    }
+}
+
+/// Runs `sdk`'s driver against the server and returns its steps.
+async fn drive(sdk: Sdk, server: &TestServer, key: &str, ca: &Path) -> BTreeMap<String, Value> {
+    let mut command = match sdk {
+        Sdk::Python(version) => {
+            let mut c = Command::new(sdk_python(version).await);
+            c.arg(PY_DRIVER).env("SSL_CERT_FILE", ca);
+            c
+        }
+        Sdk::Js(_) => {
+            let module = sdk_js_module().await;
+            let mut c = Command::new("node");
+            c.arg(JS_DRIVER)
+                .env("E2B_JS_MODULE", format!("file://{}", module.display()))
+                .env("NODE_EXTRA_CA_CERTS", ca);
+            c
+        }
+    };
+    let out = command
+        .env("E2B_DOMAIN", DOMAIN)
+        .env("E2B_API_KEY", key)
+        .env("BURROW_URL", format!("http://{}", server.addr))
+        .env("BURROW_KEY", &server.key)
+        .env_remove("E2B_API_URL")
+        .env_remove("E2B_SANDBOX_URL")
+        .env_remove("E2B_DEBUG")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("starting the {sdk:?} driver: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{sdk:?} driver failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("--- {sdk:?} ---\n{stdout}");
+    parse_steps(&stdout)
+}
+
+/// Checks every step of the shared scenario; `sdk` names the failing SDK in messages.
+fn check_scenario(sdk: Sdk, steps: &BTreeMap<String, Value>) {
+    let ok = |step: &str| -> Value {
+        let s = steps
+            .get(step)
+            .unwrap_or_else(|| panic!("{sdk:?}: step {step} missing: {steps:#?}"));
+        assert_eq!(s["ok"], true, "{sdk:?}: step {step} failed: {s}");
+        s["value"].clone()
+    };
+    let failed = |step: &str| -> Value {
+        let s = steps
+            .get(step)
+            .unwrap_or_else(|| panic!("{sdk:?}: step {step} missing"));
+        assert_eq!(s["ok"], false, "{sdk:?}: step {step} should fail: {s}");
+        s.clone()
+    };
+    assert_eq!(ok("sdk"), sdk.version(), "the pinned SDK ran");
+
+    let id = ok("create").as_str().unwrap().to_string();
+    assert!(
+        id.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+        "{id}"
+    );
+
+    let run = ok("run");
+    assert_eq!(run["stdout"], "hi\nbye\n", "{sdk:?} {run}");
+    assert_eq!(run["stderr"], "oops\n", "{sdk:?} {run}");
+    assert_eq!(run["exit_code"], 0);
+    assert_eq!(
+        run["streamed_stdout"], "hi\nbye\n",
+        "{sdk:?}: callbacks see the output: {run}"
+    );
+    assert_eq!(run["streamed_stderr"], "oops\n");
+
+    let failing = ok("run_failing");
+    assert_eq!(failing["type"], sdk.error("CommandExit"), "{failing}");
+    assert_eq!(failing["exit_code"], 3);
+
+    let bg = ok("background_kill");
+    assert_eq!(bg["pid_listed"], true, "{sdk:?} {bg}");
+    assert_eq!(bg["killed"], true, "{sdk:?} {bg}");
+    assert_eq!(bg["wait"], sdk.error("CommandExit"), "{sdk:?} {bg}");
+
+    assert_eq!(ok("stdin"), "from stdin\n", "{sdk:?}");
+    let timeout = ok("command_timeout");
+    assert_eq!(timeout["type"], sdk.error("Timeout"), "{sdk:?} {timeout}");
+    assert!(timeout["after_s"].as_f64().unwrap() < 10.0, "{timeout}");
+
+    let files = ok("files");
+    assert_eq!(files["read"], "hello from the SDK");
+    assert_eq!(files["names"], json!(["hello.txt"]));
+    assert_eq!(files["missing_exists"], false);
+    let watched = ok("watch");
+    assert!(
+        watched.as_array().unwrap().contains(&json!("new.txt")),
+        "{sdk:?}: watch_dir sees the new file: {watched}"
+    );
+
+    let signed = ok("signed_urls");
+    assert_eq!(signed["signed"], true, "{sdk:?} {signed}");
+    assert_eq!(signed["host"], format!("49983-{id}.{DOMAIN}"), "{signed}");
+    assert_eq!(signed["upload"], 200, "{sdk:?} {signed}");
+    assert_eq!(signed["download"], 200, "{sdk:?} {signed}");
+    assert_eq!(signed["text"], "uploaded by URL", "{signed}");
+    assert_eq!(signed["read_back"], "uploaded by URL", "{signed}");
+    assert_eq!(signed["tampered"], 401, "{sdk:?} {signed}");
+    assert_eq!(signed["unsigned"], 401, "{sdk:?} {signed}");
+
+    let host = ok("get_host");
+    assert_eq!(host["host"], format!("8001-{id}.{DOMAIN}"), "{host}");
+    assert_eq!(host["status"], 200, "{sdk:?} {host}");
+    assert_eq!(host["text"], "hello from the SDK", "{host}");
+    assert_eq!(host["closed"], 502, "{sdk:?} {host}");
+    assert!(
+        host["closed_body"]
+            .as_str()
+            .unwrap()
+            .contains("port is not open"),
+        "{host}"
+    );
+
+    let list = ok("list");
+    assert_eq!(list["ids"], json!([id]), "{sdk:?} {list}");
+    assert_eq!(list["other"], 0);
+
+    let timeout = ok("set_timeout");
+    let before = timeout["before"].as_i64().unwrap();
+    let after = timeout["after"].as_i64().unwrap();
+    assert!((30..=120).contains(&before), "{sdk:?} {timeout}");
+    assert!(
+        (25..=30).contains(&after),
+        "{sdk:?}: set_timeout may shorten: {timeout}"
+    );
+
+    let info = ok("get_info");
+    assert_eq!(info["sandbox_id"], id.as_str());
+    assert_eq!(info["template_id"], "base");
+    assert_eq!(
+        info["metadata"],
+        json!({"suite": format!("e2e-{}{}", if matches!(sdk, Sdk::Js(_)) { "js-" } else { "" }, sdk.version())})
+    );
+    assert_eq!(info["state"], "running");
+    assert_eq!(info["running"], true);
+
+    let metrics = ok("metrics");
+    assert!(metrics["count"].as_u64().unwrap() >= 1, "{metrics}");
+    assert_eq!(metrics["mem_total"], 512 << 20, "{sdk:?} {metrics}");
+
+    let pause = ok("pause_connect");
+    // 2.5's `beta_pause` returns nothing; later SDKs return true, then false on the 409.
+    let (paused, paused_again) = if sdk.has_auto_resume() {
+        (json!(true), json!(false))
+    } else {
+        (Value::Null, Value::Null)
+    };
+    assert_eq!(pause["paused"], paused, "{sdk:?} {pause}");
+    assert_eq!(pause["state_paused"], "paused", "{sdk:?} {pause}");
+    assert_eq!(pause["native_paused"], "standby", "really frozen: {pause}");
+    assert_eq!(
+        pause["running_while_paused"], false,
+        "{sdk:?}: no autoResume: envd traffic gets 502 'was not found': {pause}"
+    );
+    assert_eq!(
+        pause["native_after_traffic"], "standby",
+        "{sdk:?}: traffic did not wake it: {pause}"
+    );
+    assert_eq!(pause["native_after"], "running", "{pause}");
+    assert_eq!(
+        pause["pause_again"], paused_again,
+        "409 already paused: {pause}"
+    );
+    assert_eq!(pause["same_id"], true);
+    assert_eq!(pause["state_after"], "running", "{pause}");
+    assert_eq!(pause["file"], "kept");
+    assert_eq!(pause["process_kept"], true, "{sdk:?} {pause}");
+    assert_eq!(pause["echo"], "awake\n");
+
+    assert_eq!(ok("kill"), true);
+    assert_eq!(ok("kill_again"), false, "a killed sandbox is gone");
+    let unknown = failed("unknown_template");
+    assert!(
+        unknown["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-template"),
+        "{unknown}"
+    );
+    let alias = failed("code_interpreter_alias");
+    assert!(
+        alias["message"]
+            .as_str()
+            .unwrap()
+            .contains("template 'code-interpreter' not found"),
+        "{sdk:?}: code-interpreter-v1 names burrow's code-interpreter template: {alias}"
+    );
+
+    let expired = ok("timeout_kills");
+    let gone = expired["gone_after_s"]
+        .as_f64()
+        .expect("the timed-out sandbox is killed");
+    assert!(gone < 10.0, "{sdk:?} {expired}");
+
+    let auto = ok("timeout_pauses");
+    assert_eq!(auto["state"], "paused", "{sdk:?} {auto}");
+    assert!(auto["paused_after_s"].as_f64().unwrap() < 10.0, "{auto}");
+    assert_eq!(auto["mark"], "before\n", "{auto}");
+    assert_eq!(auto["state_after"], "running", "{auto}");
+    let left = auto["seconds_left"].as_i64().unwrap();
+    assert!(
+        (50..=60).contains(&left),
+        "{sdk:?}: a resume sets now + timeout: {auto}"
+    );
+
+    if sdk.has_auto_resume() {
+        let resumed = ok("auto_resume");
+        assert_eq!(resumed["state"], "paused", "{sdk:?} {resumed}");
+        assert_eq!(resumed["native_paused"], "standby", "{resumed}");
+        assert_eq!(
+            resumed["mark"], "before\n",
+            "{sdk:?}: traffic woke it: {resumed}"
+        );
+        assert_eq!(resumed["state_after"], "running", "{resumed}");
+        let left = resumed["seconds_left"].as_i64().unwrap();
+        assert!(
+            (280..=300).contains(&left),
+            "{sdk:?}: an auto-resume grants max(timeout, 5 min): {resumed}"
+        );
+    } else {
+        assert!(!steps.contains_key("auto_resume"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_sdk_end_to_end_over_tls() {
+async fn e2b_sdks_end_to_end_over_tls() {
     let env = TestEnv::new();
     if !install_test_template(env.path()) {
         return;
     }
     let _port = lock_port_443();
-    let python = sdk_python().await;
+    // Installs first (a no-op once cached), so the drivers' timings do not include them.
+    for version in PYTHON_SDKS {
+        sdk_python(version).await;
+    }
+    sdk_js_module().await;
     let server = TestServer::start_with(tls_config(env.path())).await;
     let ca = env.path().join("tls/ca.pem");
     assert!(
@@ -150,121 +449,18 @@ async fn python_sdk_end_to_end_over_tls() {
     let resp = e2b_api("/v2/sandboxes", &server.key).send().await.unwrap();
     assert_eq!(resp.status(), 200, "burrow keys work on the E2B API too");
 
-    let out = Command::new(&python)
-        .arg(DRIVER)
-        .env("E2B_DOMAIN", DOMAIN)
-        .env("E2B_API_KEY", &key)
-        .env("SSL_CERT_FILE", &ca)
-        .env("BURROW_URL", format!("http://{}", server.addr))
-        .env("BURROW_KEY", &server.key)
-        .env_remove("E2B_API_URL")
-        .env_remove("E2B_SANDBOX_URL")
-        .env_remove("E2B_DEBUG")
-        .env_remove("SSL_CERT_DIR")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "driver failed:\n{stdout}\n{stderr}");
-    eprintln!("{stdout}");
-    let steps = parse_steps(&stdout);
-
-    let id = ok(&steps, "create").as_str().unwrap().to_string();
-    assert!(
-        id.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
-        "{id}"
-    );
-
-    let run = ok(&steps, "run");
-    assert_eq!(run["stdout"], "hi\nbye\n", "{run}");
-    assert_eq!(run["stderr"], "oops\n", "{run}");
-    assert_eq!(run["exit_code"], 0);
-    assert_eq!(
-        run["streamed_stdout"], "hi\nbye\n",
-        "callbacks see the output: {run}"
-    );
-    assert_eq!(run["streamed_stderr"], "oops\n");
-
-    let failing = ok(&steps, "run_failing");
-    assert_eq!(failing["type"], "CommandExitException", "{failing}");
-    assert_eq!(failing["exit_code"], 3);
-
-    let bg = ok(&steps, "background_kill");
-    assert_eq!(bg["pid_listed"], true, "{bg}");
-    assert_eq!(bg["killed"], true, "{bg}");
-    assert_eq!(bg["wait"], "CommandExitException", "{bg}");
-
-    let files = ok(&steps, "files");
-    assert_eq!(files["read"], "hello from the SDK");
-    assert_eq!(files["names"], json!(["hello.txt"]));
-    assert_eq!(files["missing_exists"], false);
-
-    let list = ok(&steps, "list");
-    assert_eq!(list["ids"], json!([id]), "{list}");
-    assert_eq!(list["other"], 0);
-
-    let timeout = ok(&steps, "set_timeout");
-    let before = timeout["before"].as_i64().unwrap();
-    let after = timeout["after"].as_i64().unwrap();
-    assert!((100..=120).contains(&before), "{timeout}");
-    assert!(
-        (25..=30).contains(&after),
-        "set_timeout may shorten: {timeout}"
-    );
-
-    let info = ok(&steps, "get_info");
-    assert_eq!(info["sandbox_id"], id.as_str());
-    assert_eq!(info["template_id"], "base");
-    assert_eq!(info["metadata"], json!({"suite": "e2e"}));
-    assert_eq!(info["state"], "running");
-    assert_eq!(info["running"], true);
-
-    let metrics = ok(&steps, "metrics");
-    assert!(metrics["count"].as_u64().unwrap() >= 1, "{metrics}");
-    assert_eq!(metrics["mem_total"], 512 << 20, "{metrics}");
-
-    let pause = ok(&steps, "pause_connect");
-    assert_eq!(pause["paused"], true, "{pause}");
-    assert_eq!(pause["state_paused"], "paused", "{pause}");
-    assert_eq!(pause["native_paused"], "standby", "really frozen: {pause}");
-    assert_eq!(pause["native_after"], "running", "{pause}");
-    assert_eq!(pause["pause_again"], false, "409 already paused: {pause}");
-    assert_eq!(pause["same_id"], true);
-    assert_eq!(pause["state_after"], "running", "{pause}");
-    assert_eq!(pause["file"], "kept");
-    assert_eq!(pause["process_kept"], true, "{pause}");
-    assert_eq!(pause["echo"], "awake\n");
-
-    assert_eq!(ok(&steps, "kill"), true);
-    assert_eq!(ok(&steps, "kill_again"), false, "a killed sandbox is gone");
-    let unknown = &steps["unknown_template"];
-    assert_eq!(unknown["ok"], false, "{unknown}");
-    assert!(
-        unknown["message"]
-            .as_str()
-            .unwrap()
-            .contains("no-such-template"),
-        "{unknown}"
-    );
-
-    let expired = ok(&steps, "timeout_kills");
-    let gone = expired["gone_after_s"]
-        .as_f64()
-        .expect("the timed-out sandbox is killed");
-    assert!(gone < 10.0, "{expired}");
-
-    let auto = ok(&steps, "timeout_pauses");
-    assert_eq!(auto["state"], "paused", "{auto}");
-    assert!(auto["paused_after_s"].as_f64().unwrap() < 10.0, "{auto}");
-    assert_eq!(auto["mark"], "before\n", "{auto}");
-    assert_eq!(auto["state_after"], "running", "{auto}");
-    let left = auto["seconds_left"].as_i64().unwrap();
-    assert!(
-        (50..=60).contains(&left),
-        "a resume sets now + timeout: {auto}"
-    );
+    // Every SDK at once against the one server: the matrix costs one scenario's time.
+    let sdks = PYTHON_SDKS
+        .map(Sdk::Python)
+        .into_iter()
+        .chain([Sdk::Js(JS_SDK)]);
+    let runs = sdks.map(|sdk| {
+        let (server, key, ca) = (&server, &key, &ca);
+        async move { (sdk, drive(sdk, server, key, ca).await) }
+    });
+    for (sdk, steps) in futures::future::join_all(runs).await {
+        check_scenario(sdk, &steps);
+    }
 
     // Nothing is left: the killed and the timed-out sandboxes are gone from burrow as well.
     let resp = server.get("/v1/sandboxes").send().await.unwrap();
@@ -405,6 +601,102 @@ async fn e2b_api_pages_filters_and_keeps_end_times_across_restarts() {
     let after: Value = resp.json().await.unwrap();
     assert_eq!(end_at(&after), end_at(&before));
 
+    // An E2B pause without autoResume: proxied traffic gets E2B's 502 "was not found" and does
+    // not wake it; only connect does (201 resumed, then 200 already running). `memory: false`
+    // is accepted on pause (memory is kept) and refused on a resume (no cold boot in burrow).
+    let native_state = |id: String| {
+        let request = server.get(&format!("/v1/sandboxes/{id}"));
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            body["state"].as_str().unwrap().to_string()
+        }
+    };
+    let proxied_health = |id: &str| {
+        server
+            .http
+            .get(server.url("/health"))
+            .header("e2b-sandbox-id", id)
+            .header("e2b-sandbox-port", "49983")
+            .send()
+    };
+    let e2b_post = |path: String, body: Value| {
+        e2b(&server, reqwest::Method::POST, &path)
+            .json(&body)
+            .send()
+    };
+    let paused = &ids[1];
+    let resp = e2b_post(
+        format!("/sandboxes/{paused}/pause"),
+        json!({"memory": false}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = proxied_health(paused).await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("was not found"), "{body}");
+    assert_eq!(native_state(paused.clone()).await, "standby", "not woken");
+    let resp = e2b_post(
+        format!("/v2/sandboxes/{paused}/connect"),
+        json!({"memory": false}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 501, "a cold-boot resume is refused loudly");
+    let resp = e2b_post(format!("/v2/sandboxes/{paused}/connect"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "resumed");
+    let resp = e2b_post(format!("/v2/sandboxes/{paused}/connect"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "already running");
+    assert_eq!(proxied_health(paused).await.unwrap().status(), 204);
+
+    // burrow's own standby (idle timer or native API) is invisible to E2B: `running`, since
+    // traffic wakes it; an E2B pause of it is a real pause (204, not 409), and then it is paused.
+    let sleeper = &ids[2];
+    let resp = server
+        .post(&format!("/v1/sandboxes/{sleeper}/standby"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(native_state(sleeper.clone()).await, "standby");
+    let e2b_state = |id: String| {
+        let request = e2b(&server, reqwest::Method::GET, &format!("/sandboxes/{id}"));
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            body["state"].as_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(e2b_state(sleeper.clone()).await, "running");
+    let resp = e2b(&server, reqwest::Method::GET, "/v2/sandboxes?state=paused")
+        .send()
+        .await
+        .unwrap();
+    let listed: Vec<Value> = resp.json().await.unwrap();
+    assert!(listed.is_empty(), "standby is not an E2B pause: {listed:?}");
+    let resp = e2b_post(format!("/sandboxes/{sleeper}/pause"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(e2b_state(sleeper.clone()).await, "paused");
+    let resp = e2b_post(format!("/v2/sandboxes/{sleeper}/connect"), json!({}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    // A native sandbox asleep by burrow's standby wakes on proxied traffic, as before.
+    let resp = server
+        .post(&format!("/v1/sandboxes/{native_id}/standby"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(proxied_health(&native_id).await.unwrap().status(), 204);
+    assert_eq!(native_state(native_id.clone()).await, "running");
+
     // timeout 0 kills now; the native sandbox has no E2B end time and stays.
     let resp = e2b(
         &server,
@@ -452,7 +744,8 @@ async fn e2b_api_pages_filters_and_keeps_end_times_across_restarts() {
         .send()
         .await
         .unwrap();
-        assert_eq!(resp.status(), 204);
+        let status = resp.status();
+        assert_eq!(status, 204, "{id}: {}", resp.text().await.unwrap());
     }
     server.stop().await;
 }
@@ -469,7 +762,7 @@ async fn python_sdk_over_plain_http_with_api_and_sandbox_urls() {
     if !install_test_template(env.path()) {
         return;
     }
-    let python = sdk_python().await;
+    let python = sdk_python(PYTHON_SDKS[0]).await;
     let server = TestServer::start(env.path()).await;
     let script = "from e2b import Sandbox\n\
                   s = Sandbox.create('base', timeout=60)\n\

@@ -33,6 +33,7 @@ pub struct E2bService {
 
 impl E2bService {
     pub fn new(state: AppState, lifecycles: Arc<Lifecycles>) -> Self {
+        super::wake_gate::register(&state.config.data_dir, &lifecycles);
         Self {
             state,
             lifecycles,
@@ -53,14 +54,16 @@ impl E2bService {
         }
     }
 
-    /// E2B's view: paused = put to standby through the E2B API (pause or on-timeout pause) and
-    /// not resumed through it since. A sandbox the idle timer put to standby stays `running`: it
-    /// wakes transparently on the next request.
+    /// E2B's view: paused = paused through the E2B API (pause or on-timeout pause) and not
+    /// resumed since (connect, or traffic when `autoResume` is set). A sandbox burrow's idle timer
+    /// (or the native API) put to standby stays `running`: traffic wakes it transparently, which
+    /// is what `running` promises an E2B client.
     fn e2b_state(&self, record: &SandboxRecord) -> Option<E2bState> {
         match record.state {
-            SandboxState::Running if self.is_paused(&record.id) => Some(E2bState::Paused),
-            SandboxState::Running => Some(E2bState::Running),
-            SandboxState::Standby => Some(E2bState::Paused),
+            SandboxState::Running | SandboxState::Standby if self.is_paused(&record.id) => {
+                Some(E2bState::Paused)
+            }
+            SandboxState::Running | SandboxState::Standby => Some(E2bState::Running),
             _ => None,
         }
     }
@@ -69,12 +72,12 @@ impl E2bService {
         self.lifecycles.get(id).is_some_and(|l| l.paused)
     }
 
-    /// Puts the sandbox to standby and stops its clock; E2B reports it paused until a connect.
+    /// Marks the sandbox paused (so the proxy stops waking it unless `autoResume`), stops its
+    /// clock and puts it to standby; E2B reports it paused until a connect (or an auto-resume).
     async fn pause_sandbox(&self, id: &str) -> Result<(), BackendError> {
-        service::standby(&self.state, id, false)
-            .await
-            .map_err(|e| backend_error(e, id))?;
-        if self.lifecycles.update(id, |l| l.paused = true).is_none() {
+        // Marked first: traffic racing with the pause must not wake a sandbox that E2B pauses.
+        let was_tracked = self.lifecycles.update(id, |l| l.paused = true).is_some();
+        if !was_tracked {
             self.lifecycles.insert(
                 id,
                 Lifecycle {
@@ -82,9 +85,18 @@ impl E2bService {
                     on_timeout: TimeoutAction::Kill,
                     auto_resume: false,
                     allow_internet_access: None,
+                    timeout_secs: 0,
                     paused: true,
                 },
             );
+        }
+        if let Err(e) = service::standby(&self.state, id, false).await {
+            if was_tracked {
+                self.lifecycles.update(id, |l| l.paused = false);
+            } else {
+                self.lifecycles.remove(id);
+            }
+            return Err(backend_error(e, id));
         }
         Ok(())
     }
@@ -123,7 +135,7 @@ impl E2bService {
             ));
         }
         let native = CreateSandboxRequest {
-            template: request.template.clone(),
+            template: burrow_template_name(&request.template).to_string(),
             env: request.env_vars,
             labels: request.metadata,
             ..CreateSandboxRequest::default()
@@ -131,7 +143,10 @@ impl E2bService {
         let sandbox = service::create(&self.state, native).await.map_err(|e| {
             match (e.status, e.body.code.as_str()) {
                 (StatusCode::NOT_FOUND, codes::TEMPLATE_NOT_FOUND) => {
-                    BackendError::TemplateNotFound(request.template.clone())
+                    // Names the burrow template, the one an operator has to build.
+                    BackendError::TemplateNotFound(
+                        burrow_template_name(&request.template).to_string(),
+                    )
                 }
                 _ => backend_error(e, ""),
             }
@@ -143,6 +158,7 @@ impl E2bService {
                 on_timeout: request.on_timeout.into(),
                 auto_resume: request.auto_resume,
                 allow_internet_access: request.allow_internet_access,
+                timeout_secs: request.timeout.as_secs(),
                 paused: false,
             },
         );
@@ -193,6 +209,18 @@ impl E2bService {
         self.lifecycles.remove(id);
         self.metrics.forget(id);
     }
+}
+
+/// E2B template names that are burrow templates under another name: `code-interpreter-v1` is
+/// the e2b-code-interpreter SDK's default template.
+const TEMPLATE_ALIASES: &[(&str, &str)] = &[("code-interpreter-v1", "code-interpreter")];
+
+/// The burrow template an E2B `templateID` names.
+fn burrow_template_name(e2b_template: &str) -> &str {
+    TEMPLATE_ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == e2b_template)
+        .map_or(e2b_template, |(_, name)| name)
 }
 
 /// Delay before a failed kill / pause at the end time is tried again.
@@ -307,7 +335,7 @@ impl E2bBackend for E2bService {
                 && filter
                     .template
                     .as_ref()
-                    .is_none_or(|t| *t == record.template)
+                    .is_none_or(|t| burrow_template_name(t) == record.template)
                 && filter.started_after.is_none_or(|a| started >= a)
                 && filter
                     .metadata
@@ -365,6 +393,7 @@ impl E2bBackend for E2bService {
                     on_timeout: TimeoutAction::Kill,
                     auto_resume: false,
                     allow_internet_access: None,
+                    timeout_secs: timeout.as_secs(),
                     paused: false,
                 },
             );
@@ -418,6 +447,14 @@ impl E2bBackend for E2bService {
         let record = self.visible(id).await?;
         let end_at = after(Utc::now(), options.timeout);
         if self.e2b_state(&record) == Some(E2bState::Paused) {
+            if !options.restore_memory {
+                return Err(BackendError::NotSupported(
+                    "resuming without memory (memory: false, on_resume=\"reboot\") is not \
+                     supported by burrow: a paused sandbox always resumes with its memory and \
+                     processes; connect without it"
+                        .to_string(),
+                ));
+            }
             service::resume(&self.state, id)
                 .await
                 .map_err(|e| backend_error(e, id))?;

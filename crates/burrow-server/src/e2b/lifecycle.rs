@@ -48,6 +48,10 @@ pub struct Lifecycle {
     pub on_timeout: TimeoutAction,
     pub auto_resume: bool,
     pub allow_internet_access: Option<bool>,
+    /// The create request's timeout in seconds: an auto-resume on traffic sets the end time to
+    /// `now + max(timeout, 5 min)`, as E2B does. 0 for entries written before it was recorded.
+    #[serde(default)]
+    pub timeout_secs: u64,
     /// Set while the sandbox is paused: the end time does not run then, and a resume sets it anew.
     #[serde(default)]
     pub paused: bool,
@@ -67,6 +71,9 @@ pub struct Lifecycles {
     path: PathBuf,
     entries: Mutex<HashMap<String, Lifecycle>>,
 }
+
+/// The shortest time to live an auto-resume grants (E2B's `defaultProxyAutoResumeTimeout`).
+pub const AUTO_RESUME_MIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `now + d`, saturating far in the future.
 pub fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -137,6 +144,31 @@ impl Lifecycles {
         }
     }
 
+    /// The proxy's question before traffic wakes sandbox `id`: `false` if it is paused through
+    /// E2B without `autoResume` (E2B answers 502 "was not found" then; only connect resumes it).
+    /// A paused sandbox with `autoResume` is marked resumed here, its end time set to
+    /// `now + max(create timeout, 5 min)` like E2B's auto-resume. Sandboxes without an entry
+    /// (native ones) and running ones always admit traffic.
+    pub fn admit_traffic(&self, id: &str, now: DateTime<Utc>) -> bool {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(id) else {
+            return true;
+        };
+        if !entry.paused {
+            return true;
+        }
+        if !entry.auto_resume {
+            return false;
+        }
+        entry.paused = false;
+        entry.end_at = after(
+            now,
+            Duration::from_secs(entry.timeout_secs).max(AUTO_RESUME_MIN_TIMEOUT),
+        );
+        self.persist(&entries);
+        true
+    }
+
     /// Running sandboxes whose end time has passed.
     pub fn due(&self, now: DateTime<Utc>) -> Vec<(String, TimeoutAction)> {
         self.lock()
@@ -179,6 +211,7 @@ mod tests {
             on_timeout: TimeoutAction::Kill,
             auto_resume: false,
             allow_internet_access: None,
+            timeout_secs: 0,
             paused: false,
         }
     }
@@ -210,6 +243,40 @@ mod tests {
 
         reloaded.remove("past");
         assert!(Lifecycles::load(dir.path()).unwrap().get("past").is_none());
+    }
+
+    #[test]
+    fn traffic_wakes_only_auto_resume_sandboxes_and_resets_their_end_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let lifecycles = Lifecycles::load(dir.path()).unwrap();
+        let mut no_resume = entry(now);
+        no_resume.paused = true;
+        lifecycles.insert("manual", no_resume.clone());
+        let mut auto = no_resume.clone();
+        auto.auto_resume = true;
+        auto.timeout_secs = 30;
+        lifecycles.insert("auto", auto);
+        lifecycles.insert("running", entry(now));
+
+        assert!(
+            lifecycles.admit_traffic("native", now),
+            "no entry: burrow's own rules"
+        );
+        assert!(lifecycles.admit_traffic("running", now));
+        assert!(!lifecycles.admit_traffic("manual", now));
+        assert!(
+            lifecycles.get("manual").unwrap().paused,
+            "refusing changes nothing"
+        );
+        assert!(lifecycles.admit_traffic("auto", now));
+        let woken = Lifecycles::load(dir.path()).unwrap().get("auto").unwrap();
+        assert!(!woken.paused, "persisted as resumed");
+        assert_eq!(
+            woken.end_at,
+            now + chrono::Duration::seconds(300),
+            "5 min minimum"
+        );
     }
 
     #[test]
