@@ -24,6 +24,10 @@ pub struct Config {
     pub default_workdir: Option<String>,
     pub listen: SocketAddr,
     pub ready_fd: Option<i32>,
+    /// `BURROW_FORWARD_LOCALHOST=1` (set by the runtime): forward services listening only on
+    /// loopback to eth0 (see [`crate::port_forward`]). Off by default: on a host it would expose
+    /// the host's loopback services.
+    pub forward_localhost: bool,
 }
 
 impl Config {
@@ -59,6 +63,7 @@ impl Config {
             default_workdir: non_empty("BURROW_DEFAULT_WORKDIR"),
             listen,
             ready_fd,
+            forward_localhost: non_empty("BURROW_FORWARD_LOCALHOST").as_deref() == Some("1"),
         })
     }
 }
@@ -77,6 +82,7 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.listen.port(), 49983);
         assert_eq!(cfg.default_user, "user");
+        assert!(!cfg.forward_localhost, "off unless the runtime asks for it");
         assert_eq!(cfg.global_env["A"], "1");
         assert_eq!(cfg.global_env["E2B_SANDBOX_ID"], "sbx");
         assert_eq!(cfg.global_env["E2B_SANDBOX"], "true");

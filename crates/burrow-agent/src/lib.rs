@@ -8,6 +8,7 @@ pub mod files_http;
 pub mod fs_service;
 pub mod metrics;
 pub mod paths;
+pub mod port_forward;
 pub mod process;
 pub mod process_service;
 pub mod rpc;

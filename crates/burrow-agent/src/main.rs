@@ -26,6 +26,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         signal_ready(fd).with_context(|| format!("cannot signal readiness on fd {fd}"))?;
     }
     eprintln!("burrow-agent listening on {}", config.listen);
+    if config.forward_localhost {
+        // Services bound to localhost become reachable through the port proxy (eth0).
+        tokio::spawn(burrow_agent::port_forward::run(config.listen.port()));
+    }
     let app = router(AgentState::new(config));
     // Small request/response exchanges must not wait for Nagle + delayed ACK (40 ms).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

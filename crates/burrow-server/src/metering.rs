@@ -10,19 +10,104 @@ use std::time::{Duration, Instant};
 use burrow_runtime::SandboxHandle;
 use burrow_types::{SandboxState, Usage};
 
+use crate::power::Power;
 use crate::state::AppState;
 
 const GB: f64 = 1e9;
 
-/// What the sampler saw last time, per sandbox.
+/// One sandbox's meter: where the last sample left off, and the awake/asleep seconds since then.
+/// Power transitions split the time ([`power_changed`]), so the state at sample time never
+/// gets credited with the whole interval.
+#[derive(Debug, Clone, Copy)]
+struct Meter {
+    /// When the seconds below were last brought up to date.
+    at: Instant,
+    /// CPU seconds at the last sample.
+    cpu: f64,
+    /// The state since `at`, as of the last transition the meter was told about.
+    asleep: bool,
+    awake_secs: f64,
+    asleep_secs: f64,
+}
+
+impl Meter {
+    fn new(at: Instant, cpu: f64, asleep: bool) -> Self {
+        Self {
+            at,
+            cpu,
+            asleep,
+            awake_secs: 0.0,
+            asleep_secs: 0.0,
+        }
+    }
+
+    /// Credits the time since `at` to the current state.
+    fn advance(&mut self, now: Instant) {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        if self.asleep {
+            self.asleep_secs += secs;
+        } else {
+            self.awake_secs += secs;
+        }
+        self.at = now;
+    }
+
+    /// The (awake, asleep) seconds accumulated so far; the meter starts again from zero.
+    fn take(&mut self, now: Instant) -> (f64, f64) {
+        self.advance(now);
+        let taken = (self.awake_secs, self.asleep_secs);
+        self.awake_secs = 0.0;
+        self.asleep_secs = 0.0;
+        taken
+    }
+}
+
+/// The meters of every sandbox (one short std mutex; no I/O under it).
 #[derive(Debug, Default)]
 pub struct Sampler {
-    last: Mutex<HashMap<String, (Instant, f64)>>,
+    meters: Mutex<HashMap<String, Meter>>,
 }
 
 impl Sampler {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, f64)>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Meter>> {
+        self.meters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whether the power state counts as standby for metering: from the end of the freeze (or
+/// checkpoint) to the end of the thaw (or restore).
+fn is_asleep(state: &AppState, id: &str) -> bool {
+    state
+        .power
+        .get(id)
+        .is_some_and(|p| matches!(p.power(), Power::Asleep { .. } | Power::Waking))
+}
+
+/// Starts metering a sandbox that was just created (awake, no CPU time yet).
+pub fn started(state: &AppState, id: &str) {
+    state
+        .sampler
+        .lock()
+        .entry(id.to_string())
+        .or_insert_with(|| Meter::new(Instant::now(), 0.0, false));
+}
+
+/// Call right after a power transition of `id` ended (successfully or not): the time until now
+/// is credited to the state before it, the time from now to the state after it. Cheap (no I/O),
+/// for the sleep and wake paths.
+pub fn power_changed(state: &AppState, id: &str) {
+    let asleep = is_asleep(state, id);
+    let now = Instant::now();
+    let mut meters = state.sampler.lock();
+    match meters.get_mut(id) {
+        Some(meter) => {
+            meter.advance(now);
+            meter.asleep = asleep;
+        }
+        // Not sampled since the daemon started: the next sample counts all its CPU time.
+        None => {
+            meters.insert(id.to_string(), Meter::new(now, 0.0, asleep));
+        }
     }
 }
 
@@ -52,8 +137,9 @@ pub async fn meter_loop(state: AppState) {
     }
 }
 
-/// Adds the usage since the previous sample of one sandbox to the store. The first sample counts
-/// one interval (and all CPU time used so far).
+/// Adds the usage since the previous sample of one sandbox to the store: its awake and asleep
+/// seconds as split by the power transitions in between. A sandbox first seen (adopted after a
+/// daemon restart) counts one interval in its current state, and all CPU time used so far.
 pub async fn sample(state: &AppState, id: &str, handle_json: Option<&str>) {
     let Some(handle) = handle_json.and_then(|j| serde_json::from_str::<SandboxHandle>(j).ok())
     else {
@@ -62,38 +148,46 @@ pub async fn sample(state: &AppState, id: &str, handle_json: Option<&str>) {
     let Ok(now_usage) = state.runtime.usage(&handle).await else {
         return;
     };
-    let asleep = state.power.get(id).is_some_and(|p| !p.info().awake);
+    let asleep_now = is_asleep(state, id);
     let now = Instant::now();
-    let (dt, cpu_delta) = {
-        let mut last = state.sampler.lock();
-        let previous = last.insert(id.to_string(), (now, now_usage.cpu_seconds));
-        match previous {
-            Some((at, cpu)) => (
-                now.duration_since(at),
-                (now_usage.cpu_seconds - cpu).max(0.0),
-            ),
-            None => (state.config.meter_interval, now_usage.cpu_seconds),
+    let (awake_secs, asleep_secs, cpu_delta) = {
+        let mut meters = state.sampler.lock();
+        match meters.get_mut(id) {
+            Some(meter) => {
+                let (awake, asleep) = meter.take(now);
+                let cpu = (now_usage.cpu_seconds - meter.cpu).max(0.0);
+                meter.cpu = now_usage.cpu_seconds;
+                (awake, asleep, cpu)
+            }
+            None => {
+                meters.insert(
+                    id.to_string(),
+                    Meter::new(now, now_usage.cpu_seconds, asleep_now),
+                );
+                let secs = state.config.meter_interval.as_secs_f64();
+                let (awake, asleep) = if asleep_now { (0.0, secs) } else { (secs, 0.0) };
+                (awake, asleep, now_usage.cpu_seconds)
+            }
         }
     };
-    let secs = dt.as_secs_f64();
     let mut delta = Usage {
         cpu_seconds: cpu_delta,
+        running_seconds: awake_secs,
+        active_gb_seconds: now_usage.memory_limit_bytes as f64 / GB * awake_secs,
+        standby_seconds: asleep_secs,
         ..Usage::default()
     };
-    if asleep {
+    if asleep_secs > 0.0 {
         let swapped = crate::standby::memcg_bytes(&state.runtime, id).map_or(0, |(_, swap)| swap);
-        delta.standby_seconds = secs;
-        delta.standby_storage_gb_seconds = (now_usage.disk_bytes + swapped) as f64 / GB * secs;
-    } else {
-        delta.running_seconds = secs;
-        delta.active_gb_seconds = now_usage.memory_limit_bytes as f64 / GB * secs;
+        delta.standby_storage_gb_seconds =
+            (now_usage.disk_bytes + swapped) as f64 / GB * asleep_secs;
     }
     if let Err(e) = state.store.add_usage(id, &delta).await {
         tracing::warn!(sandbox = id, "metering: storing usage: {e}");
     }
 }
 
-/// Forgets a deleted sandbox's sampler state.
+/// Forgets a deleted sandbox's meter.
 pub fn forget(state: &AppState, id: &str) {
     state.sampler.lock().remove(id);
 }
@@ -245,4 +339,23 @@ pub async fn render(state: &AppState) -> Result<String, crate::error::HttpError>
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_split_the_interval() {
+        let t0 = Instant::now();
+        let mut meter = Meter::new(t0, 0.0, false);
+        // awake 2 s, asleep 3 s, awake 1 s: a transition at 2 s and at 5 s, a sample at 6 s.
+        meter.advance(t0 + Duration::from_secs(2));
+        meter.asleep = true;
+        meter.advance(t0 + Duration::from_secs(5));
+        meter.asleep = false;
+        assert_eq!(meter.take(t0 + Duration::from_secs(6)), (3.0, 3.0));
+        // The next sample starts from zero.
+        assert_eq!(meter.take(t0 + Duration::from_secs(7)), (1.0, 0.0));
+    }
 }

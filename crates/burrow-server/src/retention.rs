@@ -172,6 +172,8 @@ pub fn measure(sandbox_dir: &Path, swapped_bytes: u64, processes: u64) -> Erasur
         "agent.log",
         "runtime.json",
         "standby.json",
+        "launch.json",
+        "limits.json",
     ];
     if let Ok(entries) = std::fs::read_dir(sandbox_dir) {
         for entry in entries.flatten() {

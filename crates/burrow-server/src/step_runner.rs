@@ -94,6 +94,7 @@ impl StepRunner for BuildSandboxes {
             access_token: Some(token.clone()),
             default_user: "root".into(),
             default_workdir: workdir.map(str::to_string),
+            zdr: false,
         };
         self.created
             .lock()

@@ -1,6 +1,6 @@
 //! Retention through the real daemon with real sandboxes: provable erasure (a marker in a file and
-//! in a process's memory, taken through warm standby, is gone from the whole data dir — the
-//! sparse btrfs image included — and from burrow's zram swap after delete), tombstones, expiry
+//! in a process's memory, taken through warm standby, then deep standby when CRIU is there, is
+//! gone from the whole data dir — the sparse btrfs image included — and from burrow's zram swap after delete), tombstones, expiry
 //! policies (ttl-idle, ttl-max-age, date, changeable; the server's max age), zero data retention,
 //! usage metering and Prometheus metrics. Needs root and the base template (skipped otherwise).
 //! One test function: the runtime's host state is global.
@@ -181,6 +181,18 @@ fn zram_contains(needle: &str) -> bool {
     count != "0"
 }
 
+/// Deep standby (CRIU) works here: the binary exists and sandboxes own their netns.
+fn deep_standby_available() -> bool {
+    let criu = std::env::var_os("BURROW_CRIU_BINARY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/opt/burrow/criu/criu"));
+    let ok = criu.exists() && std::env::var("BURROW_NETNS_MODE").as_deref() != Ok("host");
+    if !ok {
+        eprintln!("NOTE: no CRIU or BURROW_NETNS_MODE=host: the deep standby part is skipped");
+    }
+    ok
+}
+
 fn random_marker() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
@@ -202,7 +214,7 @@ async fn retention_end_to_end() {
 
     erasure(&server).await;
     expiry(&server).await;
-    zdr(&server).await;
+    zdr(&server, env.path()).await;
     metering(&server).await;
     server.stop().await;
 
@@ -281,6 +293,33 @@ async fn erasure(server: &TestServer) {
     } else {
         eprintln!("NOTE: page-out unavailable here (swap_bytes 0): zram part not exercised");
     }
+    let deep = deep_standby_available() && {
+        // Then deep standby: CRIU writes the process's memory into the checkpoint images.
+        let resp = server
+            .post(&format!("/v1/sandboxes/{id}/standby"))
+            .json(&json!({"deep": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        let slept: Value = resp.json().await.unwrap();
+        assert_eq!(slept["power"]["tier"], "deep", "{slept}");
+        // Positive control: the memory marker is in the checkpoint (read through the mount).
+        let checkpoint = server
+            .data_dir
+            .join("sandboxes")
+            .join(&id)
+            .join("checkpoint");
+        let needle = marker.clone().into_bytes();
+        let in_images = tokio::task::spawn_blocking(move || files_containing(&checkpoint, &needle))
+            .await
+            .unwrap();
+        assert!(
+            in_images.iter().any(|f| f.contains("pages-")),
+            "the held memory must be in the CRIU page images: {in_images:?}"
+        );
+        true
+    };
 
     let started = Instant::now();
     let resp = server
@@ -305,9 +344,18 @@ async fn erasure(server: &TestServer) {
         "{t}"
     );
     assert!(erased["agent_log_bytes"].is_u64());
-    assert!(erased["processes_killed"].as_u64().unwrap() >= 3, "{t}");
+    if deep {
+        assert!(erased["checkpoint_bytes"].as_u64().unwrap() > 0, "{t}");
+    } else {
+        // After deep standby no process is left to kill.
+        assert!(erased["processes_killed"].as_u64().unwrap() >= 3, "{t}");
+        // The runtime's own files (launch.json, limits.json, …) are not checkpoint images.
+        assert_eq!(erased["checkpoint_bytes"], 0, "{t}");
+    }
     assert_eq!(erased["blocks_discarded"], true, "{t}");
-    assert_eq!(erased["swapped_bytes"].as_u64().unwrap(), swapped);
+    if !deep {
+        assert_eq!(erased["swapped_bytes"].as_u64().unwrap(), swapped);
+    }
 
     let data_dir = server.data_dir.clone();
     let needle = marker.clone().into_bytes();
@@ -428,10 +476,57 @@ async fn expiry(server: &TestServer) {
     expect_error(resp, 400, "invalid_request").await;
 }
 
-async fn zdr(server: &TestServer) {
-    let sb = create(server, json!({"zdr": true, "idle_timeout": 2})).await;
+/// A zero-data-retention sandbox: files in a tmpfs (nothing on disk, disk limit = tmpfs size),
+/// no agent log, never swapped, standby refused, deleted at its idle timeout without a trace.
+async fn zdr(server: &TestServer, data_dir: &Path) {
+    let sb = create(
+        server,
+        // Idle timeout: long enough for the checks below (execs reset it; the scan does not).
+        json!({"zdr": true, "idle_timeout": 8, "disk_mb": 16}),
+    )
+    .await;
     let id = sb["id"].as_str().unwrap().to_string();
     assert_eq!(sb["zdr"], true);
+    let dir = data_dir.join("sandboxes").join(&id);
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let upper = dir.join("upper");
+    let fs = rustix::fs::statfs(&upper).unwrap();
+    assert_eq!(fs.f_type as i64, TMPFS_MAGIC, "upper dir is not on tmpfs");
+
+    let marker = random_marker();
+    let (a, b) = marker.split_at(16);
+    let (out, code) = exec(
+        server,
+        &id,
+        &format!("a={a}; b={b}; echo \"$a$b\" > /home/user/zdr.txt && sync"),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    // Found in the tmpfs (the write happened), then nowhere under the data dir: the walk does
+    // not enter the tmpfs and reads the btrfs image itself, flushed first.
+    assert!(!files_containing(&upper, marker.as_bytes()).is_empty());
+    std::process::Command::new("sync").status().unwrap();
+    let on_disk = files_containing(data_dir, marker.as_bytes());
+    assert!(on_disk.is_empty(), "ZDR data on disk: {on_disk:?}");
+    assert!(
+        !dir.join("agent.log").exists(),
+        "a ZDR sandbox keeps no agent log"
+    );
+    let swappiness = glob_one(&format!(
+        "/sys/fs/cgroup/memory/burrow*/{id}/memory.swappiness"
+    ));
+    assert_eq!(std::fs::read_to_string(swappiness).unwrap().trim(), "0");
+
+    // The disk limit holds: 16 MiB of tmpfs.
+    let (out, code) = exec(
+        server,
+        &id,
+        "dd if=/dev/zero of=/home/user/fill bs=1M count=32 2>&1; s=$?; rm -f /home/user/fill; exit $s",
+    )
+    .await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+
     let resp = server
         .post(&format!("/v1/sandboxes/{id}/standby"))
         .send()
@@ -441,9 +536,30 @@ async fn zdr(server: &TestServer) {
     assert!(message.contains("zero-data-retention"), "{message}");
     // Still running, then deleted (not put to standby) at its idle timeout.
     assert_eq!(exec(server, &id, "echo ok").await, ("ok\n".to_string(), 0));
-    let t = wait_deleted(server, &id, Duration::from_secs(15)).await;
+    let t = wait_deleted(server, &id, Duration::from_secs(25)).await;
     assert_eq!(t["reason"], "zdr-idle");
     assert_eq!(t["zdr"], true);
+    // Never checkpointed: the runtime's own files (launch.json, limits.json) are not images.
+    assert_eq!(t["erased"]["checkpoint_bytes"], 0, "{t}");
+    assert!(!dir.exists(), "{dir:?} left behind");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&id), "the tmpfs of {id} is still mounted");
+}
+
+/// The only path matching `pattern` (one `*`, in a directory name).
+fn glob_one(pattern: &str) -> std::path::PathBuf {
+    let (head, tail) = pattern.split_once('*').unwrap();
+    let (parent, prefix) = head.rsplit_once('/').unwrap();
+    let (_, rest) = tail.split_once('/').unwrap();
+    let found: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path().join(rest))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(found.len(), 1, "{pattern}: {found:?}");
+    found.into_iter().next().unwrap()
 }
 
 async fn metering(server: &TestServer) {
