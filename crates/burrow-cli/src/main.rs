@@ -118,6 +118,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Forward(args) => commands::forward::run(&api()?, args).await,
         Command::Key(cmd) => commands::key::run(&api()?, cmd).await,
         Command::Template(cmd) => commands::template::run(cmd, &data_dir, api).await,
-        Command::Bench(cmd) => commands::bench::run(&api()?, cmd).await,
+        Command::Bench(cmd) => commands::bench::run(&api()?, cmd, &data_dir).await,
     }
 }

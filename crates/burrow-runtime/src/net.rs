@@ -91,16 +91,32 @@ fn configure_inside(s: Slot) -> Result<(), RuntimeError> {
 pub fn delete_slot(s: Slot) -> Result<(), RuntimeError> {
     // Deleting the host end removes the pair at once; a dropped netns is torn down
     // asynchronously and would leave `bw<k>` around for a moment.
-    if std::path::Path::new("/sys/class/net")
-        .join(s.host_veth())
-        .exists()
+    let veth = std::path::Path::new("/sys/class/net").join(s.host_veth());
+    // The pair vanishes by itself when the sandbox-owned netns it was moved into is torn down,
+    // possibly between the check and the delete: only a veth still there is an error.
+    if veth.exists()
+        && let Err(e) = run_command("ip", &["link", "del", &s.host_veth()], None)
+        && veth.exists()
     {
-        run_command("ip", &["link", "del", &s.host_veth()], None)?;
+        return Err(e);
     }
     if !s.netns_path().exists() {
         return Ok(());
     }
     run_command("ip", &["netns", "del", &s.netns_name()], None)
+}
+
+/// Whether the kernel has brought `link` fully up (`operstate` "up"). A veth gets its carrier
+/// when its peer comes up, but the kernel attaches its transmit queue asynchronously (link
+/// watch, under the rtnl lock); what is sent before that is dropped and costs ARP or TCP a 1 s
+/// retransmission.
+pub fn link_is_up(link: &str) -> bool {
+    std::fs::read_to_string(
+        std::path::Path::new("/sys/class/net")
+            .join(link)
+            .join("operstate"),
+    )
+    .is_ok_and(|state| state.trim() == "up")
 }
 
 /// Slots of this instance whose namespace currently exists.
@@ -203,7 +219,33 @@ pub fn install_firewall(
     let rules = ruleset(naming, nameservers, &host_subnets(), anti_spoof);
     run_command("nft", &["-f", "-"], Some(&rules))?;
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-        .map_err(|e| RuntimeError::Command(format!("enable net.ipv4.ip_forward: {e}")))
+        .map_err(|e| RuntimeError::Command(format!("enable net.ipv4.ip_forward: {e}")))?;
+    raise_neighbour_limits()
+}
+
+/// Neighbour (ARP) entries every sandbox needs: the host's for the sandbox and the sandbox's
+/// for its gateway. The ARP table is one for all network namespaces.
+const NEIGHBOURS_PER_SANDBOX: u64 = 2;
+
+/// Raises the kernel's ARP table limits so that every slot fits. The defaults (soft 512, hard
+/// 1024 entries for the whole host) stop new sandboxes from reaching their agent at ~510
+/// sandboxes ("neighbor table overflow"). Limits already higher are left alone.
+fn raise_neighbour_limits() -> Result<(), RuntimeError> {
+    let needed = u64::from(MAX_SLOTS) * NEIGHBOURS_PER_SANDBOX;
+    // gc_thresh2: above it stale entries are collected eagerly; gc_thresh3: the hard limit.
+    for (name, floor) in [("gc_thresh2", needed), ("gc_thresh3", needed * 2)] {
+        let path = format!("/proc/sys/net/ipv4/neigh/default/{name}");
+        let current: u64 = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if current < floor {
+            std::fs::write(&path, floor.to_string()).map_err(|e| {
+                RuntimeError::Command(format!("raise net.ipv4.neigh.default.{name}: {e}"))
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The host's directly connected IPv4 networks (excluding loopback and burrow's veths).

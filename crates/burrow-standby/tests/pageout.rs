@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use burrow_standby::freezer::Freezer;
 use burrow_standby::pageout::{self, pageout_cgroup};
+use burrow_standby::reclaim;
 use burrow_standby::zram::{self, EnsureOutcome, ZramConfig, ZramError};
 use common::Sandbox;
 
@@ -132,5 +133,53 @@ fn pageout_of_a_missing_cgroup_is_an_error() {
     assert!(
         err.to_string().contains("no-such-sandbox/cgroup.procs"),
         "{err}"
+    );
+}
+
+/// Page-out leaves the page cache charged to the sandbox's memory cgroup; reclaim drops it too,
+/// and the sandbox still works afterwards.
+#[test]
+fn reclaim_drops_the_page_cache_charged_to_a_frozen_sandbox() {
+    let _guard = ZRAM.lock().unwrap_or_else(|p| p.into_inner());
+    zram::ensure(&zram_config()).unwrap();
+    let sb = Sandbox::launch("bstb-rcl", 16);
+    let sum_before = sb.request("touch", Duration::from_secs(5)).unwrap();
+    // A short-lived process in the sandbox's memory cgroup writes 32 MiB: that page cache is
+    // charged to the cgroup and outlives the writer.
+    let file = sb.rootfs.dir("upper/cache-ballast");
+    common::run(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "echo $$ > {}/cgroup.procs && head -c 33554432 /dev/urandom > {} && sync",
+                sb.cgroups.memory.display(),
+                file.display()
+            ),
+        ],
+    );
+    let freezer = Freezer::open(&sb.cgroups.freezer).unwrap();
+    freezer.freeze(Duration::from_secs(2)).unwrap();
+    let paged = pageout_cgroup(&sb.cgroups.freezer, Some(&sb.cgroups.memory)).unwrap();
+    let after_pageout = paged.memcg_after.unwrap();
+    assert!(
+        after_pageout > 32 << 20,
+        "page cache still charged after page-out: {after_pageout}"
+    );
+    let report = reclaim::reclaim_memcg(&sb.cgroups.memory).unwrap();
+    eprintln!("{paged:#?}\n{report:#?}");
+    assert_eq!(report.before, after_pageout);
+    assert!(
+        report.after < 2 << 20,
+        "still charged after reclaim: {report:?}"
+    );
+    let footprint = reclaim::MemcgFootprint::read(&sb.cgroups.memory).unwrap();
+    assert!(footprint.swapped > 16 << 20, "{footprint:?}");
+
+    freezer.thaw().unwrap();
+    assert_eq!(
+        sb.request("touch", Duration::from_secs(10)).unwrap(),
+        sum_before,
+        "ballast intact after reclaim"
     );
 }

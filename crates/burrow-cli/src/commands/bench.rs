@@ -1,4 +1,4 @@
-//! `burrow bench create|exec|resume`: latency benchmarks over the real API, printing p50/p99.
+//! `burrow bench create|exec|resume|density`: latency benchmarks over the real API, printing p50/p99.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -20,6 +20,9 @@ pub enum BenchCommand {
     /// Standby → request cycles on a sandbox running a small stateful HTTP server: time from
     /// sending the request to its answer (the wake included), and host RAM held in standby.
     Resume(super::bench_resume::ResumeBench),
+    /// Put N sandboxes into warm standby together; report the host RAM and disk they hold and
+    /// the resume latency of random ones among them (run it on the server's host).
+    Density(super::bench_density::DensityBench),
 }
 
 #[derive(Args)]
@@ -47,11 +50,16 @@ pub struct ExecBench {
     pub json: bool,
 }
 
-pub async fn run(api: &ApiClient, cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    api: &ApiClient,
+    cmd: BenchCommand,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Create(args) => create(api, args).await,
         BenchCommand::Exec(args) => exec(api, args).await,
         BenchCommand::Resume(args) => super::bench_resume::run(api, args).await,
+        BenchCommand::Density(args) => super::bench_density::run(api, args, data_dir).await,
     }
 }
 

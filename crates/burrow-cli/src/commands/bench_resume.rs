@@ -36,7 +36,7 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("0.0.0.0", 8080), H).serve_forever()
 "#;
-const PORT: u16 = 8080;
+pub(crate) const PORT: u16 = 8080;
 const WARMUP: usize = 3;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,7 +164,7 @@ async fn bench(api: &ApiClient, id: &str, args: &ResumeBench) -> anyhow::Result<
 }
 
 /// Uploads and starts the counter server (in its own session, so it outlives the exec).
-async fn start_counter(api: &ApiClient, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn start_counter(api: &ApiClient, id: &str) -> anyhow::Result<()> {
     api.send(
         api.request(reqwest::Method::PUT, &format!("/v1/sandboxes/{id}/files"))
             .query(&[("path", "/tmp/burrow-bench-counter.py")])

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_density;
 pub mod bench_resume;
 pub mod cp;
 pub mod exec;
