@@ -48,6 +48,10 @@ pub struct LaunchSpec {
     /// sandboxes trust what the host trusts (e.g. a TLS-intercepting egress proxy's CA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<PathBuf>,
+    /// The launcher binary that started this sandbox (its init re-execs it as `/.burrow/init`).
+    /// Not used by the launcher itself: recorded so a CRIU restore maps exactly the same file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher_path: Option<PathBuf>,
 }
 
 /// Addresses of a sandbox-owned network namespace's `eth0`.
@@ -189,6 +193,7 @@ mod tests {
             ready_timeout_ms: None,
             own_netns: None,
             ca_bundle: None,
+            launcher_path: None,
         }
     }
 

@@ -84,6 +84,12 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Tells the kernel never to swap this sandbox's memory (zero data retention): with
+    /// `memory.swappiness=0` reclaim of the group takes only file pages, never anon or tmpfs.
+    pub fn never_swap(&self) -> Result<(), RuntimeError> {
+        write(&self.dir("memory").join("memory.swappiness"), 0)
+    }
+
     /// Freezes the sandbox, SIGKILLs every task, thaws, and waits until every group is empty.
     pub fn kill_all(&self) -> Result<(), RuntimeError> {
         let freezer = self.dir("freezer");

@@ -16,11 +16,10 @@ use std::fs::File;
 use std::os::fd::AsFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use burrow_launch::{LaunchReport, LaunchSpec};
-use burrow_standby::criu::{self, CriuConfig, CriuError, DumpRequest, RestoreRequest, Worker};
+use burrow_launch::LaunchSpec;
+use burrow_standby::criu::{self, CriuError, DumpRequest};
 
 use crate::error::{RuntimeError, io_err};
 
@@ -33,6 +32,10 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 const AGENT_IN_SANDBOX: &str = "/.burrow/agent";
 /// The launcher binary, bind-mounted for init's re-exec (burrow-launch's `INIT_IN_SANDBOX`).
 const INIT_IN_SANDBOX: &str = "/.burrow/init";
+/// The sandbox's `/sys`: an empty read-only tmpfs (burrow-launch's sandbox_fs). Dumped as an
+/// external mount and given back as a read-only bind of an empty host dir: CRIU would otherwise
+/// pack and unpack its (empty) contents with a `tar` run each way (~3 ms of every restore).
+const SYS_IN_SANDBOX: &str = "/sys";
 
 /// What a checkpoint produced.
 #[derive(Debug, Clone)]
@@ -41,14 +44,6 @@ pub struct CheckpointInfo {
     pub image_bytes: u64,
     /// From the dump request to CRIU's answer (processes frozen, dumped and killed).
     pub duration: Duration,
-}
-
-fn criu_config() -> CriuConfig {
-    let mut config = CriuConfig::default();
-    if let Some(binary) = std::env::var_os("BURROW_CRIU_BINARY") {
-        config.binary = binary.into();
-    }
-    config
 }
 
 /// `BURROW_CRIU_LOG_LEVEL` (0..=4, default 2) for dump.log / restore.log in the images dir.
@@ -69,22 +64,13 @@ fn dump_externals() -> Vec<String> {
     let mut ext = vec![
         criu::external_mount(AGENT_IN_SANDBOX, "agent"),
         criu::external_mount(INIT_IN_SANDBOX, "init"),
+        criu::external_mount(SYS_IN_SANDBOX, "sys"),
     ];
     ext.extend(
         DEVICES
             .iter()
             .map(|d| criu::external_mount(&format!("/dev/{d}"), &format!("dev-{d}"))),
     );
-    ext
-}
-
-/// Restore-side: where each external mount comes from.
-fn restore_externals(agent_path: &Path, launcher: &Path) -> Vec<String> {
-    let mut ext = vec![
-        format!("mnt[agent]:{}", agent_path.display()),
-        format!("mnt[init]:{}", launcher.display()),
-    ];
-    ext.extend(DEVICES.iter().map(|d| format!("mnt[dev-{d}]:/dev/{d}")));
     ext
 }
 
@@ -108,7 +94,31 @@ pub fn save_launch_spec(sandbox_dir: &Path, spec: &LaunchSpec) -> Result<(), Run
     std::io::Write::write_all(&mut file, &text).map_err(io_err(format!("write {path:?}")))
 }
 
-/// Dumps the tree of `init_pid` (CRIU kills it once dumped). Blocking.
+/// Where a dump writes its images until CRIU has answered OK; renamed to [`CHECKPOINT_DIR`]
+/// only then, so `checkpoint/` always holds a complete image (a crash mid-dump leaves at most
+/// this dir, which reconcile discards).
+pub const PARTIAL_DIR: &str = "checkpoint.partial";
+/// Where inotify-watched directories and files are searched for (recursively) when a sandbox
+/// with watches is dumped; a watch outside them makes the dump fail.
+const IRMAP_SCAN_PATHS: [&str; 6] = ["/home", "/root", "/tmp", "/workspace", "/code", "/app"];
+/// How long the freeze before a dump may take.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// CRIU's words when a task it must seize is in uninterruptible sleep (a transient failure).
+const UNSEIZABLE: &str = "Unseizable non-zombie";
+/// Pause before the one retry of such a dump.
+const RETRY_DELAY: Duration = Duration::from_millis(20);
+/// Prefix of an images dir already restored from, renamed away so it can be deleted after
+/// the request that woke the sandbox has been answered (see [`set_aside_used_images`]).
+const USED_PREFIX: &str = "checkpoint.used-";
+
+/// Dumps the tree of `init_pid` (CRIU kills it once dumped) into `checkpoint/`. Blocking.
+///
+/// Order: freeze the sandbox (nothing may open a connection after the next step), cut its TCP
+/// connections that leave the sandbox (`ss -K`: the peers, e.g. the daemon's pooled proxy
+/// connections, get a RST and reconnect later; loopback connections inside stay and are
+/// dumped), park `eth0`, dump, then rename the images dir into place. On failure everything is
+/// given back: `eth0` returns, and the sandbox is thawed unless it was frozen before (warm
+/// standby stays warm standby).
 pub fn dump(
     sandbox_dir: &Path,
     init_pid: i32,
@@ -117,21 +127,88 @@ pub fn dump(
     slot_netns: &str,
 ) -> Result<CheckpointInfo, RuntimeError> {
     let images = checkpoint_dir(sandbox_dir);
+    let partial = sandbox_dir.join(PARTIAL_DIR);
+    remove_used_images(sandbox_dir);
     if images.exists() {
         std::fs::remove_dir_all(&images).map_err(io_err(format!("remove {images:?}")))?;
     }
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&images)
-        .map_err(io_err(format!("create {images:?}")))?;
-    let dir = File::open(&images).map_err(io_err(format!("open {images:?}")))?;
-    let worker = Worker::spawn(&criu_config(), &[]).map_err(criu_err)?;
-    let mut req = DumpRequest::new(dir.as_fd(), init_pid);
-    req.external = dump_externals();
-    req.freeze_cgroup = Some(freezer_dir.to_path_buf());
-    req.log_level = log_level();
+    let mut attempt = 1;
+    let outcome = loop {
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(io_err(format!("remove {partial:?}")))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&partial)
+            .map_err(io_err(format!("create {partial:?}")))?;
+        match dump_into(&partial, init_pid, freezer_dir, slot_netns) {
+            Ok(outcome) => break outcome,
+            // A task caught in uninterruptible sleep (`Unseizable non-zombie ... state D`,
+            // ~1 dump in 100) is transient: the sandbox was given back intact, try once more.
+            Err(e) if attempt == 1 && e.to_string().contains(UNSEIZABLE) => {
+                tracing::warn!(error = %e, "criu met a task in state D; retrying the dump once");
+                attempt += 1;
+                std::thread::sleep(RETRY_DELAY);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&partial);
+                return Err(e);
+            }
+        }
+    };
+    // CRIU reads the images partly from inside the restored user namespace (as the sandbox's
+    // root = uid_base on the host). Only root can reach the dir by path (sandboxes/ is 0700),
+    // and the sandbox's mounts never include it.
+    chown_tree(&partial, uid_base)?;
+    // The restored root task opens its first images right after clone(CLONE_NEWUSER), before
+    // its uid map is written, i.e. as the overflow uid: it needs "others" search permission
+    // (the images are 0644). Host users still cannot reach them: sandboxes/ is 0700.
+    set_mode(&partial, 0o711)?;
+    // The images must be on disk before they are declared complete (a host crash right after
+    // would otherwise leave a complete-looking, truncated image).
+    sync_filesystem(&partial)?;
+    std::fs::rename(&partial, &images)
+        .map_err(io_err(format!("rename {partial:?} to {images:?}")))?;
+    sync_filesystem(sandbox_dir)?;
+    Ok(CheckpointInfo {
+        image_bytes: dir_size(&images),
+        duration: outcome.elapsed,
+    })
+}
+
+/// The dump proper (see [`dump`]); leaves the sandbox running as it was found on failure.
+fn dump_into(
+    images: &Path,
+    init_pid: i32,
+    freezer_dir: &Path,
+    slot_netns: &str,
+) -> Result<criu::DumpOutcome, RuntimeError> {
+    let dir = File::open(images).map_err(io_err(format!("open {images:?}")))?;
+    // A pre-spawned worker (kdat cache kept, no exec on the critical path): ~40 ms less.
+    let worker = workers::take(images).map_err(criu_err)?;
+    let freezer = burrow_standby::freezer::Freezer::open(freezer_dir).map_err(freezer_err)?;
+    let was_frozen =
+        freezer.state().map_err(freezer_err)? == burrow_standby::freezer::FreezerState::Frozen;
+    if !was_frozen {
+        freezer.freeze(FREEZE_TIMEOUT).map_err(freezer_err)?;
+    }
+    let give_back = |eth0_parked: bool| {
+        if eth0_parked && let Err(back) = attach_eth0(slot_netns, init_pid, None) {
+            tracing::error!(error = %back, "cannot give eth0 back after a failed dump");
+        }
+        if !was_frozen && let Err(e) = freezer.thaw() {
+            tracing::error!(error = %e, "cannot thaw the sandbox after a failed dump");
+        }
+    };
     let sandbox_netns = format!("--net=/proc/{init_pid}/ns/net");
-    crate::host::run_command(
+    // The kernel still completes handshakes for a frozen listener: connections that arrive
+    // until eth0 is parked sit in an accept queue; CRIU drops them (`tcp_skip_in_flight`) and
+    // their clients get a RST from the restored sandbox.
+    if let Err(e) = cut_connections(&sandbox_netns) {
+        give_back(false);
+        return Err(e);
+    }
+    if let Err(e) = crate::host::run_command(
         "nsenter",
         &[
             &sandbox_netns,
@@ -143,29 +220,73 @@ pub fn dump(
             slot_netns,
         ],
         None,
-    )?;
-    let outcome = match worker.dump(&req) {
-        Ok(outcome) => outcome,
+    ) {
+        give_back(false);
+        return Err(e);
+    }
+    test_pause();
+    let mut req = DumpRequest::new(dir.as_fd(), init_pid);
+    req.external = dump_externals();
+    req.freeze_cgroup = Some(freezer_dir.to_path_buf());
+    req.log_level = log_level();
+    // envd's file watchers are inotify watches on the overlay root, whose inodes CRIU cannot
+    // open by handle ("Can't dump that handle"): it finds their paths by scanning these.
+    req.irmap_scan_paths = IRMAP_SCAN_PATHS.iter().map(|p| p.to_string()).collect();
+    match worker.dump(&req) {
+        Ok(outcome) => Ok(outcome),
         Err(e) => {
-            // The sandbox still runs (criu kills only after a complete dump): give eth0 back.
-            if let Err(back) = attach_eth0(slot_netns, init_pid, None) {
-                tracing::error!(error = %back, "cannot give eth0 back after a failed dump");
-            }
-            return Err(criu_err(e));
+            // The sandbox still runs (criu kills only after a complete dump).
+            give_back(true);
+            Err(criu_err(e))
         }
-    };
-    // CRIU reads the images partly from inside the restored user namespace (as the sandbox's
-    // root = uid_base on the host). Only root can reach the dir by path (sandboxes/ is 0700),
-    // and the sandbox's mounts never include it.
-    chown_tree(&images, uid_base)?;
-    // The restored root task opens its first images right after clone(CLONE_NEWUSER), before
-    // its uid map is written, i.e. as the overflow uid: it needs "others" search permission
-    // (the images are 0644). Host users still cannot reach them: sandboxes/ is 0700.
-    set_mode(&images, 0o711)?;
-    Ok(CheckpointInfo {
-        image_bytes: dir_size(&images),
-        duration: outcome.elapsed,
-    })
+    }
+}
+
+/// Destroys (`ss -K`, SOCK_DESTROY) the sandbox's TCP sockets that are connected, connecting or
+/// queued for accept to anything but loopback; their peers get a RST if `eth0` is still there.
+fn cut_connections(sandbox_netns: &str) -> Result<(), RuntimeError> {
+    crate::host::run_command(
+        "nsenter",
+        &[
+            sandbox_netns,
+            "ss",
+            "-K",
+            "-tn",
+            "state",
+            "connected",
+            "( not dst 127.0.0.0/8 and not dst [::1] )",
+        ],
+        None,
+    )
+}
+
+/// Test hook: `BURROW_TEST_CHECKPOINT_PAUSE_MS` stalls a dump right before CRIU runs (the
+/// sandbox frozen, its `eth0` parked), so a test can kill the daemon mid-checkpoint.
+fn test_pause() {
+    if let Some(ms) = std::env::var("BURROW_TEST_CHECKPOINT_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tracing::warn!(ms, "BURROW_TEST_CHECKPOINT_PAUSE_MS: stalling the dump");
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+fn freezer_err(e: burrow_standby::freezer::FreezerError) -> RuntimeError {
+    RuntimeError::Checkpoint(e.to_string())
+}
+
+/// `syncfs` of the filesystem holding `path`.
+fn sync_filesystem(path: &Path) -> Result<(), RuntimeError> {
+    use std::os::fd::AsRawFd;
+    let file = File::open(path).map_err(io_err(format!("open {path:?}")))?;
+    // SAFETY: syncfs on a file descriptor we own and keep open for the call.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+        return Err(io_err(format!("syncfs {path:?}"))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), RuntimeError> {
@@ -185,6 +306,42 @@ fn chown_tree(dir: &Path, uid: u32) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// After a restore: renames `checkpoint/` out of the way (instant) so the sandbox is no longer
+/// "checkpointed" on disk, and returns the new path, to be deleted off the request's critical
+/// path. A crash before the deletion leaves a `checkpoint.used-*` dir that the next dump (or
+/// the sandbox's deletion) removes; a rename failure falls back to deleting it here.
+pub fn set_aside_used_images(sandbox_dir: &Path) -> Option<PathBuf> {
+    let images = checkpoint_dir(sandbox_dir);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let used = sandbox_dir.join(format!("{USED_PREFIX}{nanos}"));
+    match std::fs::rename(&images, &used) {
+        Ok(()) => Some(used),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set the used checkpoint aside; deleting it now");
+            if let Err(e) = std::fs::remove_dir_all(&images) {
+                tracing::warn!(error = %e, "cannot remove the used checkpoint");
+            }
+            None
+        }
+    }
+}
+
+/// Deletes the images dirs set aside by [`set_aside_used_images`] (best effort).
+pub fn remove_used_images(sandbox_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(sandbox_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(USED_PREFIX) {
+            // NotFound: a background deletion got there first.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
@@ -198,133 +355,27 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Everything a restore needs from the runtime.
-pub struct RestorePlan<'a> {
-    pub sandbox_dir: &'a Path,
-    pub launcher: &'a Path,
-    pub agent_path: &'a Path,
-    /// Name of the slot's pool netns, where `eth0` waits.
-    pub slot_netns: &'a str,
-    /// `eth0`'s address (`<ip>/30`) and the default gateway.
-    pub address: String,
-    pub gateway: String,
-    /// The host end of the veth (`bw<k>`).
-    pub host_veth: &'a str,
-    /// The sandbox's cgroup dirs; CRIU's worker joins them so restored tasks start inside.
-    pub cgroup_dirs: Vec<PathBuf>,
-}
+mod eth0;
+mod restore;
+mod workers;
 
-/// Restores the checkpoint; returns the restored init's host pid. Blocking.
-pub fn restore(plan: &RestorePlan<'_>) -> Result<i32, RuntimeError> {
-    let images = checkpoint_dir(plan.sandbox_dir);
-    let spec_path = plan.sandbox_dir.join(LAUNCH_SPEC_FILE);
-    let text = std::fs::read(&spec_path).map_err(io_err(format!("read {spec_path:?}")))?;
-    let spec: LaunchSpec = serde_json::from_slice(&text)
-        .map_err(|e| RuntimeError::Checkpoint(format!("{spec_path:?} is not a LaunchSpec: {e}")))?;
-    let dir = File::open(&images).map_err(io_err(format!(
-        "open checkpoint {images:?} (was the sandbox checkpointed?)"
-    )))?;
-    let started = Instant::now();
-    mount_root(plan.launcher, &spec)?;
-    let mounted = started.elapsed();
-    let result = (|| {
-        let worker = Worker::spawn(&criu_config(), &[]).map_err(criu_err)?;
-        let mut req = RestoreRequest::new(dir.as_fd(), spec.rootfs_dir.join("root"));
-        req.external = restore_externals(plan.agent_path, plan.launcher);
-        req.join_cgroups = plan.cgroup_dirs.clone();
-        req.log_level = log_level();
-        // The default (v2) mount engine fails to bind the overlay root from usernsd: "Unable to
-        // mount /proc/self/fd/9: Invalid argument" (CRIU 4.2.1, kernel 6.18).
-        req.mntns_compat_mode = true;
-        worker.restore(&req).map_err(criu_err)
-    })();
-    // The restored mount namespace holds its own reference to the root; the host's goes.
-    detach(&spec.rootfs_dir);
-    let outcome = result?;
-    let restored = started.elapsed();
-    attach_eth0(
-        plan.slot_netns,
-        outcome.pid,
-        Some((&plan.address, &plan.gateway, plan.host_veth)),
-    )?;
-    tracing::info!(
-        mount_root_ms = mounted.as_secs_f64() * 1e3,
-        criu_ms = outcome.elapsed.as_secs_f64() * 1e3,
-        criu_total_ms = (restored - mounted).as_secs_f64() * 1e3,
-        eth0_ms = (started.elapsed() - restored).as_secs_f64() * 1e3,
-        "sandbox restored"
-    );
-    Ok(outcome.pid)
-}
+pub use restore::{RestorePlan, restore};
+pub use workers::start as start_restore_workers;
 
-/// Moves `eth0` from the slot's netns into `pid`'s and, given `(address, gateway)`, configures
-/// it (an interface loses its addresses and routes when it changes netns).
-fn attach_eth0(
+/// Moves `eth0` from the slot's netns into `pid`'s and, given `(address/len, gateway,
+/// host veth)`, configures it there and forgets the host's stale neighbour entry for it
+/// (an interface loses its addresses and routes when it changes netns). Netlink, no processes.
+pub(crate) fn attach_eth0(
     slot_netns: &str,
     pid: i32,
     config: Option<(&str, &str, &str)>,
 ) -> Result<(), RuntimeError> {
-    let pid_text = pid.to_string();
-    crate::host::run_command(
-        "ip",
-        &["-n", slot_netns, "link", "set", "eth0", "netns", &pid_text],
-        None,
-    )?;
+    let slot = Path::new("/run/netns").join(slot_netns);
+    let sandbox = PathBuf::from(format!("/proc/{pid}/ns/net"));
     let Some((address, gateway, host_veth)) = config else {
-        return Ok(());
+        return eth0::move_eth0(&slot, &sandbox, None);
     };
-    let batch =
-        format!("addr add {address} dev eth0\nlink set eth0 up\nroute add default via {gateway}\n");
-    let netns = format!("--net=/proc/{pid}/ns/net");
-    crate::host::run_command("nsenter", &[&netns, "ip", "-batch", "-"], Some(&batch))?;
-    // While eth0 was parked, anything sent to the sandbox left a FAILED neighbour entry on the
-    // host's veth; unflushed, the first connection after restore waits ~400 ms for it to age.
-    crate::host::run_command("ip", &["neigh", "flush", "dev", host_veth], None)
-}
-
-fn detach(path: &Path) {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return;
-    };
-    // SAFETY: `c` is a valid C string.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        tracing::warn!(path = %path.display(), error = %std::io::Error::last_os_error(),
-            "cannot detach the restore root");
-    }
-}
-
-/// `burrow-launch --mount-root`: the overlay root at `<rootfs_dir>/root` in the host mount ns.
-fn mount_root(launcher: &Path, spec: &LaunchSpec) -> Result<(), RuntimeError> {
-    let input =
-        serde_json::to_vec(spec).map_err(|e| RuntimeError::Launch(format!("encode spec: {e}")))?;
-    let mut child = Command::new(launcher)
-        .arg("--mount-root")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| RuntimeError::Launch(format!("cannot run {launcher:?}: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        std::io::Write::write_all(&mut stdin, &input)
-            .map_err(|e| RuntimeError::Launch(format!("write spec to launcher: {e}")))?;
-    }
-    let started = Instant::now();
-    let out = child
-        .wait_with_output()
-        .map_err(|e| RuntimeError::Launch(format!("wait for launcher: {e}")))?;
-    let line = String::from_utf8_lossy(&out.stdout);
-    let report: LaunchReport = serde_json::from_str(line.trim()).map_err(|e| {
-        RuntimeError::Launch(format!("launcher --mount-root answered {line:?}: {e}"))
-    })?;
-    if !report.ok {
-        return Err(RuntimeError::Launch(format!(
-            "re-mounting the root for restore: {}",
-            report.error.unwrap_or_default()
-        )));
-    }
-    tracing::debug!(
-        ms = started.elapsed().as_secs_f64() * 1e3,
-        "restore root mounted"
-    );
-    Ok(())
+    let config = eth0::Eth0Config::parse(address, gateway)?;
+    eth0::move_eth0(&slot, &sandbox, Some(config))?;
+    eth0::forget_neighbour(host_veth, config.address)
 }

@@ -2,6 +2,7 @@
 //! and destroy sandboxes. The daemon never forks: each sandbox is built by an exec'd
 //! `burrow-launch` process (see the `burrow-launch` crate for the contract).
 
+mod binaries;
 mod cgroup;
 mod checkpoint;
 mod error;
@@ -9,6 +10,7 @@ mod host;
 mod instance;
 mod net;
 mod quota;
+mod ram_dir;
 mod runtime;
 mod state;
 
@@ -60,6 +62,10 @@ pub struct SandboxSpec {
     pub default_user: String,
     /// Default working directory for commands, if the template sets one.
     pub default_workdir: Option<String>,
+    /// Zero data retention: the sandbox's files (overlay upper dir) live in a tmpfs of
+    /// `disk_mb` instead of on disk, the agent's output is discarded, its memory is never
+    /// swapped (`memory.swappiness=0`), and it cannot be checkpointed.
+    pub zdr: bool,
 }
 
 /// A running sandbox as the runtime knows it. Persisted as `runtime.json` for reconcile.
@@ -97,13 +103,16 @@ pub struct SandboxUsage {
 pub struct ReconcileReport {
     /// Sandboxes whose init is still alive: adopted as they are.
     pub adopted: Vec<SandboxHandle>,
+    /// Sandboxes whose processes are gone but which have a complete checkpoint (deep standby):
+    /// adopted; [`Runtime::restore`] brings them back.
+    pub checkpointed: Vec<SandboxHandle>,
     /// Known sandboxes whose processes are gone: their resources were released.
     pub dead: Vec<String>,
     /// Leftovers (dirs, cgroups, slots) that belonged to no known sandbox and were removed.
     pub orphans_removed: Vec<String>,
 }
 
-pub use checkpoint::CheckpointInfo;
+pub use checkpoint::{CHECKPOINT_DIR, CheckpointInfo};
 pub use runtime::{NetnsMode, Runtime};
 
 /// Validates a sandbox id: 1-63 chars of `[a-z0-9-]`, not starting with `-`.

@@ -120,11 +120,54 @@ async fn checkpoint_restore_three_cycles_keep_pids_memory_files() {
         assert_eq!(file.trim(), "kept");
         let (_, again) = common::sh(&restored, "cat /proc/1/status | grep ^Pid; hostname");
         assert_eq!(again, agent_pids);
+        // One bind of the agent, however many cycles: restores must not stack mounts.
+        let (_, binds) = common::sh(&restored, "grep -c ' /.burrow/agent ' /proc/self/mountinfo");
+        assert_eq!(binds.trim(), "1", "agent binds after cycle {cycle}");
+        // /sys (given back as a read-only bind of an empty host dir) is still empty and
+        // read-only, even for the sandbox's root.
+        let (_, sys) = common::sh(
+            &restored,
+            "ls -A /sys | wc -l; awk '$5 == \"/sys\" {print $6}' /proc/self/mountinfo; \
+             touch /sys/x 2>/dev/null && echo writable || echo refused",
+        );
+        let sys: Vec<&str> = sys.split_whitespace().collect();
+        assert_eq!(sys.first(), Some(&"0"), "/sys not empty: {sys:?}");
+        assert!(
+            sys.get(1).is_some_and(|o| o.split(',').any(|f| f == "ro")),
+            "/sys not read-only: {sys:?}"
+        );
+        assert_eq!(sys.last(), Some(&"refused"), "/sys: {sys:?}");
+        // eth0 is back, addressed, with the default route; lo is up.
+        let (_, net) = common::sh(&restored, "ip -4 -o addr; ip route");
+        assert!(
+            net.contains(&format!("eth0    inet {}/30", restored.ip)),
+            "{net}"
+        );
+        assert!(
+            net.contains("127.0.0.1/8") && net.contains("default via"),
+            "{net}"
+        );
         let saved: SandboxHandle = serde_json::from_slice(
             &std::fs::read(data_dir.join("sandboxes/ckpt1/runtime.json")).unwrap(),
         )
         .unwrap();
         assert_eq!(saved.init_pid, restored.init_pid, "runtime.json updated");
+        // The used images are gone: `checkpoint/` at once, the dir it was renamed to (deleted
+        // in the background, after the restore returned) shortly after.
+        let sandbox_dir = data_dir.join("sandboxes/ckpt1");
+        assert!(!sandbox_dir.join("checkpoint").exists(), "checkpoint/ kept");
+        let used_left = || {
+            std::fs::read_dir(&sandbox_dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint."))
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while used_left() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(used_left(), 0, "used images not deleted");
         last = n;
         handle = restored;
     }
@@ -217,6 +260,143 @@ async fn spoofed_source_addresses_are_dropped() {
     );
     rt.destroy(&h.id).await.expect("destroy");
     common::assert_no_leftovers(&data_dir, &h.id, h.uid_base);
+    drop(rt);
+    common::remove_data_dir(&data_dir);
+}
+
+/// A TCP server holding `MIB` MiB of random (incompressible, all-present) memory; it answers
+/// every connection with "<count> <pid>".
+const HOLDER: &str = r#"
+import os, socket, sys
+held = bytearray(os.urandom(int(sys.argv[1]) * 1048576))
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7000)); s.listen(64)
+n = 0
+while True:
+    c, _ = s.accept(); n += 1; c.sendall(f"{n} {os.getpid()}".encode()); c.close()
+"#;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// One request to the holder over the sandbox's network (host → veth → eth0), as the proxy
+/// would send it: returns the answer.
+fn ask(ip: std::net::Ipv4Addr) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect_timeout(&(ip, 7000).into(), Duration::from_secs(5))
+        .expect("connect to the holder");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("holder answer");
+    out
+}
+
+/// Deep-standby restore benchmark (not part of CI): `BURROW_BENCH_CYCLES` (default 100)
+/// checkpoint → restore cycles of a sandbox whose python server holds `BURROW_BENCH_MIB`
+/// (default 16) MiB; restore latency = from `Runtime::restore` to the python server's answer
+/// over the network. `BURROW_BENCH_COLD=1` drops the page cache before every restore.
+/// Run: `cargo test --release -p burrow-runtime --test checkpoint deep_restore_bench -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: minutes of checkpoint/restore cycles"]
+async fn deep_restore_bench() {
+    let Some(layer) = prerequisites() else { return };
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (cycles, mib) = (env("BURROW_BENCH_CYCLES", 100), env("BURROW_BENCH_MIB", 16));
+    let cold = std::env::var("BURROW_BENCH_COLD").is_ok_and(|v| v == "1");
+    // RUST_LOG=burrow_runtime=debug shows each restore's phases.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    // SAFETY: set before the runtime (or any other thread of this test binary) reads it.
+    unsafe { std::env::set_var("BURROW_NETNS_MODE", "sandbox") };
+    let (rt, data_dir) = common::runtime("deepbench").await;
+    let mut spec = common::spec("deepbench1", &layer);
+    spec.disk_mb = 2048;
+    spec.memory_mb = 512;
+    let h = rt.create(spec).await.expect("create");
+    let (code, out) = common::sh(
+        &h,
+        &format!(
+            "printf '%b' '{}' > /root/holder.py && \
+             (setsid python3 /root/holder.py {mib} </dev/null >/dev/null 2>&1 &) && sleep 1",
+            HOLDER.replace('\n', "\\n")
+        ),
+    );
+    assert_eq!(code, 0, "{out}");
+    let first = ask(h.ip);
+    let holder_pid = first.split_whitespace().nth(1).unwrap().to_owned();
+    let mut handle = h.clone();
+    let (mut restore_ms, mut answer_ms, mut dump_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut image_bytes = 0;
+    // Let the restore worker pool fill before the first measured cycle.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut dump_failures = Vec::new();
+    for _ in 0..cycles {
+        let info = match rt.checkpoint(&handle.id).await {
+            Ok(info) => info,
+            // The dump gives the sandbox back running on failure: count it and go on.
+            Err(e) => {
+                dump_failures.push(e.to_string());
+                continue;
+            }
+        };
+        dump_ms.push(info.duration.as_secs_f64() * 1e3);
+        image_bytes = info.image_bytes;
+        if cold {
+            std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
+        }
+        // Workers refill in the background between standby and wake, as in real use.
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        let restored = rt.restore(&handle.id).await.expect("restore");
+        restore_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let answer = ask(restored.ip);
+        answer_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        // At BURROW_CRIU_LOG_LEVEL >= 3 the runtime keeps the last restore.log: collect them.
+        let log = data_dir.join("sandboxes/deepbench1/restore.log");
+        if let Ok(dest) = std::env::var("BURROW_BENCH_LOG_DIR") {
+            let _ = std::fs::copy(
+                &log,
+                Path::new(&dest).join(format!("restore-{}.log", answer_ms.len())),
+            );
+        }
+        assert_eq!(answer.split_whitespace().nth(1), Some(holder_pid.as_str()));
+        handle = restored;
+    }
+    assert!(
+        dump_failures.len() * 10 <= cycles,
+        "too many failed checkpoints: {dump_failures:?}"
+    );
+    for v in [&mut restore_ms, &mut answer_ms, &mut dump_ms] {
+        v.sort_by(f64::total_cmp);
+    }
+    let stats = |v: &[f64]| {
+        format!(
+            "p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms",
+            percentile(v, 0.5),
+            percentile(v, 0.9),
+            percentile(v, 0.99),
+            v[v.len() - 1]
+        )
+    };
+    eprintln!(
+        "BENCH deep restore: {cycles} cycles, holder {mib} MiB, {} page cache, image {:.1} MiB\n  \
+         restore → python answers: {}\n  restore → agent accepts: {}\n  checkpoint (criu dump): {}\n  \
+         failed checkpoints: {dump_failures:?}",
+        if cold { "cold" } else { "warm" },
+        image_bytes as f64 / 1048576.0,
+        stats(&answer_ms),
+        stats(&restore_ms),
+        stats(&dump_ms)
+    );
+    rt.destroy(&handle.id).await.expect("destroy");
     drop(rt);
     common::remove_data_dir(&data_dir);
 }

@@ -43,6 +43,12 @@ pub struct ServerConfig {
     pub max_sandbox_age: Option<std::time::Duration>,
     /// How often usage is sampled into the store. Default 5 s.
     pub meter_interval: std::time::Duration,
+    /// A sandbox in warm standby this long goes to deep standby (CRIU checkpoint to disk);
+    /// zero = never. Default 600 s.
+    pub deep_after: std::time::Duration,
+    /// On graceful shutdown, every sandbox in warm standby goes to deep standby (so it
+    /// survives a host reboot). Default true.
+    pub deep_on_shutdown: bool,
 }
 
 /// The HTTPS listener.
@@ -72,6 +78,8 @@ impl Default for ServerConfig {
             zram_bytes: crate::standby::default_zram_bytes(),
             max_sandbox_age: None,
             meter_interval: std::time::Duration::from_secs(5),
+            deep_after: std::time::Duration::from_secs(600),
+            deep_on_shutdown: true,
         }
     }
 }

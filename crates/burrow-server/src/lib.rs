@@ -21,6 +21,7 @@ mod service;
 mod standby;
 mod state;
 mod step_runner;
+mod template_start;
 mod tls;
 mod validate;
 
@@ -220,6 +221,9 @@ impl Server {
         };
         drop(idle_timer);
         drop(e2b_timeouts);
+        if self.state.config.deep_on_shutdown {
+            service::deep_on_shutdown(&self.state, DEEP_ON_SHUTDOWN_BUDGET).await;
+        }
         result
     }
 }
@@ -235,6 +239,9 @@ impl Drop for AbortOnDrop {
 
 /// How long a shutdown waits for open requests.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a shutdown may spend sending warm standby sandboxes to deep standby.
+pub const DEEP_ON_SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs the daemon until `shutdown` completes.
 pub async fn serve(

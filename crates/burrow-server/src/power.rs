@@ -16,13 +16,13 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Power {
     Awake,
-    /// Being frozen and paged out.
+    /// Being frozen and paged out, or checkpointed (deep).
     FallingAsleep,
     Asleep {
         since: SystemTime,
         tier: StandbyTier,
     },
-    /// Being thawed.
+    /// Being thawed or restored.
     Waking,
 }
 
@@ -49,6 +49,10 @@ struct PowerState {
     leases: BTreeMap<String, LeaseEntry>,
     sandbox_leases: u32,
     idle_timeout: Duration,
+    /// Size of the checkpoint image while in deep standby.
+    image_bytes: Option<u64>,
+    /// The sleep a wake or a deep transition started from, to go back to if it fails.
+    slept: Option<(SystemTime, StandbyTier)>,
 }
 
 impl PowerState {
@@ -78,8 +82,9 @@ impl PowerState {
 pub enum Entry {
     /// Awake: the guard counts as an open stream until dropped.
     Awake(ActivityGuard),
-    /// Asleep: this caller now owns the wake (state `Waking`) and must call [`SandboxPower::finish_wake`].
-    MustWake,
+    /// Asleep in this tier: this caller now owns the wake (state `Waking`) and must call
+    /// [`SandboxPower::finish_wake`].
+    MustWake(StandbyTier),
     /// Someone else is freezing or thawing it: wait with [`SandboxPower::settled`] and retry.
     Wait,
 }
@@ -101,6 +106,8 @@ impl SandboxPower {
             leases: BTreeMap::new(),
             sandbox_leases: 0,
             idle_timeout,
+            image_bytes: None,
+            slept: None,
         });
         Arc::new(Self { state })
     }
@@ -126,9 +133,10 @@ impl SandboxPower {
                 });
                 false
             }
-            Power::Asleep { .. } => {
+            Power::Asleep { since, tier } => {
                 s.power = Power::Waking;
-                entry = Entry::MustWake;
+                s.slept = Some((since, tier));
+                entry = Entry::MustWake(tier);
                 true
             }
             Power::FallingAsleep | Power::Waking => false,
@@ -142,19 +150,117 @@ impl SandboxPower {
         let _ = rx.wait_for(|s| !s.power.is_transition()).await;
     }
 
-    /// Ends a wake claimed by [`enter`](Self::enter): awake on success, back asleep on failure.
+    /// Ends a wake claimed by [`enter`](Self::enter): awake on success, back asleep (in the
+    /// same tier) on failure.
     pub fn finish_wake(&self, woke: bool) {
         self.state.send_modify(|s| {
+            let slept = s.slept.take();
             if woke {
                 s.power = Power::Awake;
+                s.image_bytes = None;
                 s.touch("resume");
             } else {
-                s.power = Power::Asleep {
-                    since: SystemTime::now(),
-                    tier: StandbyTier::Warm,
-                };
+                let (since, tier) = slept.unwrap_or((SystemTime::now(), StandbyTier::Warm));
+                s.power = Power::Asleep { since, tier };
             }
         });
+    }
+
+    /// Claims a transition to deep standby, from awake or from warm standby.
+    /// `only_if_warm_for`: the deep-after timer's claim: only a sandbox in warm standby for at
+    /// least that long, with no paused stream (a checkpoint would cut it), is taken.
+    pub fn begin_deep(&self, only_if_warm_for: Option<Duration>) -> DeepClaim {
+        let mut claim = DeepClaim::InTransition;
+        self.state.send_if_modified(|s| match s.power {
+            Power::Awake if only_if_warm_for.is_none() => {
+                s.power = Power::FallingAsleep;
+                s.slept = None;
+                claim = DeepClaim::FromAwake;
+                true
+            }
+            Power::Awake => {
+                claim = DeepClaim::Busy;
+                false
+            }
+            Power::Asleep {
+                since,
+                tier: StandbyTier::Warm,
+            } => {
+                if let Some(wanted) = only_if_warm_for {
+                    let long_enough = since.elapsed().is_ok_and(|asleep| asleep >= wanted);
+                    if !long_enough || s.open_streams > 0 {
+                        claim = DeepClaim::Busy;
+                        return false;
+                    }
+                }
+                s.power = Power::FallingAsleep;
+                s.slept = Some((since, StandbyTier::Warm));
+                claim = DeepClaim::FromWarm;
+                true
+            }
+            Power::Asleep {
+                tier: StandbyTier::Deep,
+                ..
+            } => {
+                claim = DeepClaim::AlreadyDeep;
+                false
+            }
+            Power::FallingAsleep | Power::Waking => {
+                claim = DeepClaim::InTransition;
+                false
+            }
+        });
+        claim
+    }
+
+    /// Ends a transition claimed by [`begin_deep`](Self::begin_deep): deep standby with an image
+    /// of `image_bytes` on success; on failure back where it was (awake, or warm standby with
+    /// its clock restarted).
+    pub fn finish_deep(&self, image_bytes: Option<u64>) {
+        self.state.send_modify(|s| {
+            let slept = s.slept.take();
+            match (image_bytes, slept) {
+                (Some(bytes), _) => {
+                    s.power = Power::Asleep {
+                        since: SystemTime::now(),
+                        tier: StandbyTier::Deep,
+                    };
+                    s.image_bytes = Some(bytes);
+                }
+                // Back to warm standby; its clock restarts so the deep-after timer retries
+                // only after another full period.
+                (None, Some((_, tier))) => {
+                    s.power = Power::Asleep {
+                        since: SystemTime::now(),
+                        tier,
+                    }
+                }
+                (None, None) => {
+                    s.power = Power::Awake;
+                    s.touch("standby failed");
+                }
+            }
+        });
+    }
+
+    /// Registers an adopted sandbox found in deep standby (after a daemon restart).
+    pub fn set_image_bytes(&self, bytes: u64) {
+        self.state.send_if_modified(|s| {
+            s.image_bytes = Some(bytes);
+            false
+        });
+    }
+
+    /// Whether the deep-after timer should checkpoint it now (warm for `after`, no stream).
+    pub fn deep_due(&self, after: Duration) -> bool {
+        let s = self.state.borrow();
+        match s.power {
+            Power::Asleep {
+                since,
+                tier: StandbyTier::Warm,
+            } => s.open_streams == 0 && since.elapsed().is_ok_and(|t| t >= after),
+            _ => false,
+        }
     }
 
     /// Claims a transition to sleep. `only_if_idle`: refuse unless nothing holds the sandbox and
@@ -283,6 +389,13 @@ impl SandboxPower {
     pub fn info(&self) -> PowerInfo {
         let s = self.state.borrow();
         let now = Instant::now();
+        let image_bytes = match s.power {
+            Power::Asleep {
+                tier: StandbyTier::Deep,
+                ..
+            } => s.image_bytes,
+            _ => None,
+        };
         let (awake, tier, asleep_since) = match s.power {
             Power::Asleep { since, tier } => (false, Some(tier), Some(rfc3339(since))),
             Power::FallingAsleep => (false, Some(StandbyTier::Warm), None),
@@ -315,6 +428,7 @@ impl SandboxPower {
             standby_in,
             memory_bytes: None,
             swap_bytes: None,
+            image_bytes,
         }
     }
 }
@@ -333,6 +447,19 @@ pub enum SleepClaim {
     AlreadyAsleep,
     InTransition,
     /// Not idle (idle-only claims).
+    Busy,
+}
+
+/// The outcome of [`SandboxPower::begin_deep`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeepClaim {
+    /// The caller owns the transition from awake and must call `finish_deep`.
+    FromAwake,
+    /// The caller owns the transition from warm standby (frozen) and must call `finish_deep`.
+    FromWarm,
+    AlreadyDeep,
+    InTransition,
+    /// Not due (timer claims only).
     Busy,
 }
 
@@ -494,7 +621,10 @@ mod tests {
         assert!(matches!(p.enter("exec"), Entry::Wait));
         p.finish_sleep(true, StandbyTier::Warm);
         assert_eq!(p.begin_sleep(false), SleepClaim::AlreadyAsleep);
-        assert!(matches!(p.enter("exec"), Entry::MustWake));
+        assert!(matches!(
+            p.enter("exec"),
+            Entry::MustWake(StandbyTier::Warm)
+        ));
         // A second request while waking waits for the first wake.
         assert!(matches!(p.enter("files"), Entry::Wait));
         let waiter = {
@@ -519,6 +649,63 @@ mod tests {
         assert_eq!(p.power(), Power::Awake);
         assert!(!p.idle_due());
         assert_eq!(p.info().last_activity_source, "standby failed");
+    }
+
+    #[test]
+    fn deep_transitions_and_failed_wakes_keep_the_tier() {
+        let p = SandboxPower::new(Duration::from_secs(15), Power::Awake);
+        assert_eq!(p.begin_deep(Some(Duration::ZERO)), DeepClaim::Busy);
+        assert_eq!(p.begin_deep(None), DeepClaim::FromAwake);
+        p.finish_deep(None);
+        assert_eq!(
+            p.power(),
+            Power::Awake,
+            "a failed deep standby from awake stays awake"
+        );
+        assert_eq!(p.begin_sleep(false), SleepClaim::Claimed);
+        p.finish_sleep(true, StandbyTier::Warm);
+        assert!(!p.deep_due(Duration::from_secs(60)));
+        assert!(p.deep_due(Duration::ZERO));
+        assert_eq!(p.begin_deep(Some(Duration::ZERO)), DeepClaim::FromWarm);
+        assert!(matches!(p.enter("exec"), Entry::Wait));
+        p.finish_deep(None);
+        assert!(
+            matches!(
+                p.power(),
+                Power::Asleep {
+                    tier: StandbyTier::Warm,
+                    ..
+                }
+            ),
+            "a failed deep standby from warm stays warm"
+        );
+        assert_eq!(p.begin_deep(None), DeepClaim::FromWarm);
+        p.finish_deep(Some(4096));
+        assert_eq!(p.info().tier, Some(StandbyTier::Deep));
+        assert_eq!(p.info().image_bytes, Some(4096));
+        assert_eq!(p.begin_deep(None), DeepClaim::AlreadyDeep);
+        assert!(matches!(
+            p.enter("exec"),
+            Entry::MustWake(StandbyTier::Deep)
+        ));
+        p.finish_wake(false);
+        assert!(
+            matches!(
+                p.power(),
+                Power::Asleep {
+                    tier: StandbyTier::Deep,
+                    ..
+                }
+            ),
+            "a failed restore leaves it in deep standby"
+        );
+        assert!(matches!(
+            p.enter("exec"),
+            Entry::MustWake(StandbyTier::Deep)
+        ));
+        p.finish_wake(true);
+        assert_eq!(p.power(), Power::Awake);
+        assert_eq!(p.info().image_bytes, None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use burrow_types::{CreateSandboxRequest, Sandbox, SandboxState, codes};
 use burrow_types::StandbyTier;
 
 use crate::error::HttpError;
-use crate::power::{ActivityGuard, Entry, Power, SandboxPower, SleepClaim};
+use crate::power::{ActivityGuard, DeepClaim, Entry, Power, SandboxPower, SleepClaim};
 use crate::state::AppState;
 use crate::{ids, keys, retention, standby, validate};
 
@@ -154,6 +154,7 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
         access_token: Some(access_token),
         default_user: template.user.clone(),
         default_workdir: template.workdir.clone(),
+        zdr: req.zdr,
     };
     let handle = match state.runtime.create(spec).await {
         Ok(handle) => handle,
@@ -180,6 +181,13 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
             return Err(e.into());
         }
     }
+    if let Some(start) = &template.start {
+        let token = record.access_token.as_deref().unwrap_or_default();
+        if let Err(e) = crate::template_start::run(&record.id, &handle, token, start).await {
+            abandon(state, &record.id).await;
+            return Err(e);
+        }
+    }
     let sandbox_dir = state.runtime.sandbox_dir(&record.id);
     if let Err(e) = save_idle_timeout(&sandbox_dir, idle_timeout) {
         tracing::warn!(sandbox = record.id, "saving {STANDBY_FILE}: {e}");
@@ -194,6 +202,7 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
     record.handle_json = Some(handle_json);
     record.ip = Some(ip);
     state.metrics.created();
+    crate::metering::started(state, &record.id);
     let mut sandbox = describe(state, record);
     with_policy(&mut sandbox, policy);
     Ok(sandbox)
@@ -277,6 +286,14 @@ pub async fn observe(
     if record.state != SandboxState::Running {
         return Ok(record);
     }
+    // In deep standby (or on the way in or out of it) no process runs, by design.
+    if state
+        .power
+        .get(&record.id)
+        .is_some_and(|p| p.power() != Power::Awake)
+    {
+        return Ok(record);
+    }
     let Some(handle) = record
         .handle_json
         .as_deref()
@@ -303,8 +320,13 @@ pub async fn running_as(
     id: &str,
     source: &'static str,
 ) -> Result<RunningSandbox, HttpError> {
-    let (record, handle) = running_record(state, id).await?;
-    let activity = Arc::new(enter(state, id, source).await?);
+    let (mut record, mut handle) = running_record(state, id).await?;
+    let (guard, restored) = enter(state, id, source).await?;
+    if restored {
+        // A restore gave init a new host pid.
+        (record, handle) = running_record(state, id).await?;
+    }
+    let activity = Arc::new(guard);
     Ok(RunningSandbox {
         record,
         handle,
@@ -323,38 +345,69 @@ fn power_of(state: &AppState, id: &str) -> Arc<SandboxPower> {
 }
 
 /// Opens a stream on the sandbox, waking it first if it sleeps. Concurrent callers share one
-/// wake: the first claims it, the others wait for it to settle.
+/// wake: the first claims it, the others wait for it to settle. Also says whether the sandbox
+/// was restored from deep standby meanwhile (its handle changed).
 async fn enter(
     state: &AppState,
     id: &str,
     source: &'static str,
-) -> Result<ActivityGuard, HttpError> {
+) -> Result<(ActivityGuard, bool), HttpError> {
     let power = power_of(state, id);
+    let mut restored = false;
     loop {
         match power.enter(source) {
-            Entry::Awake(guard) => return Ok(guard),
-            Entry::Wait => power.settled().await,
-            Entry::MustWake => wake(state, id, &power).await?,
+            Entry::Awake(guard) => return Ok((guard, restored)),
+            Entry::Wait => {
+                // Whoever holds the transition may be restoring it.
+                restored = true;
+                power.settled().await;
+            }
+            Entry::MustWake(tier) => {
+                restored |= tier == StandbyTier::Deep;
+                wake(state, id, &power, tier).await?;
+            }
         }
     }
 }
 
-/// Thaws a sandbox whose wake this caller claimed.
-async fn wake(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), HttpError> {
+/// Wakes a sandbox whose wake this caller claimed: thaw (warm) or CRIU restore (deep).
+async fn wake(
+    state: &AppState,
+    id: &str,
+    power: &SandboxPower,
+    tier: StandbyTier,
+) -> Result<(), HttpError> {
     let started = std::time::Instant::now();
-    let thawed = standby::thaw(&state.runtime, id).await;
-    power.finish_wake(thawed.is_ok());
-    match thawed {
-        Ok(()) => {
-            state.metrics.woke(started.elapsed());
-            tracing::debug!(sandbox = id, elapsed = ?started.elapsed(), "resumed");
-            Ok(())
-        }
-        Err(e) => Err(standby_failed(id, "resume", &e)),
-    }
+    let woke = match tier {
+        StandbyTier::Warm => standby::thaw(&state.runtime, id)
+            .await
+            .map_err(|e| standby_failed(id, "resume", &e)),
+        StandbyTier::Deep => restore(state, id).await,
+    };
+    power.finish_wake(woke.is_ok());
+    crate::metering::power_changed(state, id);
+    woke?;
+    state.metrics.woke(started.elapsed());
+    tracing::debug!(sandbox = id, ?tier, elapsed = ?started.elapsed(), "resumed");
+    Ok(())
 }
 
-fn standby_failed(id: &str, what: &str, e: &standby::StandbyError) -> HttpError {
+/// Restores a checkpointed sandbox and records its new handle (init has a new host pid).
+async fn restore(state: &AppState, id: &str) -> Result<(), HttpError> {
+    let handle = state
+        .runtime
+        .restore(id)
+        .await
+        .map_err(|e| standby_failed(id, "restore from deep standby", &e))?;
+    let json = serde_json::to_string(&handle).expect("a handle always serialises");
+    state
+        .store
+        .mark_sandbox_running(id, &json, &handle.ip.to_string())
+        .await?;
+    Ok(())
+}
+
+fn standby_failed(id: &str, what: &str, e: &dyn std::fmt::Display) -> HttpError {
     HttpError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         codes::STANDBY_FAILED,
@@ -362,18 +415,14 @@ fn standby_failed(id: &str, what: &str, e: &standby::StandbyError) -> HttpError 
     )
 }
 
-/// Puts a sandbox to standby. Already asleep: nothing to do. `deep` (CRIU checkpoint) is not
-/// available yet and answers 501. Open streams do not prevent an explicit standby: they pause
-/// with the sandbox and continue when it wakes.
+/// Puts a sandbox to standby. Already asleep (warm for a warm request, deep for a deep one):
+/// nothing to do. Open streams do not prevent an explicit warm standby: they pause with the
+/// sandbox and continue when it wakes; a deep standby cuts them (no process is left).
 pub async fn standby(state: &AppState, id: &str, deep: bool) -> Result<(), HttpError> {
     running_record(state, id).await?;
     refuse_if_zdr(state, id).await?;
     if deep {
-        return Err(HttpError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            codes::STANDBY_FAILED,
-            "deep standby (CRIU checkpoint) is not available in this build yet; use warm standby (deep=false)",
-        ));
+        return deep_standby(state, id, None).await;
     }
     let power = power_of(state, id);
     loop {
@@ -384,6 +433,96 @@ pub async fn standby(state: &AppState, id: &str, deep: bool) -> Result<(), HttpE
         }
     }
     sleep(state, id, &power).await
+}
+
+/// Deep standby: CRIU checkpoint to `<sandbox_dir>/checkpoint/`, from awake or from warm
+/// standby. `only_if_warm_for`: the deep-after timer's call (only a sandbox that has been in
+/// warm standby that long; anything else is left alone). 501 if the runtime cannot checkpoint
+/// this sandbox (host netns mode); 500 if CRIU fails (the sandbox stays as it was).
+pub async fn deep_standby(
+    state: &AppState,
+    id: &str,
+    only_if_warm_for: Option<Duration>,
+) -> Result<(), HttpError> {
+    if let Err(e) = state.runtime.can_checkpoint(id) {
+        return Err(HttpError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            codes::STANDBY_FAILED,
+            format!("deep standby of sandbox {id} is not available: {e}"),
+        ));
+    }
+    let power = power_of(state, id);
+    loop {
+        match power.begin_deep(only_if_warm_for) {
+            DeepClaim::FromAwake | DeepClaim::FromWarm => break,
+            DeepClaim::AlreadyDeep => return Ok(()),
+            DeepClaim::Busy if only_if_warm_for.is_some() => return Ok(()),
+            DeepClaim::InTransition if only_if_warm_for.is_some() => return Ok(()),
+            DeepClaim::InTransition | DeepClaim::Busy => power.settled().await,
+        }
+    }
+    let started = std::time::Instant::now();
+    match state.runtime.checkpoint(id).await {
+        Ok(info) => {
+            power.finish_deep(Some(info.image_bytes));
+            crate::metering::power_changed(state, id);
+            state.metrics.slept(started.elapsed());
+            tracing::info!(sandbox = id, image_bytes = info.image_bytes,
+                elapsed = ?started.elapsed(), "deep standby");
+            Ok(())
+        }
+        Err(e) => {
+            power.finish_deep(None);
+            Err(standby_failed(id, "deep standby", &e))
+        }
+    }
+}
+
+/// On graceful shutdown: every sandbox in warm standby goes deep (so a host reboot keeps it),
+/// one after the other, within `budget`. Awake sandboxes keep running (they outlive the daemon
+/// and are adopted by the next start).
+pub async fn deep_on_shutdown(state: &AppState, budget: Duration) {
+    if state.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox {
+        return;
+    }
+    let deadline = std::time::Instant::now() + budget;
+    let warm: Vec<String> = state
+        .power
+        .all()
+        .into_iter()
+        .filter(|(_, p)| {
+            matches!(
+                p.power(),
+                Power::Asleep {
+                    tier: StandbyTier::Warm,
+                    ..
+                }
+            )
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let total = warm.len();
+    for (done, id) in warm.into_iter().enumerate() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            tracing::warn!(
+                left = total - done,
+                "shutdown: no time left; the remaining sandboxes stay in warm standby"
+            );
+            return;
+        }
+        match tokio::time::timeout(left, deep_standby(state, &id, Some(Duration::ZERO))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(sandbox = id, "shutdown: deep standby failed: {e}"),
+            Err(_) => tracing::warn!(sandbox = id, "shutdown: deep standby took too long"),
+        }
+    }
+    if total > 0 {
+        tracing::info!(
+            sandboxes = total,
+            "shutdown: warm standby sandboxes went deep"
+        );
+    }
 }
 
 /// The idle timer's standby: only if the sandbox is still idle when the claim is made.
@@ -424,6 +563,7 @@ async fn sleep(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), H
     let started = std::time::Instant::now();
     let frozen = standby::freeze(&state.runtime, id, &state.swap).await;
     power.finish_sleep(frozen.is_ok(), StandbyTier::Warm);
+    crate::metering::power_changed(state, id);
     if frozen.is_ok() {
         state.metrics.slept(started.elapsed());
     }
@@ -442,9 +582,9 @@ pub async fn resume(state: &AppState, id: &str) -> Result<bool, HttpError> {
                 was_asleep = true;
                 power.settled().await;
             }
-            Entry::MustWake => {
+            Entry::MustWake(tier) => {
                 was_asleep = true;
-                wake(state, id, &power).await?;
+                wake(state, id, &power, tier).await?;
             }
         }
     }
@@ -576,8 +716,12 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
         }
     }
     // A running row the runtime neither adopted nor reported dead has nothing behind it.
-    let adopted: std::collections::HashSet<&str> =
-        report.adopted.iter().map(|h| h.id.as_str()).collect();
+    let adopted: std::collections::HashSet<&str> = report
+        .adopted
+        .iter()
+        .chain(&report.checkpointed)
+        .map(|h| h.id.as_str())
+        .collect();
     let running = state
         .store
         .list_sandboxes(burrow_store::SandboxFilter {
@@ -596,13 +740,48 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
     for handle in &report.adopted {
         adopt_power(state, &handle.id).await;
     }
+    for handle in &report.checkpointed {
+        adopt_deep(state, &handle.id);
+    }
     tracing::info!(
         adopted = report.adopted.len(),
+        deep = report.checkpointed.len(),
         dead = report.dead.len(),
         orphans = report.orphans_removed.len(),
         "reconciled sandboxes"
     );
     Ok(())
+}
+
+/// Registers a sandbox adopted in deep standby: asleep until a request restores it.
+fn adopt_deep(state: &AppState, id: &str) {
+    let dir = state.runtime.sandbox_dir(id);
+    let timeout = load_idle_timeout(&dir).unwrap_or(state.config.default_idle_timeout);
+    let since = std::fs::metadata(dir.join(burrow_runtime::CHECKPOINT_DIR))
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| std::time::SystemTime::now());
+    let power = SandboxPower::new(
+        timeout,
+        Power::Asleep {
+            since,
+            tier: StandbyTier::Deep,
+        },
+    );
+    power.set_image_bytes(image_size(&dir.join(burrow_runtime::CHECKPOINT_DIR)));
+    state.power.insert(id, power);
+}
+
+fn image_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Registers an adopted sandbox's power state: frozen ones stay asleep until a request wakes

@@ -123,6 +123,11 @@ pub async fn freeze(runtime: &Runtime, id: &str, swap: &SwapTarget) -> Result<()
                 // Still a valid (frozen) standby, only with more resident memory.
                 Err(e) => tracing::warn!(sandbox = id, "page-out failed: {e}"),
             }
+            // Then the page cache still charged to it (files it read), which page-out leaves.
+            match burrow_standby::reclaim::reclaim_memcg(&memcg) {
+                Ok(report) => tracing::debug!(sandbox = id, ?report, "reclaimed"),
+                Err(e) => tracing::warn!(sandbox = id, "reclaim failed: {e}"),
+            }
         }
         Ok(())
     })
@@ -151,15 +156,9 @@ pub fn freezer_state(runtime: &Runtime, id: &str) -> Option<freezer::FreezerStat
 /// Host RAM a sleeping sandbox holds: its memory cgroup's usage (resident, page cache included)
 /// and its bytes in swap (`memory.stat` `swap`; in zram these are stored compressed).
 pub fn memcg_bytes(runtime: &Runtime, id: &str) -> Option<(u64, u64)> {
-    let dir = runtime.cgroup_dir("memory", id);
-    let usage = burrow_standby::cgroup::memory_usage(&dir).ok()?;
-    let stat = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
-    let swap = stat
-        .lines()
-        .find_map(|l| l.strip_prefix("swap "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    Some((usage, swap))
+    let footprint =
+        burrow_standby::reclaim::MemcgFootprint::read(&runtime.cgroup_dir("memory", id)).ok()?;
+    Some((footprint.charged, footprint.swapped))
 }
 
 /// Creates `/run/burrow/leases` (mode 1777, owned by the sandbox's root) in the sandbox's upper
@@ -248,5 +247,34 @@ pub async fn idle_loop(state: AppState) {
                 });
             }
         }
+        deep_after_tick(&state);
     }
+}
+
+/// Sends sandboxes that have been in warm standby for `--deep-after` to deep standby, one at a
+/// time (a checkpoint takes a core for ~0.1-0.3 s); the next tick takes the next one.
+fn deep_after_tick(state: &AppState) {
+    let after = state.config.deep_after;
+    if after.is_zero() || state.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox {
+        return;
+    }
+    let all = state.power.all();
+    if all.iter().any(|(_, p)| p.power() == Power::FallingAsleep) {
+        return;
+    }
+    let Some((id, _)) = all
+        .into_iter()
+        .find(|(id, p)| p.deep_due(after) && state.runtime.can_checkpoint(id).is_ok())
+    else {
+        return;
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::service::deep_standby(&state, &id, Some(after)).await {
+            tracing::warn!(
+                sandbox = id,
+                "deep standby after {after:?} in warm standby failed: {e}"
+            );
+        }
+    });
 }

@@ -99,8 +99,26 @@ fn dump_and_restore_three_cycles_keep_state_and_pids() {
         let mut restore = RestoreRequest::new(dir.as_fd(), sb.rootfs.dir("rootfs"));
         restore.join_cgroups = vec![sb.cgroups.freezer.clone(), sb.cgroups.memory.clone()];
         let start = Instant::now();
-        let restored = worker.restore(&restore).unwrap();
+        let mut notified = Vec::new();
+        let restored = worker
+            .restore_notified(&restore, &mut |script, pid| {
+                notified.push((script.to_owned(), pid))
+            })
+            .unwrap();
         let to_pong = sb.time_to_pong(Duration::from_secs(5));
+        // The runtime moves eth0 into the new netns at "setup-namespaces" and waits for it at
+        // "post-setup-namespaces": both must come, in order, naming the restored root task.
+        let at = |name: &str| notified.iter().position(|(s, _)| s == name);
+        let (setup, post) = (at("setup-namespaces"), at("post-setup-namespaces"));
+        assert!(
+            setup.is_some() && post.is_some() && setup < post,
+            "criu notifications: {notified:?}"
+        );
+        assert_eq!(
+            notified[setup.unwrap()].1,
+            Some(restored.pid),
+            "{notified:?}"
+        );
         let total = start.elapsed();
         sb.rootfs.unmount_on_host();
         // In-sandbox pids are restored exactly; the host pid of the sandbox's init is new.

@@ -45,6 +45,9 @@ pub struct PowerInfo {
     /// Bytes of the sandbox's memory in swap (burrow's zram, where they sit compressed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap_bytes: Option<u64>,
+    /// In deep standby: size of the checkpoint image on disk (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_bytes: Option<u64>,
 }
 
 /// Something that keeps a sandbox awake until it is released or expires.

@@ -166,6 +166,12 @@ fn power_lines(power: &Value) -> Vec<String> {
             text("tier"),
             text("asleep_since")
         ));
+        if let Some(image) = power.get("image_bytes").and_then(Value::as_u64) {
+            lines.push(format!(
+                "image    {:.1} MiB on disk (CRIU checkpoint; no process runs)",
+                image as f64 / 1048576.0
+            ));
+        }
         if let (Some(mem), Some(swap)) = (
             power.get("memory_bytes").and_then(Value::as_u64),
             power.get("swap_bytes").and_then(Value::as_u64),

@@ -50,6 +50,14 @@ pub struct ServeArgs {
     /// own expiry policy. Default: no cap.
     #[arg(long, env = "BURROW_MAX_SANDBOX_AGE", value_parser = crate::args::duration)]
     pub max_sandbox_age: Option<std::time::Duration>,
+    /// Time in warm standby after which a sandbox goes to deep standby (CRIU checkpoint to disk,
+    /// no RAM held; `10m`, plain seconds; 0 = never).
+    #[arg(long, env = "BURROW_DEEP_AFTER", default_value = "600", value_parser = crate::args::duration)]
+    pub deep_after: std::time::Duration,
+    /// On SIGTERM/SIGINT, checkpoint every sandbox in warm standby to disk (deep standby) so it
+    /// survives a host reboot (`--deep-on-shutdown false` to skip).
+    #[arg(long, env = "BURROW_DEEP_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub deep_on_shutdown: bool,
 }
 
 pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -80,6 +88,8 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
             .map(|mb| mb.saturating_mul(1 << 20))
             .unwrap_or_else(|| burrow_server::ServerConfig::default().zram_bytes),
         max_sandbox_age: args.max_sandbox_age.filter(|age| !age.is_zero()),
+        deep_after: args.deep_after,
+        deep_on_shutdown: args.deep_on_shutdown,
         ..burrow_server::ServerConfig::default()
     };
     let shutdown = async {

@@ -111,6 +111,7 @@ pub fn spec(id: &str, rootfs: &Path) -> SandboxSpec {
         access_token: None,
         default_user: "user".to_owned(),
         default_workdir: None,
+        zdr: false,
     }
 }
 

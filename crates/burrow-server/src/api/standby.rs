@@ -17,7 +17,9 @@ use crate::state::AppState;
 const MAX_LEASE_SECS: u64 = 86_400;
 const MAX_REASON_CHARS: usize = 200;
 
-/// Put the sandbox to standby now (a no-op if it already sleeps).
+/// Put the sandbox to standby now: warm (frozen, memory in zram) or, with `{"deep": true}`,
+/// deep (CRIU checkpoint to disk, no process left; from awake or warm). A no-op if it already
+/// sleeps in that tier.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/standby", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id")),
     request_body(content = Option<StandbyRequest>, description = "Optional; `{\"deep\":true}` asks for a CRIU checkpoint"),
@@ -27,7 +29,7 @@ const MAX_REASON_CHARS: usize = 200;
         (status = 404, description = "`sandbox_not_found`", body = ApiError),
         (status = 409, description = "`sandbox_not_running`", body = ApiError),
         (status = 500, description = "`standby_failed`", body = ApiError),
-        (status = 501, description = "`standby_failed`: deep standby is not available", body = ApiError),
+        (status = 501, description = "`standby_failed`: deep standby is not available (runtime or sandbox under `BURROW_NETNS_MODE=host`)", body = ApiError),
     ))]
 pub async fn standby(
     State(state): State<AppState>,
@@ -52,7 +54,8 @@ pub async fn standby(
     )))
 }
 
-/// Wake the sandbox (a no-op if it is awake); counts as activity.
+/// Wake the sandbox (thaw, or CRIU restore from deep standby; a no-op if it is awake); counts
+/// as activity.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes",
     params(("id" = String, Path, description = "Sandbox id")),
     responses(

@@ -47,6 +47,9 @@ pub struct DumpRequest<'a> {
     /// Let the tree run on after the dump (default false: criu kills it once dumped).
     pub leave_running: bool,
     pub tcp_established: bool,
+    /// Drop connections not yet accepted (a frozen listener's kernel still completes
+    /// handshakes; CRIU refuses them otherwise: "In-flight connection"). Default true.
+    pub tcp_skip_in_flight: bool,
     pub ext_unix_sk: bool,
     pub file_locks: bool,
     /// Freezer cgroup criu should freeze the tree with (more reliable than seizing task by task
@@ -54,6 +57,9 @@ pub struct DumpRequest<'a> {
     pub freeze_cgroup: Option<PathBuf>,
     /// criu log level 0..=4 for `dump.log` in the images dir.
     pub log_level: i32,
+    /// Directories (inside the dumped mount namespace) CRIU searches for the path of an
+    /// inotify-watched inode it cannot open by file handle (e.g. on overlayfs).
+    pub irmap_scan_paths: Vec<String>,
 }
 
 impl<'a> DumpRequest<'a> {
@@ -65,10 +71,12 @@ impl<'a> DumpRequest<'a> {
             external: Vec::new(),
             leave_running: false,
             tcp_established: true,
+            tcp_skip_in_flight: true,
             ext_unix_sk: true,
             file_locks: true,
             freeze_cgroup: None,
             log_level: 2,
+            irmap_scan_paths: Vec::new(),
         }
     }
 
@@ -85,6 +93,8 @@ impl<'a> DumpRequest<'a> {
             pid: Some(self.pid),
             leave_running: Some(self.leave_running),
             tcp_established: Some(self.tcp_established),
+            tcp_skip_in_flight: Some(self.tcp_skip_in_flight),
+            irmap_scan_paths: self.irmap_scan_paths.clone(),
             ext_unix_sk: Some(self.ext_unix_sk),
             file_locks: Some(self.file_locks),
             shell_job: Some(false),
@@ -109,7 +119,7 @@ impl<'a> DumpRequest<'a> {
 #[derive(Debug)]
 pub struct RestoreRequest<'a> {
     pub images_dir: BorrowedFd<'a>,
-    /// The sandbox's root filesystem, mounted (e.g. the overlay at sandboxes/<id>/rootfs).
+    /// The sandbox's root filesystem, mounted where the worker sees it (its mount namespace).
     pub root: PathBuf,
     /// `mnt[<key>]:<host path>` entries for external bind mounts.
     pub external: Vec<String>,
@@ -153,10 +163,15 @@ impl<'a> RestoreRequest<'a> {
 
     fn to_opts(&self, worker: &Worker) -> Result<CriuOpts, CriuError> {
         check_log_level(self.log_level)?;
-        if !self.root.is_absolute() || !self.root.is_dir() {
+        // Checked where criu will look: the worker may live in a mount namespace of its own.
+        let in_worker = Path::new(&format!("/proc/{}/root", worker.pid()))
+            .join(self.root.strip_prefix("/").unwrap_or(&self.root));
+        if !self.root.is_absolute() || !in_worker.is_dir() {
             return Err(CriuError::Invalid(format!(
-                "restore root {} must be an existing absolute directory",
-                self.root.display()
+                "restore root {} must be an existing absolute directory (in the mount \
+                 namespace of criu worker {})",
+                self.root.display(),
+                worker.pid()
             )));
         }
         Ok(CriuOpts {
@@ -232,7 +247,19 @@ impl Worker {
 
     /// Restores a checkpoint; returns once criu reports the tree running.
     pub fn restore(self, req: &RestoreRequest<'_>) -> Result<RestoreOutcome, CriuError> {
-        let opts = req.to_opts(&self)?;
+        self.restore_notified(req, &mut |_, _| {})
+    }
+
+    /// [`Worker::restore`] with criu's notifications: `on_notify(script, pid)` runs at each
+    /// stage (`"setup-namespaces"` with the root task's host pid once its namespaces exist,
+    /// `"post-restore"`, ...) while criu waits; it should return quickly.
+    pub fn restore_notified(
+        self,
+        req: &RestoreRequest<'_>,
+        on_notify: &mut dyn FnMut(&str, Option<i32>),
+    ) -> Result<RestoreOutcome, CriuError> {
+        let mut opts = req.to_opts(&self)?;
+        opts.notify_scripts = Some(true);
         for dir in &req.join_cgroups {
             cgroup::add_proc(dir, self.pid() as i32).map_err(|source| CriuError::Cgroup {
                 pid: self.pid(),
@@ -240,11 +267,14 @@ impl Worker {
             })?;
         }
         let start = Instant::now();
-        let resp = self.call(&CriuReq {
-            r#type: ReqType::Restore as i32,
-            opts: Some(opts),
-            ..Default::default()
-        })?;
+        let resp = self.call_notified(
+            &CriuReq {
+                r#type: ReqType::Restore as i32,
+                opts: Some(opts),
+                ..Default::default()
+            },
+            on_notify,
+        )?;
         expect_success("restore", &resp, Some((req.images_dir, RESTORE_LOG)))?;
         let pid = resp
             .restore

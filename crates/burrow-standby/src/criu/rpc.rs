@@ -98,6 +98,10 @@ pub struct CriuOpts {
     pub inherit_fd: Vec<InheritFd>,
     #[prost(enumeration = "CgMode", optional, tag = "34")]
     pub manage_cgroups_mode: Option<i32>,
+    /// `--irmap-scan-path`: where to look for the paths of inotify-watched inodes that cannot
+    /// be opened by file handle (overlayfs).
+    #[prost(string, repeated, tag = "36")]
+    pub irmap_scan_paths: Vec<String>,
     #[prost(string, repeated, tag = "37")]
     pub external: Vec<String>,
     #[prost(message, repeated, tag = "39")]
@@ -106,6 +110,9 @@ pub struct CriuOpts {
     pub freeze_cgroup: Option<String>,
     #[prost(uint32, optional, tag = "45")]
     pub timeout: Option<u32>,
+    /// `--tcp-skip-in-flight`: connections still in a listener's accept queue are dropped.
+    #[prost(bool, optional, tag = "46")]
+    pub tcp_skip_in_flight: Option<bool>,
     #[prost(bool, optional, tag = "48")]
     pub lazy_pages: Option<bool>,
     #[prost(enumeration = "NetworkLockMethod", optional, tag = "64")]

@@ -180,8 +180,17 @@ impl Worker {
 
     /// Sends one request and returns the final response, answering NOTIFY callbacks with
     /// "continue". Consumes the worker: swrk exits after one request.
-    pub(crate) fn call(mut self, req: &CriuReq) -> Result<CriuResp, CriuError> {
-        let result = self.exchange(req);
+    pub(crate) fn call(self, req: &CriuReq) -> Result<CriuResp, CriuError> {
+        self.call_notified(req, &mut |_, _| {})
+    }
+
+    /// [`Worker::call`], telling `on_notify(script, pid)` about each NOTIFY before answering it.
+    pub(crate) fn call_notified(
+        mut self,
+        req: &CriuReq,
+        on_notify: &mut dyn FnMut(&str, Option<i32>),
+    ) -> Result<CriuResp, CriuError> {
+        let result = self.exchange(req, on_notify);
         let Some(mut child) = self.child.take() else {
             return Err(CriuError::Protocol("worker already used".into()));
         };
@@ -207,7 +216,11 @@ impl Worker {
         Ok(result)
     }
 
-    fn exchange(&mut self, req: &CriuReq) -> Result<CriuResp, CriuError> {
+    fn exchange(
+        &mut self,
+        req: &CriuReq,
+        on_notify: &mut dyn FnMut(&str, Option<i32>),
+    ) -> Result<CriuResp, CriuError> {
         let pid = self.pid();
         set_recv_timeout(&self.socket, self.timeout)
             .map_err(|source| CriuError::Socket { pid, source })?;
@@ -229,6 +242,7 @@ impl Worker {
                     .and_then(|n| n.script.clone())
                     .unwrap_or_default();
                 tracing::debug!(worker = pid, %script, "criu notify");
+                on_notify(&script, resp.notify.as_ref().and_then(|n| n.pid));
                 let ack = CriuReq {
                     r#type: ReqType::Notify as i32,
                     notify_success: Some(true),
