@@ -49,6 +49,10 @@ pub struct ServerConfig {
     /// On graceful shutdown, every sandbox in warm standby goes to deep standby (so it
     /// survives a host reboot). Default true.
     pub deep_on_shutdown: bool,
+    /// While the host's `MemAvailable` is below this many bytes, sandboxes in warm standby go
+    /// to deep standby (longest asleep first) without waiting for `deep_after`; 0 = never.
+    /// Default 5 % of RAM.
+    pub deep_below_available: u64,
 }
 
 /// The HTTPS listener.
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             meter_interval: std::time::Duration::from_secs(5),
             deep_after: std::time::Duration::from_secs(600),
             deep_on_shutdown: true,
+            deep_below_available: crate::standby::default_deep_below_available(),
         }
     }
 }

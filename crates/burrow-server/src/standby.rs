@@ -251,30 +251,77 @@ pub async fn idle_loop(state: AppState) {
     }
 }
 
-/// Sends sandboxes that have been in warm standby for `--deep-after` to deep standby, one at a
-/// time (a checkpoint takes a core for ~0.1-0.3 s); the next tick takes the next one.
+/// Sends a sandbox from warm to deep standby, one at a time (a checkpoint takes a core for
+/// ~0.1 s); the next tick takes the next one. Which one: under host memory pressure
+/// (`MemAvailable` below `--deep-below-available-mb`) the one asleep the longest, whatever
+/// `--deep-after` says; otherwise one that has been in warm standby for `--deep-after`.
 fn deep_after_tick(state: &AppState) {
-    let after = state.config.deep_after;
-    if after.is_zero() || state.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox {
+    if state.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox {
         return;
     }
     let all = state.power.all();
     if all.iter().any(|(_, p)| p.power() == Power::FallingAsleep) {
         return;
     }
-    let Some((id, _)) = all
+    let mut warm: Vec<_> = all
         .into_iter()
-        .find(|(id, p)| p.deep_due(after) && state.runtime.can_checkpoint(id).is_ok())
-    else {
+        .filter_map(|(id, p)| match p.power() {
+            Power::Asleep {
+                since,
+                tier: burrow_types::StandbyTier::Warm,
+            } if p.deep_due(Duration::ZERO) => Some((since, id)),
+            _ => None,
+        })
+        .collect();
+    if warm.is_empty() {
+        return;
+    }
+    let after = state.config.deep_after;
+    let (wanted_warm_for, why) = if under_memory_pressure(state.config.deep_below_available) {
+        warm.sort();
+        (Duration::ZERO, "host memory pressure")
+    } else if after.is_zero() {
+        return;
+    } else {
+        (after, "deep-after")
+    };
+    let Some(id) = warm.into_iter().map(|(_, id)| id).find(|id| {
+        state
+            .power
+            .get(id)
+            .is_some_and(|p| p.deep_due(wanted_warm_for))
+            && state.runtime.can_checkpoint(id).is_ok()
+    }) else {
         return;
     };
     let state = state.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::service::deep_standby(&state, &id, Some(after)).await {
-            tracing::warn!(
-                sandbox = id,
-                "deep standby after {after:?} in warm standby failed: {e}"
-            );
+        if let Err(e) = crate::service::deep_standby(&state, &id, Some(wanted_warm_for)).await {
+            tracing::warn!(sandbox = id, "deep standby ({why}) failed: {e}");
         }
     });
+}
+
+/// Whether the host's `MemAvailable` is below `threshold` bytes (0 = never).
+fn under_memory_pressure(threshold: u64) -> bool {
+    threshold > 0 && mem_available().is_some_and(|available| available < threshold)
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// The default `--deep-below-available-mb`: 5 % of the host's RAM.
+pub fn default_deep_below_available() -> u64 {
+    default_zram_bytes() / 5
 }

@@ -745,3 +745,50 @@ async fn host_netns_mode_refuses_deep_standby() {
     assert_eq!(api.exec(id, "echo ok").await, ("ok\n".to_string(), 0));
     server.stop().await;
 }
+
+/// Under host memory pressure (here: a threshold above any host's MemAvailable) a sandbox in
+/// warm standby goes deep at once, although `deep_after` is "never"; it restores intact.
+#[tokio::test]
+async fn memory_pressure_sends_warm_sandboxes_deep() {
+    if std::env::var_os(CHILD_DIR_VAR).is_some() {
+        return;
+    }
+    let dir = common::TestEnv::new();
+    if !install_test_template(dir.path()) || !criu_available() {
+        return;
+    }
+    let mut config = common::config(dir.path());
+    config.deep_after = Duration::ZERO;
+    config.deep_below_available = u64::MAX;
+    let server = TestServer::start_with(config).await;
+    let api = Api::of(&server);
+    let sb = api.create(json!({"idle_timeout": 0})).await;
+    let id = sb["id"].as_str().unwrap().to_string();
+    let (_, code) = api
+        .exec(&id, "echo 'under pressure' > /home/user/p.txt")
+        .await;
+    assert_eq!(code, 0);
+    // Awake sandboxes are left alone: pressure only moves sleeping ones to disk.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(api.sandbox(&id).await["state"], "running");
+    api.standby(&id, false).await;
+    let start = Instant::now();
+    loop {
+        let sb = api.sandbox(&id).await;
+        if sb["power"]["tier"] == "deep" {
+            assert_deep(&sb);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still not deep under memory pressure: {sb}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(processes(&id), 0);
+    assert_eq!(
+        api.exec(&id, "cat /home/user/p.txt").await,
+        ("under pressure\n".to_string(), 0)
+    );
+    server.stop().await;
+}

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// survives a host reboot (`--deep-on-shutdown false` to skip).
     #[arg(long, env = "BURROW_DEEP_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set)]
     pub deep_on_shutdown: bool,
+    /// Memory pressure: while the host's MemAvailable is below this many MiB, sandboxes in warm
+    /// standby go to deep standby, longest asleep first (default: 5 % of RAM; 0 = never).
+    #[arg(long, env = "BURROW_DEEP_BELOW_AVAILABLE_MB")]
+    pub deep_below_available_mb: Option<u64>,
 }
 
 pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -90,6 +94,10 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         max_sandbox_age: args.max_sandbox_age.filter(|age| !age.is_zero()),
         deep_after: args.deep_after,
         deep_on_shutdown: args.deep_on_shutdown,
+        deep_below_available: args
+            .deep_below_available_mb
+            .map(|mb| mb.saturating_mul(1 << 20))
+            .unwrap_or_else(|| burrow_server::ServerConfig::default().deep_below_available),
         ..burrow_server::ServerConfig::default()
     };
     let shutdown = async {
