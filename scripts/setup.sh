@@ -26,7 +26,8 @@ echo "==> default template 'base' (debootstrap; cached after the first build)"
 if pid=$(pgrep -x -f "$PREFIX/bin/burrow serve.*" 2>/dev/null); then
   echo "==> stopping the running server ($pid)"
   kill $pid || true
-  for _ in $(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+  # A graceful stop checkpoints sleeping sandboxes to disk (deep standby): up to ~60 s.
+  for _ in $(seq 700); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 fi
 
 echo "==> starting burrow serve on $LISTEN (log: /var/log/burrow.log)"

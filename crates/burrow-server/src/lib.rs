@@ -102,9 +102,10 @@ impl Server {
             .await
             .map_err(ServeError::io(format!("listening on {}", config.listen)))?;
         let zram_bytes = config.zram_bytes;
-        let swap = tokio::task::spawn_blocking(move || standby::setup_swap(zram_bytes))
+        let mut swap = tokio::task::spawn_blocking(move || standby::setup_swap(zram_bytes))
             .await
             .map_err(|e| ServeError::Config(format!("zram set-up task: {e}")))?;
+        swap.drop_cache = config.standby_drop_cache;
         let state = AppState {
             config: Arc::new(config),
             store,

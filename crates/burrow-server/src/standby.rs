@@ -33,6 +33,8 @@ pub enum StandbyError {
 pub struct SwapTarget {
     /// Page-out is on only when burrow's zram is the only active swap (never plain disk swap).
     pub pageout: bool,
+    /// After page-out, also evict the page cache charged to the sandbox (`--standby-drop-cache`).
+    pub drop_cache: bool,
 }
 
 /// Makes sure burrow's zram swap is active (`bytes` = 0 disables page-out). A zram swap that is
@@ -41,24 +43,36 @@ pub struct SwapTarget {
 pub fn setup_swap(bytes: u64) -> SwapTarget {
     if bytes == 0 {
         tracing::info!("page-out disabled (zram size 0): warm standby only freezes");
-        return SwapTarget { pageout: false };
+        return SwapTarget {
+            pageout: false,
+            drop_cache: false,
+        };
     }
     let others = other_swaps();
     if !others.is_empty() {
         tracing::warn!(
             "swap {others:?} is active besides zram; page-out is disabled so sandbox memory never reaches it"
         );
-        return SwapTarget { pageout: false };
+        return SwapTarget {
+            pageout: false,
+            drop_cache: false,
+        };
     }
     match zram::active_swap_size(ZRAM_DEVICE) {
         Ok(Some(size)) => {
             tracing::info!(size, "using the active zram swap /dev/zram{ZRAM_DEVICE}");
-            return SwapTarget { pageout: true };
+            return SwapTarget {
+                pageout: true,
+                drop_cache: false,
+            };
         }
         Ok(None) => {}
         Err(e) => {
             tracing::warn!("cannot read /proc/swaps ({e}); page-out disabled");
-            return SwapTarget { pageout: false };
+            return SwapTarget {
+                pageout: false,
+                drop_cache: false,
+            };
         }
     }
     let config = zram::ZramConfig {
@@ -69,11 +83,17 @@ pub fn setup_swap(bytes: u64) -> SwapTarget {
     match zram::ensure(&config) {
         Ok(outcome) => {
             tracing::info!(bytes, ?outcome, "zram swap ready for warm standby");
-            SwapTarget { pageout: true }
+            SwapTarget {
+                pageout: true,
+                drop_cache: false,
+            }
         }
         Err(e) => {
             tracing::warn!("zram swap unavailable ({e}); warm standby only freezes");
-            SwapTarget { pageout: false }
+            SwapTarget {
+                pageout: false,
+                drop_cache: false,
+            }
         }
     }
 }
@@ -108,6 +128,7 @@ pub async fn freeze(runtime: &Runtime, id: &str, swap: &SwapTarget) -> Result<()
     let freezer_dir = runtime.cgroup_dir("freezer", id);
     let memcg = runtime.cgroup_dir("memory", id);
     let pageout_on = swap.pageout;
+    let drop_cache = swap.drop_cache;
     let id = id.to_string();
     tokio::task::spawn_blocking(move || {
         freezer::Freezer::open(&freezer_dir)?.freeze(FREEZE_TIMEOUT)?;
@@ -123,7 +144,13 @@ pub async fn freeze(runtime: &Runtime, id: &str, swap: &SwapTarget) -> Result<()
                 // Still a valid (frozen) standby, only with more resident memory.
                 Err(e) => tracing::warn!(sandbox = id, "page-out failed: {e}"),
             }
-            // Then the page cache still charged to it (files it read), which page-out leaves.
+        }
+        // Only with page-out on: force_empty also swaps what anonymous memory is left, and
+        // that must only ever go to burrow's zram.
+        if pageout_on && drop_cache {
+            // The page cache still charged to it (files it read), which page-out leaves. Clean
+            // cache is reclaimable anyway, and much of it is template files shared with other
+            // sandboxes: dropping it costs the wake re-reading them (~10 ms for python).
             match burrow_standby::reclaim::reclaim_memcg(&memcg) {
                 Ok(report) => tracing::debug!(sandbox = id, ?report, "reclaimed"),
                 Err(e) => tracing::warn!(sandbox = id, "reclaim failed: {e}"),
