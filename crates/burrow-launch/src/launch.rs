@@ -101,6 +101,9 @@ fn run(spec: &LaunchSpec, phases: &mut Phases, init_pid_out: &mut Option<i32>) -
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )?;
+    if spec.own_netns.is_some() {
+        own_netns::remember_host_netns()?;
+    }
     let netns = sys::open_path(&spec.netns_path, libc::O_RDONLY)?;
     // SAFETY: `netns` is an open namespace file descriptor.
     let r = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };

@@ -514,7 +514,8 @@ impl Runtime {
                 slot = slot.k,
                 "network pool empty: building a slot on the create path"
             );
-            let built = tokio::task::spawn_blocking(move || net::create_slots(&[slot])).await;
+            let kind = self.shared.slot_kind();
+            let built = tokio::task::spawn_blocking(move || net::create_slots(&[slot], kind)).await;
             let built = built
                 .map_err(|e| RuntimeError::Launch(format!("slot build panicked: {e}")))
                 .and_then(|r| r);
@@ -545,6 +546,11 @@ impl Runtime {
                 .map_err(|e| RuntimeError::Launch(format!("prepare panicked: {e}")))??;
         if self.shared.netns_mode == NetnsMode::Sandbox {
             checkpoint::save_launch_spec(&self.sandbox_dir(&spec.id), &launch_spec)?;
+            // The launcher creates the host end: one left from a Full slot would be in the way.
+            let veth = slot.host_veth();
+            if Path::new("/sys/class/net").join(&veth).exists() {
+                crate::host::run_command("ip", &["link", "del", &veth], None)?;
+            }
         }
         let prepared = t.elapsed();
         let report = run_launcher(&self.shared.config.launcher_path, &launch_spec).await?;
@@ -661,6 +667,7 @@ fn prepare_host(
             .iter()
             .map(|k| Slot::new(naming, *k))
             .collect::<Vec<_>>(),
+        slot_kind(netns_mode),
     )?;
     alloc.ready.extend(ready_now);
     Ok(Shared {
@@ -681,6 +688,18 @@ fn prepare_host(
 impl Shared {
     fn cgroups(&self, id: &str) -> Cgroups {
         Cgroups::new(&self.cgroup_root, &self.naming.cgroup_parent(), id)
+    }
+
+    fn slot_kind(&self) -> net::SlotKind {
+        slot_kind(self.netns_mode)
+    }
+}
+
+/// Pool slots of sandbox netns mode hold no veth: the launcher creates it in place.
+fn slot_kind(mode: NetnsMode) -> net::SlotKind {
+    match mode {
+        NetnsMode::Host => net::SlotKind::Full,
+        NetnsMode::Sandbox => net::SlotKind::NetnsOnly,
     }
 }
 
@@ -706,7 +725,8 @@ async fn fill_pool_forever(shared: Weak<Shared>) {
                 .map(|k| Slot::new(strong.naming, *k))
                 .collect();
             let build = slots.clone();
-            let result = tokio::task::spawn_blocking(move || net::create_slots(&build)).await;
+            let kind = strong.slot_kind();
+            let result = tokio::task::spawn_blocking(move || net::create_slots(&build, kind)).await;
             let ok = matches!(result, Ok(Ok(())));
             if !ok {
                 tracing::error!(?result, "building network slots failed");
@@ -828,6 +848,7 @@ fn prepare_sandbox(
             address: slot.sandbox_ip(),
             prefix_len: 30,
             gateway: slot.host_ip(),
+            host_veth: Some(slot.host_veth()),
         }),
         ca_bundle: shared.ca_bundle.clone(),
         launcher_path: Some(shared.config.launcher_path.clone()),
@@ -1221,7 +1242,8 @@ fn recreate_after_reboot(dir: &Path, cgroups: &Cgroups, slot: Slot) -> Result<()
             "restoring after a reboot: rebuilding the network slot"
         );
         net::delete_slot(slot)?;
-        net::create_slots(&[slot])?;
+        // Full: the restore moves the parked-then-lost eth0's replacement from the slot netns.
+        net::create_slots(&[slot], net::SlotKind::Full)?;
     }
     Ok(())
 }
