@@ -151,7 +151,7 @@ fn dump_and_restore_in_a_user_namespace_with_host_owned_netns() {
 }
 
 #[test]
-#[ignore = "dump works, restore does not yet: join_ns user over RPC is refused (EBADRQC) (docs/standby.md)"]
+#[ignore = "restore into held namespaces: CRIU 4.2.1 still creates a new userns, which may not setns into the held netns (EPERM); docs/standby.md"]
 fn dump_and_restore_in_a_user_namespace_with_userns_owned_netns() {
     userns_cycle(true);
 }
