@@ -615,6 +615,12 @@ fn prepare_host(
     // Only root needs in: sandbox inits reach their root through an fd, never by this path.
     set_mode(&sandboxes_dir, 0o700)?;
     let instance = Instance::claim(&config.data_dir)?;
+    // This data dir is ours now: pinned binaries of earlier versions no checkpoint needs go.
+    binaries::collect_unused(
+        &config.data_dir,
+        &sandboxes_dir,
+        &[&config.launcher_path, &config.agent_path],
+    );
     let naming = instance.naming();
     tracing::info!(instance = naming.0, "runtime instance claimed");
     let cgroup_root = PathBuf::from(CGROUP_ROOT);
