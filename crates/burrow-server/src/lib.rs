@@ -42,6 +42,7 @@ pub use config::{DEFAULT_LISTEN, ServerConfig, TlsConfig};
 pub use error::ServeError;
 pub use keys::CLIENT_KEY_FILE;
 pub use openapi::document as openapi_document;
+pub use standby::ZRAM_DEVICE;
 
 use crate::error::HttpError;
 use crate::state::AppState;

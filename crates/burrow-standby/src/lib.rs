@@ -15,6 +15,7 @@
 pub mod cgroup;
 pub mod criu;
 pub mod freezer;
+pub mod meminfo;
 pub mod pageout;
 pub mod reclaim;
 pub mod zram;

@@ -12,6 +12,8 @@ use clap::{Args, ValueEnum};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
+use burrow_server::ZRAM_DEVICE;
+
 use super::bench::{exec_true, id_of};
 use super::bench_resume::{PORT as COUNTER_PORT, start_counter};
 use crate::client::ApiClient;
@@ -334,24 +336,18 @@ impl HostSample {
     fn take(data_dir: &Path) -> Option<Self> {
         // Flush delayed allocations so the file system's usage is current.
         rustix::fs::sync();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let kib = |key: &str| {
-            meminfo.lines().find_map(|l| {
-                l.strip_prefix(key)?
-                    .strip_prefix(':')?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-        };
-        let ram_used = (kib("MemTotal")? - kib("MemAvailable")?) * 1024;
+        let meminfo = burrow_standby::meminfo::Meminfo::read().ok()?;
+        let ram_used = meminfo.bytes("MemTotal")? - meminfo.bytes("MemAvailable")?;
         let kernel = ["SUnreclaim", "KernelStack", "PageTables", "Percpu"]
             .iter()
-            .map(|k| kib(k).unwrap_or(0))
-            .sum::<u64>()
-            * 1024;
-        let (zram_used, zram_orig, zram_compressed) = zram_mm_stat().unwrap_or((0, 0, 0));
+            .map(|k| meminfo.bytes(k).unwrap_or(0))
+            .sum::<u64>();
+        let zram = burrow_standby::zram::stats(ZRAM_DEVICE).unwrap_or_default();
+        let (zram_used, zram_orig, zram_compressed) = (
+            zram.mem_used_total,
+            zram.orig_data_size,
+            zram.compr_data_size,
+        );
         let fs = rustix::fs::statvfs(data_dir.join("sandboxes")).ok()?;
         let disk_used = (fs.f_blocks - fs.f_bfree) * fs.f_frsize;
         let image: PathBuf = data_dir.join("sandboxes.img");
@@ -369,16 +365,6 @@ impl HostSample {
             image_allocated,
         })
     }
-}
-
-/// `(mem_used_total, orig_data_size, compr_data_size)` of `/dev/zram0`.
-fn zram_mm_stat() -> Option<(u64, u64, u64)> {
-    let stat = std::fs::read_to_string("/sys/block/zram0/mm_stat").ok()?;
-    let f: Vec<u64> = stat
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    Some((*f.get(2)?, *f.first()?, *f.get(1)?))
 }
 
 fn mib(bytes: f64) -> String {
