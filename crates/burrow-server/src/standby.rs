@@ -112,15 +112,24 @@ fn other_swaps() -> Vec<String> {
 
 /// A quarter of the host's RAM: the default zram size.
 pub fn default_zram_bytes() -> u64 {
+    host_ram_bytes().map_or(1 << 30, |ram| ram / 4)
+}
+
+/// The default `--deep-below-available-mb`: 5 % of the host's RAM.
+pub fn default_deep_below_available() -> u64 {
+    host_ram_bytes().map_or(256 << 20, |ram| ram / 20)
+}
+
+fn host_ram_bytes() -> Option<u64> {
     let mut info = std::mem::MaybeUninit::<libc::sysinfo>::uninit();
     // SAFETY: sysinfo only writes into the struct we pass.
     let rc = unsafe { libc::sysinfo(info.as_mut_ptr()) };
     if rc != 0 {
-        return 1 << 30;
+        return None;
     }
     // SAFETY: sysinfo returned 0, so it filled the struct.
     let info = unsafe { info.assume_init() };
-    info.totalram.saturating_mul(u64::from(info.mem_unit)) / 4
+    Some(info.totalram.saturating_mul(u64::from(info.mem_unit)))
 }
 
 /// Freezes the sandbox and, if enabled, pages its memory out. A failed freeze leaves it thawed.
@@ -296,7 +305,7 @@ fn deep_after_tick(state: &AppState) {
             Power::Asleep {
                 since,
                 tier: burrow_types::StandbyTier::Warm,
-            } if p.deep_due(Duration::ZERO) => Some((since, id)),
+            } if p.deep_due(Duration::ZERO) => Some((since, id, p)),
             _ => None,
         })
         .collect();
@@ -305,20 +314,17 @@ fn deep_after_tick(state: &AppState) {
     }
     let after = state.config.deep_after;
     let (wanted_warm_for, why) = if under_memory_pressure(state.config.deep_below_available) {
-        warm.sort();
+        warm.sort_by_key(|(since, _, _)| *since);
         (Duration::ZERO, "host memory pressure")
     } else if after.is_zero() {
         return;
     } else {
         (after, "deep-after")
     };
-    let Some(id) = warm.into_iter().map(|(_, id)| id).find(|id| {
-        state
-            .power
-            .get(id)
-            .is_some_and(|p| p.deep_due(wanted_warm_for))
-            && state.runtime.can_checkpoint(id).is_ok()
-    }) else {
+    let Some((_, id, _)) = warm
+        .into_iter()
+        .find(|(_, id, p)| p.deep_due(wanted_warm_for) && state.runtime.can_checkpoint(id).is_ok())
+    else {
         return;
     };
     let state = state.clone();
@@ -331,24 +337,9 @@ fn deep_after_tick(state: &AppState) {
 
 /// Whether the host's `MemAvailable` is below `threshold` bytes (0 = never).
 fn under_memory_pressure(threshold: u64) -> bool {
-    threshold > 0 && mem_available().is_some_and(|available| available < threshold)
-}
-
-/// `MemAvailable` from /proc/meminfo, in bytes.
-fn mem_available() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
-/// The default `--deep-below-available-mb`: 5 % of the host's RAM.
-pub fn default_deep_below_available() -> u64 {
-    default_zram_bytes() / 5
+    threshold > 0
+        && burrow_standby::meminfo::Meminfo::read()
+            .ok()
+            .and_then(|m| m.bytes("MemAvailable"))
+            .is_some_and(|available| available < threshold)
 }
