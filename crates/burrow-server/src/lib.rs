@@ -55,7 +55,6 @@ pub struct Server {
     /// The HTTPS listener (same routes), if configured.
     tls: Option<tls::BoundTls>,
     e2b: Arc<e2b::E2bService>,
-    e2b_lifecycles: Arc<e2b::lifecycle::Lifecycles>,
 }
 
 impl Server {
@@ -107,6 +106,10 @@ impl Server {
             .await
             .map_err(|e| ServeError::Config(format!("zram set-up task: {e}")))?;
         swap.drop_cache = config.standby_drop_cache;
+        let e2b_lifecycles = Arc::new(
+            e2b::lifecycle::Lifecycles::load(&config.data_dir)
+                .map_err(|e| ServeError::Config(e.to_string()))?,
+        );
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -117,6 +120,7 @@ impl Server {
             swap: Arc::new(swap),
             metrics: Arc::default(),
             sampler: Arc::default(),
+            e2b_lifecycles: e2b_lifecycles.clone(),
         };
         let tls = match &state.config.tls {
             Some(tls_config) => {
@@ -125,12 +129,8 @@ impl Server {
             None => None,
         };
         service::reconcile(&state).await?;
-        let e2b_lifecycles = Arc::new(
-            e2b::lifecycle::Lifecycles::load(&state.config.data_dir)
-                .map_err(|e| ServeError::Config(e.to_string()))?,
-        );
         e2b_lifecycles.retain_known(&state.store.sandbox_ids().await?);
-        let e2b = Arc::new(e2b::E2bService::new(state.clone(), e2b_lifecycles.clone()));
+        let e2b = Arc::new(e2b::E2bService::new(state.clone()));
         let e2b_router = e2b::E2bRouter::new(&state.config.domain, burrow_e2b::router(e2b.clone()));
         Ok(Self {
             listener,
@@ -138,7 +138,6 @@ impl Server {
             state,
             tls,
             e2b,
-            e2b_lifecycles,
         })
     }
 
@@ -176,7 +175,7 @@ impl Server {
         let _meter = AbortOnDrop(tokio::spawn(metering::meter_loop(self.state.clone())));
         let e2b_timeouts = AbortOnDrop(tokio::spawn(e2b::run_timeouts(
             self.e2b.clone(),
-            self.e2b_lifecycles.clone(),
+            self.state.e2b_lifecycles.clone(),
         )));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

@@ -145,7 +145,7 @@ async fn sandbox_ip(state: &AppState, id: &str) -> Option<(Ipv4Addr, Arc<Activit
         return None;
     }
     // E2B: a sandbox paused through the E2B API without autoResume is not woken by traffic.
-    if !crate::e2b::admit_traffic(&state.config.data_dir, id) {
+    if !state.e2b_lifecycles.admit_traffic(id, chrono::Utc::now()) {
         tracing::debug!(
             sandbox = id,
             "proxy: E2B-paused without autoResume, not waking"

@@ -23,4 +23,7 @@ pub struct AppState {
     pub metrics: Arc<crate::metering::Metrics>,
     /// The usage sampler's last readings.
     pub sampler: Arc<crate::metering::Sampler>,
+    /// E2B end times and pause state; the proxy asks it whether traffic may wake a sandbox
+    /// (E2B's `autoResume`).
+    pub e2b_lifecycles: Arc<crate::e2b::lifecycle::Lifecycles>,
 }

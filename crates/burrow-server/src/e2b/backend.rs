@@ -32,11 +32,10 @@ pub struct E2bService {
 }
 
 impl E2bService {
-    pub fn new(state: AppState, lifecycles: Arc<Lifecycles>) -> Self {
-        super::wake_gate::register(&state.config.data_dir, &lifecycles);
+    pub fn new(state: AppState) -> Self {
         Self {
+            lifecycles: state.e2b_lifecycles.clone(),
             state,
-            lifecycles,
             metrics: MetricsRing::default(),
             idempotency: tokio::sync::Mutex::default(),
         }

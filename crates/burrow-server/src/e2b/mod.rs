@@ -12,9 +12,7 @@ mod dispatch;
 pub mod lifecycle;
 pub mod metrics;
 mod timeouts;
-mod wake_gate;
 
 pub use backend::E2bService;
 pub use dispatch::{E2bRouter, route_e2b_api};
 pub use timeouts::run_timeouts;
-pub(crate) use wake_gate::admit_traffic;
