@@ -111,6 +111,15 @@ fn configure_inside(s: Slot) -> Result<(), RuntimeError> {
 pub fn delete_slot(s: Slot) -> Result<(), RuntimeError> {
     // Deleting the host end removes the pair at once; a dropped netns is torn down
     // asynchronously and would leave `bw<k>` around for a moment.
+    delete_host_veth(s)?;
+    if !s.netns_path().exists() {
+        return Ok(());
+    }
+    run_command("ip", &["netns", "del", &s.netns_name()], None)
+}
+
+/// Deletes slot `s`'s veth pair by its host end `bw<k>`, if there is one.
+pub fn delete_host_veth(s: Slot) -> Result<(), RuntimeError> {
     let veth = std::path::Path::new("/sys/class/net").join(s.host_veth());
     // The pair vanishes by itself when the sandbox-owned netns it was moved into is torn down,
     // possibly between the check and the delete: only a veth still there is an error.
@@ -120,10 +129,7 @@ pub fn delete_slot(s: Slot) -> Result<(), RuntimeError> {
     {
         return Err(e);
     }
-    if !s.netns_path().exists() {
-        return Ok(());
-    }
-    run_command("ip", &["netns", "del", &s.netns_name()], None)
+    Ok(())
 }
 
 /// Whether the kernel has brought `link` fully up (`operstate` "up"). A veth gets its carrier

@@ -547,10 +547,7 @@ impl Runtime {
         if self.shared.netns_mode == NetnsMode::Sandbox {
             checkpoint::save_launch_spec(&self.sandbox_dir(&spec.id), &launch_spec)?;
             // The launcher creates the host end: one left from a Full slot would be in the way.
-            let veth = slot.host_veth();
-            if Path::new("/sys/class/net").join(&veth).exists() {
-                crate::host::run_command("ip", &["link", "del", &veth], None)?;
-            }
+            net::delete_host_veth(slot)?;
         }
         let prepared = t.elapsed();
         let report = run_launcher(&self.shared.config.launcher_path, &launch_spec).await?;
