@@ -61,6 +61,18 @@ fn create_exec_list_info_rm() {
             .iter()
             .any(|s| s["id"] == id.as_str())
     );
+    // The template the sandbox was made from is listed.
+    let templates: serde_json::Value =
+        serde_json::from_str(&server.ok(&["template", "ls", "--json"])).unwrap();
+    assert!(
+        templates
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "base"),
+        "{templates}"
+    );
+    assert!(server.ok(&["template", "ls"]).contains("base"));
     let none = server.ok(&["ls", "--label", "suite=other", "--json"]);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&none).unwrap(),

@@ -64,8 +64,7 @@ pub async fn run(
         TemplateCommand::Build(args) if args.local => build_local(args, data_dir).await,
         TemplateCommand::Build(args) => build_remote(&api()?, args).await,
         TemplateCommand::Ls { json } => {
-            let list: Value = api()?.get_json("/v1/templates").await?;
-            let rows = list.as_array().cloned().unwrap_or_default();
+            let rows = list_templates(&api()?).await?;
             if json {
                 output::json(&Value::Array(rows));
             } else {
@@ -157,13 +156,21 @@ async fn build_local(args: BuildArgs, data_dir: &Path) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// `GET /v1/templates` answers `{"templates": [...]}`.
+async fn list_templates(api: &ApiClient) -> anyhow::Result<Vec<Value>> {
+    let list: Value = api.get_json("/v1/templates").await?;
+    match list.get("templates").and_then(Value::as_array) {
+        Some(rows) => Ok(rows.clone()),
+        None => anyhow::bail!("unexpected answer to GET /v1/templates: {list}"),
+    }
+}
+
 async fn build_remote(api: &ApiClient, args: BuildArgs) -> anyhow::Result<ExitCode> {
     if args.if_missing {
-        let list: Value = api.get_json("/v1/templates").await?;
-        let exists = list.as_array().is_some_and(|l| {
-            l.iter()
-                .any(|t| t.get("name").and_then(Value::as_str) == Some(&args.name))
-        });
+        let exists = list_templates(api)
+            .await?
+            .iter()
+            .any(|t| t.get("name").and_then(Value::as_str) == Some(&args.name));
         if exists {
             println!("template '{}' exists", args.name);
             return Ok(ExitCode::SUCCESS);
