@@ -158,11 +158,14 @@ pub async fn write(
                 Ok(bytes) => {
                     total += bytes.len() as u64;
                     if total > limit {
+                        // End the upload cleanly instead of failing it: a failed request stream
+                        // aborts the agent request, and the agent could still be writing the
+                        // prefix when the removal below ran. Ended, the agent answers once the
+                        // prefix is written, and the removal comes after.
                         flag.store(true, Ordering::SeqCst);
-                        Err(std::io::Error::other("upload exceeds the size limit"))
-                    } else {
-                        Ok(bytes)
+                        return;
                     }
+                    Ok(bytes)
                 }
                 Err(e) => Err(std::io::Error::other(e)),
             };
@@ -181,7 +184,7 @@ pub async fn write(
         .await;
     pump.abort();
     if too_large.load(Ordering::SeqCst) {
-        // The agent truncated the target and got a prefix; a partial file is worse than none.
+        // The agent wrote the prefix sent so far; a partial file is worse than none.
         if let Err(e) = client.remove(&q.path, q.user.as_deref()).await {
             tracing::warn!(
                 sandbox = id,
