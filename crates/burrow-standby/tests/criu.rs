@@ -102,11 +102,12 @@ fn dump_and_restore_three_cycles_keep_state_and_pids() {
         let mut notified = Vec::new();
         let restored = worker
             .restore_notified(&restore, &mut |script, pid| {
-                notified.push((script.to_owned(), pid))
+                notified.push((script.to_owned(), pid));
+                true
             })
             .unwrap();
         let to_pong = sb.time_to_pong(Duration::from_secs(5));
-        // The runtime moves eth0 into the new netns at "setup-namespaces" and waits for it at
+        // The runtime creates the veth pair into the new netns at "setup-namespaces" and waits at
         // "post-setup-namespaces": both must come, in order, naming the restored root task.
         let at = |name: &str| notified.iter().position(|(s, _)| s == name);
         let (setup, post) = (at("setup-namespaces"), at("post-setup-namespaces"));

@@ -135,6 +135,10 @@ pub struct RestoreRequest<'a> {
     /// `ns_file`: e.g. a bind mount of /proc/<pid>/ns/user kept from before the dump; for "user"
     /// `extra_opt` is "<uid>,<gid>" inside it).
     pub join_ns: Vec<JoinNamespace>,
+    /// Create the network namespace empty (no links, addresses, routes, sysctls or firewall
+    /// rules restored: `--empty-ns net`); the caller configures it, e.g. at the
+    /// "setup-namespaces" notification, before criu restores sockets.
+    pub empty_netns: bool,
     /// cgroup dirs (any v1 controller) the worker joins before restoring, so every restored task
     /// starts there, charges included.
     pub join_cgroups: Vec<PathBuf>,
@@ -154,6 +158,7 @@ impl<'a> RestoreRequest<'a> {
             file_locks: true,
             rst_sibling: false,
             lazy_pages: false,
+            empty_netns: false,
             join_cgroups: Vec::new(),
             join_ns: Vec::new(),
             mntns_compat_mode: false,
@@ -198,6 +203,7 @@ impl<'a> RestoreRequest<'a> {
                 .collect(),
             external: self.external.clone(),
             join_ns: self.join_ns.clone(),
+            empty_ns: self.empty_netns.then_some(libc::CLONE_NEWNET as u32),
             mntns_compat_mode: self.mntns_compat_mode.then_some(true),
             ..Default::default()
         })
@@ -247,16 +253,17 @@ impl Worker {
 
     /// Restores a checkpoint; returns once criu reports the tree running.
     pub fn restore(self, req: &RestoreRequest<'_>) -> Result<RestoreOutcome, CriuError> {
-        self.restore_notified(req, &mut |_, _| {})
+        self.restore_notified(req, &mut |_, _| true)
     }
 
     /// [`Worker::restore`] with criu's notifications: `on_notify(script, pid)` runs at each
     /// stage (`"setup-namespaces"` with the root task's host pid once its namespaces exist,
-    /// `"post-restore"`, ...) while criu waits; it should return quickly.
+    /// `"post-restore"`, ...) while criu waits, and says whether criu may go on (false: criu
+    /// aborts the restore).
     pub fn restore_notified(
         self,
         req: &RestoreRequest<'_>,
-        on_notify: &mut dyn FnMut(&str, Option<i32>),
+        on_notify: &mut dyn FnMut(&str, Option<i32>) -> bool,
     ) -> Result<RestoreOutcome, CriuError> {
         let mut opts = req.to_opts(&self)?;
         opts.notify_scripts = Some(true);

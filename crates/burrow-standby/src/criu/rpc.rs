@@ -104,6 +104,10 @@ pub struct CriuOpts {
     pub irmap_scan_paths: Vec<String>,
     #[prost(string, repeated, tag = "37")]
     pub external: Vec<String>,
+    /// `--empty-ns`: namespaces (clone flags; criu accepts only CLONE_NEWNET) created empty
+    /// instead of restored from the images.
+    #[prost(uint32, optional, tag = "38")]
+    pub empty_ns: Option<u32>,
     #[prost(message, repeated, tag = "39")]
     pub join_ns: Vec<JoinNamespace>,
     #[prost(string, optional, tag = "44")]

@@ -181,14 +181,14 @@ impl Worker {
     /// Sends one request and returns the final response, answering NOTIFY callbacks with
     /// "continue". Consumes the worker: swrk exits after one request.
     pub(crate) fn call(self, req: &CriuReq) -> Result<CriuResp, CriuError> {
-        self.call_notified(req, &mut |_, _| {})
+        self.call_notified(req, &mut |_, _| true)
     }
 
     /// [`Worker::call`], telling `on_notify(script, pid)` about each NOTIFY before answering it.
     pub(crate) fn call_notified(
         mut self,
         req: &CriuReq,
-        on_notify: &mut dyn FnMut(&str, Option<i32>),
+        on_notify: &mut dyn FnMut(&str, Option<i32>) -> bool,
     ) -> Result<CriuResp, CriuError> {
         let result = self.exchange(req, on_notify);
         let Some(mut child) = self.child.take() else {
@@ -219,7 +219,7 @@ impl Worker {
     fn exchange(
         &mut self,
         req: &CriuReq,
-        on_notify: &mut dyn FnMut(&str, Option<i32>),
+        on_notify: &mut dyn FnMut(&str, Option<i32>) -> bool,
     ) -> Result<CriuResp, CriuError> {
         let pid = self.pid();
         set_recv_timeout(&self.socket, self.timeout)
@@ -242,10 +242,11 @@ impl Worker {
                     .and_then(|n| n.script.clone())
                     .unwrap_or_default();
                 tracing::debug!(worker = pid, %script, "criu notify");
-                on_notify(&script, resp.notify.as_ref().and_then(|n| n.pid));
+                let go_on = on_notify(&script, resp.notify.as_ref().and_then(|n| n.pid));
                 let ack = CriuReq {
                     r#type: ReqType::Notify as i32,
-                    notify_success: Some(true),
+                    // false makes criu abort ("RPC client reported script error").
+                    notify_success: Some(go_on),
                     ..Default::default()
                 };
                 send_msg(&self.socket, &ack.encode_to_vec())
