@@ -320,7 +320,7 @@ fn init(spec: &LaunchSpec, pipes: &Pipes, log: &OwnedFd, env: &[CString]) -> ! {
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         caps::restrict_bounding_set()?;
-        sandbox_fs::setup_and_pivot(root, spec.shm_mb)?;
+        sandbox_fs::setup_and_pivot(root)?;
         seccomp::install()?;
         Ok(())
     };

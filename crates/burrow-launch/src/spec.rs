@@ -30,8 +30,6 @@ pub struct LaunchSpec {
     pub agent_env: BTreeMap<String, String>,
     /// Nameservers written to the sandbox's /etc/resolv.conf.
     pub nameservers: Vec<String>,
-    /// Size of the /dev/shm and /tmp-like tmpfs mounts, in MiB.
-    pub shm_mb: u64,
     /// Host file that receives the agent's stdout and stderr (created/appended by the launcher,
     /// outside the sandbox). `None` sends them to /dev/null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,9 +163,6 @@ impl LaunchSpec {
                 net.prefix_len
             ));
         }
-        if self.shm_mb == 0 {
-            return Err("shm_mb must be at least 1".into());
-        }
         Ok(())
     }
 }
@@ -204,7 +199,6 @@ mod tests {
             agent_path: "/usr/bin/agent".into(),
             agent_env: BTreeMap::new(),
             nameservers: vec!["10.0.0.53".into()],
-            shm_mb: 64,
             agent_log: None,
             ready_timeout_ms: None,
             own_netns: None,
@@ -231,7 +225,6 @@ mod tests {
             (|s| s.uid_base = 0, "uid_base"),
             (|s| s.uid_base = 0x1001_0001, "uid_base"),
             (|s| s.nameservers = vec!["dns.example".into()], "nameserver"),
-            (|s| s.shm_mb = 0, "shm_mb"),
             (
                 |s| {
                     s.own_netns = Some(OwnNetns {

@@ -167,6 +167,17 @@ pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<()> {
     Ok(())
 }
 
+/// Sets `flags` (MS_NOSUID, MS_NODEV, ...) on the bind mount at `target`.
+pub fn remount_bind(target: &Path, flags: libc::c_ulong) -> Result<()> {
+    mount(
+        None,
+        target,
+        None,
+        libc::MS_BIND | libc::MS_REMOUNT | flags,
+        None,
+    )
+}
+
 pub fn open_path(path: &Path, flags: libc::c_int) -> Result<OwnedFd> {
     let c = cstr(path)?;
     // SAFETY: `c` is a valid NUL-terminated path.

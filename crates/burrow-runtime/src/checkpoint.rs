@@ -4,13 +4,16 @@
 //!
 //! What CRIU must be told: the agent binary and the host device nodes are bind mounts from the
 //! host (external mounts); the overlay root is given back with `--root` (re-mounted by
-//! `burrow-launch --mount-root`). The sandbox's `eth0` is *parked* in the slot's pool netns for
-//! the checkpoint and moved back into the restored netns afterwards: CRIU 4.2.1 cannot recreate
-//! a veth from inside a user namespace on this kernel (`couldn't restore veth interface eth0 via
-//! usernsd`, netlink EOPNOTSUPP), and parking keeps the host end `bw<k>` and its address as
-//! they are. Everything else (user/pid/mount/uts/ipc/net namespaces, memory, fds, listening
-//! sockets) is in the images. Established TCP connections over `eth0` do not survive (the
-//! address leaves with the interface).
+//! `burrow-launch --mount-root`). The sandbox's veth pair is *deleted* before the dump and
+//! created anew (host end `bw<k>` in the host netns, `eth0` directly in the restored netns) while
+//! CRIU restores: CRIU 4.2.1 cannot recreate a veth from inside a user namespace on this kernel
+//! (`couldn't restore veth interface eth0 via usernsd`, netlink EOPNOTSUPP), and creating a pair
+//! in place costs ~1 ms where moving a parked `eth0` between namespaces waited 10-30 ms for RCU.
+//! The network namespace itself is restored empty (`--empty-ns net`): the sandbox cannot change
+//! its links, addresses, routes, sysctls or firewall (its root has no CAP_NET_ADMIN over it).
+//! Everything else (user/pid/mount/uts/ipc namespaces, memory, fds, listening sockets) is in
+//! the images. Established TCP connections over `eth0` do not survive (the address leaves with
+//! the interface).
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -44,6 +47,33 @@ pub struct CheckpointInfo {
     pub image_bytes: u64,
     /// From the dump request to CRIU's answer (processes frozen, dumped and killed).
     pub duration: Duration,
+}
+
+/// The sandbox's end of the network: the veth pair `host_veth` / `eth0` and `eth0`'s address.
+#[derive(Debug, Clone)]
+pub struct SandboxLink {
+    /// The host end, `bw<k>`: addressed as the gateway.
+    pub host_veth: String,
+    /// `eth0`'s address, `<ip>/<prefix length>`.
+    pub address: String,
+    pub gateway: String,
+}
+
+impl SandboxLink {
+    pub fn of_slot(slot: crate::net::Slot) -> Self {
+        Self {
+            host_veth: slot.host_veth(),
+            address: format!("{}/30", slot.sandbox_ip()),
+            gateway: slot.host_ip().to_string(),
+        }
+    }
+
+    fn eth0_config(&self, loopback_up: bool) -> Result<eth0::Eth0Config, RuntimeError> {
+        Ok(eth0::Eth0Config {
+            loopback_up,
+            ..eth0::Eth0Config::parse(&self.address, &self.gateway)?
+        })
+    }
 }
 
 /// `BURROW_CRIU_LOG_LEVEL` (0..=4, default 2) for dump.log / restore.log in the images dir.
@@ -116,15 +146,15 @@ const USED_PREFIX: &str = "checkpoint.used-";
 /// Order: freeze the sandbox (nothing may open a connection after the next step), cut its TCP
 /// connections that leave the sandbox (`ss -K`: the peers, e.g. the daemon's pooled proxy
 /// connections, get a RST and reconnect later; loopback connections inside stay and are
-/// dumped), park `eth0`, dump, then rename the images dir into place. On failure everything is
-/// given back: `eth0` returns, and the sandbox is thawed unless it was frozen before (warm
-/// standby stays warm standby).
+/// dumped), delete its veth pair, dump, then rename the images dir into place. On failure
+/// everything is given back: a new veth pair, and the sandbox is thawed unless it was frozen
+/// before (warm standby stays warm standby).
 pub fn dump(
     sandbox_dir: &Path,
     init_pid: i32,
     uid_base: u32,
     freezer_dir: &Path,
-    slot_netns: &str,
+    link: &SandboxLink,
 ) -> Result<CheckpointInfo, RuntimeError> {
     let images = checkpoint_dir(sandbox_dir);
     let partial = sandbox_dir.join(PARTIAL_DIR);
@@ -141,7 +171,7 @@ pub fn dump(
             .mode(0o700)
             .create(&partial)
             .map_err(io_err(format!("create {partial:?}")))?;
-        match dump_into(&partial, init_pid, freezer_dir, slot_netns) {
+        match dump_into(&partial, init_pid, freezer_dir, link) {
             Ok(outcome) => break outcome,
             // A task caught in uninterruptible sleep (`Unseizable non-zombie ... state D`,
             // ~1 dump in 100) is transient: the sandbox was given back intact, try once more.
@@ -181,7 +211,7 @@ fn dump_into(
     images: &Path,
     init_pid: i32,
     freezer_dir: &Path,
-    slot_netns: &str,
+    link: &SandboxLink,
 ) -> Result<criu::DumpOutcome, RuntimeError> {
     let dir = File::open(images).map_err(io_err(format!("open {images:?}")))?;
     // A pre-spawned worker (kdat cache kept, no exec on the critical path): ~40 ms less.
@@ -192,8 +222,8 @@ fn dump_into(
     if !was_frozen {
         freezer.freeze(FREEZE_TIMEOUT).map_err(freezer_err)?;
     }
-    let give_back = |eth0_parked: bool| {
-        if eth0_parked && let Err(back) = attach_eth0(slot_netns, init_pid, None) {
+    let give_back = |eth0_gone: bool| {
+        if eth0_gone && let Err(back) = reconnect_eth0(link, init_pid) {
             tracing::error!(error = %back, "cannot give eth0 back after a failed dump");
         }
         if !was_frozen && let Err(e) = freezer.thaw() {
@@ -202,25 +232,14 @@ fn dump_into(
     };
     let sandbox_netns = format!("--net=/proc/{init_pid}/ns/net");
     // The kernel still completes handshakes for a frozen listener: connections that arrive
-    // until eth0 is parked sit in an accept queue; CRIU drops them (`tcp_skip_in_flight`) and
+    // until eth0 is gone sit in an accept queue; CRIU drops them (`tcp_skip_in_flight`) and
     // their clients get a RST from the restored sandbox.
     if let Err(e) = cut_connections(&sandbox_netns) {
         give_back(false);
         return Err(e);
     }
-    if let Err(e) = crate::host::run_command(
-        "nsenter",
-        &[
-            &sandbox_netns,
-            "ip",
-            "link",
-            "set",
-            "eth0",
-            "netns",
-            slot_netns,
-        ],
-        None,
-    ) {
+    // CRIU cannot dump a veth whose peer is outside the dumped namespaces.
+    if let Err(e) = eth0::delete_link(&link.host_veth) {
         give_back(false);
         return Err(e);
     }
@@ -362,20 +381,11 @@ mod workers;
 pub use restore::{RestorePlan, restore};
 pub use workers::start as start_restore_workers;
 
-/// Moves `eth0` from the slot's netns into `pid`'s and, given `(address/len, gateway,
-/// host veth)`, configures it there and forgets the host's stale neighbour entry for it
-/// (an interface loses its addresses and routes when it changes netns). Netlink, no processes.
-pub(crate) fn attach_eth0(
-    slot_netns: &str,
-    pid: i32,
-    config: Option<(&str, &str, &str)>,
-) -> Result<(), RuntimeError> {
-    let slot = Path::new("/run/netns").join(slot_netns);
-    let sandbox = PathBuf::from(format!("/proc/{pid}/ns/net"));
-    let Some((address, gateway, host_veth)) = config else {
-        return eth0::move_eth0(&slot, &sandbox, None);
-    };
-    let config = eth0::Eth0Config::parse(address, gateway)?;
-    eth0::move_eth0(&slot, &sandbox, Some(config))?;
-    eth0::forget_neighbour(host_veth, config.address)
+/// Gives the running sandbox `pid` a new veth pair (`eth0` configured inside), replacing the
+/// one it has, if any: after a failed dump, or for a sandbox a daemon crash left in the
+/// middle of a checkpoint.
+pub(crate) fn reconnect_eth0(link: &SandboxLink, pid: i32) -> Result<(), RuntimeError> {
+    eth0::delete_link(&link.host_veth)?;
+    let netns = eth0::open_netns(Path::new(&format!("/proc/{pid}/ns/net")))?;
+    eth0::create_veth_into(&link.host_veth, &netns, link.eth0_config(false)?)
 }

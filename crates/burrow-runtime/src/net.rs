@@ -132,6 +132,11 @@ pub fn delete_host_veth(s: Slot) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// Whether the host has a network interface called `link`.
+pub fn link_exists(link: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(link).exists()
+}
+
 /// Whether the kernel has brought `link` fully up (`operstate` "up"). A veth gets its carrier
 /// when its peer comes up, but the kernel attaches its transmit queue asynchronously (link
 /// watch, under the rtnl lock); what is sent before that is dropped and costs ARP or TCP a 1 s

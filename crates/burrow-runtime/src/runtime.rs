@@ -261,7 +261,7 @@ impl Runtime {
                 handle.init_pid,
                 handle.uid_base,
                 &freezer,
-                &slot.netns_name(),
+                &checkpoint::SandboxLink::of_slot(slot),
             )?;
             // CRIU killed the tree; make sure nothing is left and reap init (we are subreaper).
             shared.cgroups(&owned).kill_all()?;
@@ -312,10 +312,7 @@ impl Runtime {
             let plan = RestorePlan {
                 sandbox_dir: &dir,
                 launcher: &shared.config.launcher_path,
-                slot_netns: &slot.netns_name(),
-                address: format!("{}/30", slot.sandbox_ip()),
-                gateway: slot.host_ip().to_string(),
-                host_veth: &slot.host_veth(),
+                link: checkpoint::SandboxLink::of_slot(slot),
                 cgroup_dirs: cgroups
                     .procs_files()
                     .iter()
@@ -622,6 +619,7 @@ fn prepare_host(
     tracing::info!(instance = naming.0, "runtime instance claimed");
     let cgroup_root = PathBuf::from(CGROUP_ROOT);
     Cgroups::ensure_parents(&cgroup_root, &naming.cgroup_parent())?;
+    crate::cgroup::favor_dynamic_moves();
     let nameservers = host_nameservers();
     if nameservers.is_empty() {
         tracing::warn!(
@@ -843,7 +841,6 @@ fn prepare_sandbox(
         agent_path: shared.config.agent_path.clone(),
         agent_env,
         nameservers: shared.nameservers.iter().map(|n| n.to_string()).collect(),
-        shm_mb: (spec.memory_mb / 2).clamp(1, 1024),
         // A ZDR sandbox's output could hold its data: it goes to /dev/null, never to disk.
         agent_log: (!spec.zdr).then(|| dir.join("agent.log")),
         ready_timeout_ms: Some(READY_TIMEOUT.as_millis() as u64),
@@ -1067,7 +1064,8 @@ fn reconcile_blocking(
             .is_some_and(|h| process_matches(h.init_pid, h.init_start_time));
         // A dump the daemon did not see through (crash): never a valid image.
         let partial = entry.path().join(checkpoint::PARTIAL_DIR);
-        if partial.exists() {
+        let interrupted_dump = partial.exists();
+        if interrupted_dump {
             std::fs::remove_dir_all(&partial).map_err(io_err(format!("remove {partial:?}")))?;
         }
         let images = checkpoint::checkpoint_dir(&entry.path());
@@ -1090,8 +1088,11 @@ fn reconcile_blocking(
                         std::fs::remove_dir_all(&images)
                             .map_err(io_err(format!("remove {images:?}")))?;
                     }
-                    if shared.netns_mode == NetnsMode::Sandbox {
-                        unpark_eth0(shared, &h);
+                    if shared.netns_mode == NetnsMode::Sandbox
+                        && (interrupted_dump
+                            || !net::link_exists(&Slot::new(shared.naming, h.slot).host_veth()))
+                    {
+                        reconnect_after_interrupted_checkpoint(shared, &h);
                     }
                     report.adopted.push(h);
                 }
@@ -1231,48 +1232,31 @@ fn load_limits(dir: &Path) -> Result<Limits, RuntimeError> {
     })
 }
 
-/// Before a restore: after a host reboot the sandbox's cgroups and its network slot (netns with
-/// the parked `eth0`, host veth) are gone; they are made again, the same as at create.
+/// Before a restore: after a host reboot the sandbox's cgroups and its network slot's netns
+/// (which marks the slot as taken) are gone; they are made again, the same as at create. The
+/// veth pair is the restore's job.
 fn recreate_after_reboot(dir: &Path, cgroups: &Cgroups, slot: Slot) -> Result<(), RuntimeError> {
     if !cgroups.exists() {
         tracing::info!(dir = %dir.display(), "restoring after a reboot: recreating the cgroups");
         cgroups.create(load_limits(dir)?)?;
     }
-    let veth_up = Path::new("/sys/class/net").join(slot.host_veth()).exists();
-    if !slot.netns_path().exists() || !veth_up {
+    if !slot.netns_path().exists() {
         tracing::info!(
             slot = slot.k,
             "restoring after a reboot: rebuilding the network slot"
         );
-        net::delete_slot(slot)?;
-        // Full: the restore moves the parked-then-lost eth0's replacement from the slot netns.
-        net::create_slots(&[slot], net::SlotKind::Full)?;
+        net::create_slots(&[slot], net::SlotKind::NetnsOnly)?;
     }
     Ok(())
 }
 
-/// An adopted sandbox whose daemon died in the middle of a checkpoint may have its `eth0`
-/// parked in the slot's netns: give it back (it is still frozen; the wake finds it connected).
-fn unpark_eth0(shared: &Shared, h: &SandboxHandle) {
-    let slot = Slot::new(shared.naming, h.slot);
-    let parked = crate::host::run_command(
-        "ip",
-        &["-n", &slot.netns_name(), "link", "show", "eth0"],
-        None,
-    )
-    .is_ok();
-    if !parked {
-        return;
-    }
-    tracing::warn!(id = %h.id, "eth0 was parked by an interrupted checkpoint: giving it back");
-    let address = format!("{}/30", slot.sandbox_ip());
-    let gateway = slot.host_ip().to_string();
-    let config = (address.as_str(), gateway.as_str(), slot.host_veth());
-    if let Err(e) = checkpoint::attach_eth0(
-        &slot.netns_name(),
-        h.init_pid,
-        Some((config.0, config.1, config.2.as_str())),
-    ) {
+/// An adopted sandbox whose daemon died in the middle of a checkpoint may have lost its veth
+/// pair (deleted before the dump) or, with older daemons, have its `eth0` parked in the slot's
+/// netns: it gets a new pair either way (it is still frozen; the wake finds it connected).
+fn reconnect_after_interrupted_checkpoint(shared: &Shared, h: &SandboxHandle) {
+    let link = checkpoint::SandboxLink::of_slot(Slot::new(shared.naming, h.slot));
+    tracing::warn!(id = %h.id, "a checkpoint was interrupted: giving the sandbox a new veth pair");
+    if let Err(e) = checkpoint::reconnect_eth0(&link, h.init_pid) {
         tracing::error!(id = %h.id, error = %e, "cannot give eth0 back");
     }
 }

@@ -70,6 +70,20 @@ async fn sandbox_isolation() {
         "perl -e 'for $n (250, 321, 272) { $! = 0; syscall($n, 0, 0, 0); print $!+0, \" \" }'",
     );
     assert_eq!(out.trim(), "1 1 1", "keyctl/bpf/unshare errnos: {out}");
+    // /dev and /dev/shm are binds of the sandbox's own /.burrow/{dev,shm}: writable where they
+    // must be, but no device node made there works (nodev) and nothing there runs (noexec).
+    let (code, out) = sh(
+        &a,
+        "runuser -u user -- sh -c 'echo shared > /dev/shm/f && cat /dev/shm/f' \
+         && cp /bin/true /dev/shm/t && ( (/dev/shm/t) 2>/dev/null && echo ran || echo refused) \
+         && (mknod /dev/mem2 c 1 1 2>/dev/null && echo made || echo no-mknod) \
+         && grep -E ' /dev(/shm)? ' /proc/self/mountinfo | grep -c 'nosuid,nodev,noexec'",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "shared\nrefused\nno-mknod\n2\n"),
+        "{out}"
+    );
     let (code, out) = sh(&a, "ip link set eth0 down");
     assert_ne!(code, 0, "the sandbox could change its netns: {out}");
     assert!(sh(&a, "ip -4 addr show eth0").1.contains(&a.ip.to_string()));

@@ -319,12 +319,15 @@ async fn check_intact(
     let (out, code) = api
         .exec(
             id,
-            &format!("cat /home/user/state.txt; date +%s; kill -0 {child} && echo child-alive"),
+            &format!(
+                "cat /home/user/state.txt /dev/shm/state; date +%s; kill -0 {child} && echo child-alive"
+            ),
         )
         .await;
     assert_eq!(code, 0, "{out}");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("kept"));
+    assert_eq!(lines.next(), Some("in-shm"), "/dev/shm lost its file");
     let inside: i64 = lines.next().unwrap().parse().unwrap();
     let host = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -344,7 +347,8 @@ fn assert_deep(sb: &Value) {
     assert_eq!(sb["power"]["awake"], false, "{sb}");
     assert_eq!(sb["power"]["tier"], "deep", "{sb}");
     let image = sb["power"]["image_bytes"].as_u64().unwrap_or(0);
-    assert!(image > 1 << 20, "image of {image} bytes: {sb}");
+    // At least the agent's memory (a bare sandbox's image is ~1 MiB).
+    assert!(image > 512 << 10, "image of {image} bytes: {sb}");
 }
 
 /// Removes what a host reboot removes for a sandbox in deep standby: its network slot (netns
@@ -412,7 +416,12 @@ async fn deep_standby_end_to_end() {
     let id = sb["id"].as_str().unwrap().to_string();
     let token = sb["envd_access_token"].as_str().unwrap().to_string();
     let (envd_pid, (pid, mut last, child)) = start_counter(&api, &sb).await;
-    let (_, code) = api.exec(&id, "echo kept > /home/user/state.txt").await;
+    let (_, code) = api
+        .exec(
+            &id,
+            "echo kept > /home/user/state.txt && echo in-shm > /dev/shm/state",
+        )
+        .await;
     assert_eq!(code, 0);
 
     // An envd inotify watcher (the agent's inotify instance must survive the checkpoints).
@@ -618,7 +627,12 @@ async fn kill_9_during_checkpoint() {
     let id = sb["id"].as_str().unwrap().to_string();
     let token = sb["envd_access_token"].as_str().unwrap().to_string();
     let (envd_pid, (pid, last, child_pid)) = start_counter(&api, &sb).await;
-    let (_, code) = api.exec(&id, "echo kept > /home/user/state.txt").await;
+    let (_, code) = api
+        .exec(
+            &id,
+            "echo kept > /home/user/state.txt && echo in-shm > /dev/shm/state",
+        )
+        .await;
     assert_eq!(code, 0);
 
     // Start a deep standby; the test hook stalls it with the sandbox frozen and eth0 parked.

@@ -11,7 +11,9 @@ use std::time::Instant;
 use burrow_launch::{LaunchReport, LaunchSpec};
 use burrow_standby::criu::{RestoreRequest, Worker};
 
-use super::{DEVICES, LAUNCH_SPEC_FILE, checkpoint_dir, criu_err, eth0, log_level, workers};
+use super::{
+    DEVICES, LAUNCH_SPEC_FILE, SandboxLink, checkpoint_dir, criu_err, eth0, log_level, workers,
+};
 use crate::error::{RuntimeError, io_err};
 
 /// The launcher's own binds in the restore root (burrow-launch's overlay::mount_root).
@@ -24,13 +26,8 @@ pub struct RestorePlan<'a> {
     /// The runtime's launcher, for sandboxes whose `launch.json` does not record theirs (the
     /// agent always comes from `launch.json`).
     pub launcher: &'a Path,
-    /// Name of the slot's pool netns, where `eth0` waits.
-    pub slot_netns: &'a str,
-    /// `eth0`'s address (`<ip>/30`) and the default gateway.
-    pub address: String,
-    pub gateway: String,
-    /// The host end of the veth (`bw<k>`).
-    pub host_veth: &'a str,
+    /// The veth pair to create for the restored sandbox.
+    pub link: SandboxLink,
     /// The sandbox's cgroup dirs; CRIU's worker joins them so restored tasks start inside.
     pub cgroup_dirs: Vec<PathBuf>,
 }
@@ -48,14 +45,20 @@ fn restore_externals(sources: &ExternalSources) -> Vec<String> {
 }
 
 /// Restores the checkpoint; returns the restored init's host pid. Blocking.
+///
+/// The root is mounted in the worker's mount namespace first: criu copies that namespace
+/// early (before any notification), so a root mounted while criu runs would be missing in its
+/// copy. The veth pair is created while criu restores the mount namespace: as soon as the
+/// restored netns exists ("setup-namespaces"); criu needs `eth0`'s address before it restores
+/// sockets bound to it and waits for it at "post-setup-namespaces". A failed veth aborts.
 pub fn restore(plan: &RestorePlan<'_>) -> Result<i32, RuntimeError> {
     let started = Instant::now();
     tracing::debug!(dir = %plan.sandbox_dir.display(), "restore starts");
-    // lo too: its link and config images are skipped (see `skip_netns_config`).
-    let eth0_config = eth0::Eth0Config {
-        loopback_up: true,
-        ..eth0::Eth0Config::parse(&plan.address, &plan.gateway)?
-    };
+    // lo too: the netns is restored empty.
+    let eth0_config = plan.link.eth0_config(true)?;
+    // A leftover pair (checkpoints from before veths were deleted at dump time kept `eth0`
+    // parked in the slot's netns; a failed restore's pair may still be dying) blocks the new one.
+    eth0::delete_link(&plan.link.host_veth)?;
     let images = checkpoint_dir(plan.sandbox_dir);
     let spec_path = plan.sandbox_dir.join(LAUNCH_SPEC_FILE);
     let text = std::fs::read(&spec_path).map_err(io_err(format!("read {spec_path:?}")))?;
@@ -65,7 +68,6 @@ pub fn restore(plan: &RestorePlan<'_>) -> Result<i32, RuntimeError> {
         "open checkpoint {images:?} (was the sandbox checkpointed?)"
     )))?;
     let worker = workers::take(&images).map_err(criu_err)?;
-    let got_worker = started.elapsed();
     // A pooled worker lives in its own mount namespace: the root goes there (and vanishes
     // with it). Otherwise it goes into the host's and is detached after the restore.
     let worker_mntns = workers::has_own_mount_ns(&worker)
@@ -78,91 +80,87 @@ pub fn restore(plan: &RestorePlan<'_>) -> Result<i32, RuntimeError> {
                 )))
         })
         .transpose()?;
-    mount_root(recorded_launcher(plan, &spec), &spec, worker_mntns.as_ref())?;
     // Where criu finds the agent and launcher files to bind into the sandbox. It binds them
     // from inside the sandbox's user namespace, which may not traverse the data dir (it may be
     // 0700): in a pooled worker they are bind-mounted onto files of its `/run` first.
-    let mut sources = ExternalSources {
+    let host_sources = ExternalSources {
         agent: spec.agent_path.clone(),
         init: recorded_launcher(plan, &spec).to_path_buf(),
         sys: workers::empty_sys_dir_on_host()?,
     };
+    let rebind = worker_mntns
+        .as_ref()
+        .and_then(|_| workers::reachable_external_files());
+    let sources = rebind.as_ref().unwrap_or(&host_sources);
+    mount_root(recorded_launcher(plan, &spec), &spec, worker_mntns.as_ref())?;
     if let Some(ns) = &worker_mntns {
-        let rebind = workers::reachable_external_files();
-        prepare_worker_mounts(ns, &spec.rootfs_dir.join("root"), &sources, rebind.as_ref())?;
-        if let Some(rebound) = rebind {
-            sources = rebound;
-        }
+        let root = spec.rootfs_dir.join("root");
+        prepare_worker_mounts(ns, &root, &host_sources, rebind.as_ref())?;
     }
-    skip_netns_config(&images)?;
-    let mounted = started.elapsed();
-    // eth0 joins the restored netns as soon as criu has created it (its "setup-namespaces"
-    // notification), in parallel with the mount namespace's restore: moving a netdev between
-    // namespaces costs 10-17 ms of kernel time (RCU grace periods) here. It must be addressed
-    // before criu restores sockets bound to its address, so criu waits for it at
-    // "post-setup-namespaces".
-    let slot_netns = eth0::open_netns(&Path::new("/run/netns").join(plan.slot_netns))?;
-    let mut early: Option<EarlyAttach> = None;
-    let mut attached: Option<(File, Result<(), RuntimeError>)> = None;
-    let result = restore_tree(
-        &spec,
-        &sources,
-        &plan.cgroup_dirs,
-        &dir,
-        worker,
-        &mut |script, pid| match script {
-            "setup-namespaces" if early.is_none() && attached.is_none() => {
-                if let Some(pid) = pid {
-                    early = EarlyAttach::start(&slot_netns, pid, eth0_config, plan.host_veth);
+    let mounted_at = started.elapsed();
+    let link = |pid: i32| {
+        let netns = eth0::open_netns(Path::new(&format!("/proc/{pid}/ns/net")))?;
+        eth0::create_veth_into(&plan.link.host_veth, &netns, eth0_config)
+    };
+    let (restored, linked) = std::thread::scope(|scope| {
+        let mut linking = None;
+        let mut linked = None;
+        let restored = restore_tree(
+            &spec,
+            sources,
+            &plan.cgroup_dirs,
+            &dir,
+            worker,
+            &mut |script, pid| match script {
+                "setup-namespaces" => {
+                    if let (Some(pid), None, None) = (pid, &linking, &linked) {
+                        linking = Some(scope.spawn(move || link(pid)));
+                    }
+                    true
                 }
-            }
-            "post-setup-namespaces" => {
-                if let Some(moving) = early.take() {
-                    attached = Some(moving.join());
+                "post-setup-namespaces" => {
+                    linked = linked.take().or_else(|| joined(linking.take()));
+                    matches!(linked, Some(Ok(())))
                 }
-            }
-            _ => {}
-        },
-    );
+                _ => true,
+            },
+        );
+        // Whatever criu did, no thread outlives the restore.
+        (restored, linked.or_else(|| joined(linking.take())))
+    });
     if worker_mntns.is_none() {
         // The restored mount namespace holds its own reference to the root; the host's goes.
         detach(&spec.rootfs_dir);
     }
-    let restored = started.elapsed();
-    if let Some(moving) = early.take() {
-        attached = Some(moving.join());
-    }
-    let pid = match (result, attached) {
-        (Ok(pid), Some((_, attach))) => {
-            attach?;
-            pid
-        }
+    let restored_at = started.elapsed();
+    let pid = match (restored, linked) {
+        (Ok(pid), Some(Ok(()))) => pid,
         (Ok(pid), None) => {
-            let sandbox_netns = eth0::open_netns(Path::new(&format!("/proc/{pid}/ns/net")))?;
-            eth0::move_eth0_between(&slot_netns, &sandbox_netns, Some(eth0_config))?;
-            eth0::forget_neighbour(plan.host_veth, eth0_config.address)?;
+            // No "setup-namespaces" notification (never seen with criu 4.x): link it now.
+            link(pid)?;
             pid
         }
-        (Err(e), attached) => {
-            // The restored netns dies with the failed tree; eth0 (kept alive by our netns
-            // fd) goes back to the slot for the next attempt.
-            if let Some((netns, _)) = attached
-                && let Err(back) = eth0::move_eth0_between(&netns, &slot_netns, None)
-            {
-                tracing::error!(error = %back, "cannot park eth0 again after a failed restore");
-            }
-            return Err(e);
-        }
+        // A missing eth0 explains criu's failure (a socket bound to its address).
+        (_, Some(Err(e))) | (Err(e), _) => return Err(e),
     };
     keep_debug_log(plan.sandbox_dir, &images);
     tracing::info!(
-        worker_ms = ms(got_worker),
-        mount_root_ms = ms(mounted - got_worker),
-        criu_ms = ms(restored - mounted),
-        eth0_wait_ms = ms(started.elapsed() - restored),
+        mounted_ms = ms(mounted_at),
+        criu_ms = ms(restored_at - mounted_at),
+        total_ms = ms(started.elapsed()),
         "sandbox restored"
     );
     Ok(pid)
+}
+
+/// The result of a helper thread of [`restore`], if it was started.
+fn joined<T>(
+    handle: Option<std::thread::ScopedJoinHandle<'_, Result<T, RuntimeError>>>,
+) -> Option<Result<T, RuntimeError>> {
+    handle.map(|h| {
+        h.join()
+            .unwrap_or_else(|_| Err(RuntimeError::Checkpoint("restore helper panicked".into())))
+    })
 }
 
 /// At `BURROW_CRIU_LOG_LEVEL` >= 3 the runtime keeps the last `restore.log` next to the
@@ -175,53 +173,6 @@ fn keep_debug_log(sandbox_dir: &Path, images: &Path) {
 
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-/// `eth0` on its way into a netns criu is still restoring (see [`restore`]).
-struct EarlyAttach {
-    /// Held so the netns (and eth0 in it) outlives a failed restore: eth0 can then go back.
-    netns: File,
-    mover: std::thread::JoinHandle<Result<(), RuntimeError>>,
-}
-
-impl EarlyAttach {
-    fn start(
-        slot_netns: &File,
-        pid: i32,
-        config: eth0::Eth0Config,
-        host_veth: &str,
-    ) -> Option<Self> {
-        let opened = (|| {
-            let netns = eth0::open_netns(Path::new(&format!("/proc/{pid}/ns/net")))?;
-            let theirs = netns.try_clone().map_err(io_err("dup netns fd"))?;
-            let slot = slot_netns.try_clone().map_err(io_err("dup netns fd"))?;
-            Ok::<_, RuntimeError>((netns, theirs, slot))
-        })();
-        let (netns, theirs, slot) = match opened {
-            Ok(files) => files,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot attach eth0 early; will after the restore");
-                return None;
-            }
-        };
-        let host_veth = host_veth.to_owned();
-        let mover = std::thread::Builder::new()
-            .name("eth0-attach".into())
-            .spawn(move || {
-                eth0::move_eth0_between(&slot, &theirs, Some(config))?;
-                eth0::forget_neighbour(&host_veth, config.address)
-            })
-            .ok()?;
-        Some(Self { netns, mover })
-    }
-
-    fn join(self) -> (File, Result<(), RuntimeError>) {
-        let result = self
-            .mover
-            .join()
-            .unwrap_or_else(|_| Err(RuntimeError::Checkpoint("eth0 thread panicked".into())));
-        (self.netns, result)
-    }
 }
 
 /// The launcher binary the sandbox was started from (a pinned copy that an upgrade leaves in
@@ -245,12 +196,13 @@ fn restore_tree(
     cgroup_dirs: &[PathBuf],
     images: &File,
     worker: Worker,
-    on_notify: &mut dyn FnMut(&str, Option<i32>),
+    on_notify: &mut dyn FnMut(&str, Option<i32>) -> bool,
 ) -> Result<i32, RuntimeError> {
     let mut req = RestoreRequest::new(images.as_fd(), spec.rootfs_dir.join("root"));
     req.external = restore_externals(sources);
     req.join_cgroups = cgroup_dirs.to_vec();
     req.log_level = log_level();
+    req.empty_netns = true;
     // The default (v2) mount engine fails to bind the overlay root from usernsd: "Unable to
     // mount /proc/self/fd/9: Invalid argument" (CRIU 4.2.1, kernel 6.18).
     req.mntns_compat_mode = true;
@@ -334,26 +286,6 @@ fn prepare_worker_mounts(
             "prepare the criu worker's mounts for the restore: {e}"
         ))
     })
-}
-
-/// Removes the images of the sandbox netns's links, sysctls, addresses, routes and rules
-/// before a restore, so CRIU rebuilds none of it. The sandbox cannot change any of them (its
-/// root has no CAP_NET_ADMIN), so a fresh netns already has the same defaults; `eth0`, the
-/// only configured interface, is parked during the dump and configured by [`eth0::move_eth0`]
-/// together with `lo` (up; the kernel addresses and routes it). CRIU treats a missing image as
-/// empty: this skips its `ip addr/route/rule` runs (~22 ms) and its sysctl writes, which
-/// otherwise wait for the rtnl lock held while `eth0` moves (10-35 ms).
-fn skip_netns_config(images: &Path) -> Result<(), RuntimeError> {
-    const SKIPPED: [&str; 6] = ["netns-", "netdev-", "ifaddr-", "route-", "route6-", "rule-"];
-    for entry in std::fs::read_dir(images).map_err(io_err(format!("list {images:?}")))? {
-        let entry = entry.map_err(io_err(format!("list {images:?}")))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".img") && SKIPPED.iter().any(|p| name.starts_with(p)) {
-            std::fs::remove_file(entry.path()).map_err(io_err(format!("remove {name}")))?;
-        }
-    }
-    Ok(())
 }
 
 fn detach(path: &Path) {
