@@ -69,6 +69,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `burrow ls | head` must end quietly, like any Unix tool, not panic in println!
+        // (Rust ignores SIGPIPE by default). Sockets are unaffected: std sends with
+        // MSG_NOSIGNAL. The daemon keeps ignoring it.
+        // SAFETY: signal() with a valid signal number and SIG_DFL, before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

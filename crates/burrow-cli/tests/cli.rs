@@ -73,6 +73,30 @@ fn create_exec_list_info_rm() {
         "{templates}"
     );
     assert!(server.ok(&["template", "ls"]).contains("base"));
+    // Output into a closed pipe (`burrow ls | head -1` once head has exited) ends the CLI by
+    // SIGPIPE, like any Unix tool: no panic message on stderr.
+    let mut child = std::process::Command::new(common::burrow_bin())
+        .args(["info", &id])
+        .env("BURROW_URL", &server.url)
+        .env("BURROW_API_KEY", &server.key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        Some(libc::SIGPIPE),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let none = server.ok(&["ls", "--label", "suite=other", "--json"]);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&none).unwrap(),
