@@ -374,7 +374,7 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-mod eth0;
+pub(crate) mod eth0;
 mod restore;
 mod workers;
 

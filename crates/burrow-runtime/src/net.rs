@@ -3,7 +3,7 @@
 //! `inet burrow` nftables table (NAT out, isolation in).
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::RuntimeError;
 use crate::host::run_command;
@@ -118,23 +118,15 @@ pub fn delete_slot(s: Slot) -> Result<(), RuntimeError> {
     run_command("ip", &["netns", "del", &s.netns_name()], None)
 }
 
-/// Deletes slot `s`'s veth pair by its host end `bw<k>`, if there is one.
+/// Deletes slot `s`'s veth pair by its host end `bw<k>`, if there is one (over netlink; a pair
+/// that vanishes meanwhile with the sandbox-owned netns it belongs to is fine).
 pub fn delete_host_veth(s: Slot) -> Result<(), RuntimeError> {
-    let veth = std::path::Path::new("/sys/class/net").join(s.host_veth());
-    // The pair vanishes by itself when the sandbox-owned netns it was moved into is torn down,
-    // possibly between the check and the delete: only a veth still there is an error.
-    if veth.exists()
-        && let Err(e) = run_command("ip", &["link", "del", &s.host_veth()], None)
-        && veth.exists()
-    {
-        return Err(e);
-    }
-    Ok(())
+    crate::checkpoint::eth0::delete_link(&s.host_veth())
 }
 
 /// Whether the host has a network interface called `link`.
 pub fn link_exists(link: &str) -> bool {
-    std::path::Path::new("/sys/class/net").join(link).exists()
+    Path::new("/sys/class/net").join(link).exists()
 }
 
 /// Whether the kernel has brought `link` fully up (`operstate` "up"). A veth gets its carrier
