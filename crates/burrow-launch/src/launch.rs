@@ -49,6 +49,7 @@ pub fn launch(spec: &LaunchSpec) -> LaunchReport {
             init_pid: Some(pid),
             error: None,
             phases_us: phases.done,
+            tree_fd: None,
         },
         Err(e) => {
             // Killing pid 1 of the sandbox's pid namespace kills every process in it.
@@ -61,6 +62,7 @@ pub fn launch(spec: &LaunchSpec) -> LaunchReport {
                 init_pid,
                 error: Some(e.0),
                 phases_us: phases.done,
+                tree_fd: None,
             }
         }
     }
@@ -90,17 +92,7 @@ fn run(spec: &LaunchSpec, phases: &mut Phases, init_pid_out: &mut Option<i32>) -
     }
     phases.mark("cgroups");
 
-    // SAFETY: unshare with a flag constant.
-    check(unsafe { libc::unshare(libc::CLONE_NEWNS) } as _, || {
-        "unshare(CLONE_NEWNS)".into()
-    })?;
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )?;
+    sys::private_mount_ns()?;
     if spec.own_netns.is_some() {
         own_netns::remember_host_netns()?;
     }
@@ -528,6 +520,32 @@ pub fn mount_root_for_restore(spec: &LaunchSpec) -> Result<()> {
         let _ = sys::detach(&spec.rootfs_dir);
     }
     result
+}
+
+/// For a later CRIU restore: mounts the sandbox's root as [`mount_root_for_restore`] does, but
+/// in a private mount namespace of the launcher's own, and returns the staging tree (tmpfs,
+/// idmapped layers, overlay root, binds) as a *detached* mount tree (`open_tree` clone). The
+/// tree lives as long as its fd: the runtime takes it over (`pidfd_getfd`) and later attaches
+/// it in a criu worker's mount namespace, which costs ~0.1 ms instead of a launcher run.
+pub fn mount_root_detached(spec: &LaunchSpec) -> Result<OwnedFd> {
+    // Nothing mounted here may propagate back to the host's namespace.
+    sys::private_mount_ns()?;
+    mount_root_for_restore(spec)?;
+    // CRIU restores the sandbox's own binds of the agent and the launcher; unmounted here, not
+    // by the restore (an unmount waits for an RCU grace period).
+    let root = spec.rootfs_dir.join("root");
+    for bind in [".burrow/agent", ".burrow/init"] {
+        let target = root.join(bind);
+        let c = sys::cstr(&target)?;
+        // SAFETY: a valid C string. EINVAL: not a mount point (`init` exists only for sandboxes
+        // with their own netns).
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+        {
+            return Err(LaunchError::os(format!("detach {target:?}")));
+        }
+    }
+    overlay::clone_tree(&spec.rootfs_dir)
 }
 
 fn mount_root_via_helper(spec: &LaunchSpec) -> Result<()> {

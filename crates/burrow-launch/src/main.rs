@@ -1,48 +1,90 @@
 //! `burrow-launch`: reads a LaunchSpec on stdin, builds the sandbox, prints one LaunchReport
 //! line on stdout, exits 0 on success and 1 on failure. The sandbox keeps running.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
+use std::os::fd::AsRawFd;
 
-use burrow_launch::{LaunchReport, LaunchSpec, launch};
+use burrow_launch::{LaunchError, LaunchReport, LaunchSpec, launch};
 
 fn main() {
     // pid 1 of a sandbox with its own netns, re-exec'd from /.burrow/init (see launch.rs).
     let mut args = std::env::args();
-    if args.nth(1).as_deref() == Some("--sandbox-init") {
+    let mode = args.nth(1);
+    if mode.as_deref() == Some("--sandbox-init") {
         let agent_pid = args.next().and_then(|p| p.parse().ok()).unwrap_or(-1);
         launch::sandbox_init(agent_pid);
     }
-    // `--mount-root`: only mount the sandbox's root at <rootfs_dir>/root in the host mount
-    // namespace (for a CRIU restore) and exit.
-    let mount_root_only = std::env::args().nth(1).as_deref() == Some("--mount-root");
-    let report = match read_spec() {
-        Ok(spec) if mount_root_only => match launch::mount_root_for_restore(&spec) {
-            Ok(()) => LaunchReport {
-                ok: true,
-                init_pid: None,
-                error: None,
-                phases_us: Vec::new(),
-            },
-            Err(e) => LaunchReport {
-                ok: false,
-                init_pid: None,
-                error: Some(e.0),
-                phases_us: Vec::new(),
-            },
+    match mode.as_deref() {
+        // Only mount the sandbox's root at <rootfs_dir>/root in the current mount namespace
+        // (for a CRIU restore) and exit.
+        Some("--mount-root") => {
+            let report = match read_spec() {
+                Ok(spec) => failed_or(launch::mount_root_for_restore(&spec).map(|()| None)),
+                Err(error) => failed(error),
+            };
+            finish(&report)
+        }
+        // Mount the root in a private mount namespace and hand it over as a detached tree:
+        // the spec is one line on stdin; the launcher reports the tree's fd and stays until
+        // its stdin closes (the caller takes the fd over meanwhile).
+        Some("--detach-root") => {
+            let mut stdin = std::io::stdin().lock();
+            let mut line = String::new();
+            let report = match (&mut stdin).take(1 << 20).read_line(&mut line) {
+                Ok(_) => match serde_json::from_str::<LaunchSpec>(&line) {
+                    Ok(spec) => failed_or(launch::mount_root_detached(&spec).map(Some)),
+                    Err(e) => failed(format!("invalid LaunchSpec JSON: {e}")),
+                },
+                Err(e) => failed(format!("read LaunchSpec from stdin: {e}")),
+            };
+            write_report(&report);
+            let _ = std::io::copy(&mut stdin, &mut std::io::sink());
+            std::process::exit(if report.ok { 0 } else { 1 });
+        }
+        _ => {
+            let report = match read_spec() {
+                Ok(spec) => launch::launch(&spec),
+                Err(error) => failed(error),
+            };
+            finish(&report)
+        }
+    }
+}
+
+fn failed(error: String) -> LaunchReport {
+    LaunchReport {
+        error: Some(error),
+        ..LaunchReport::default()
+    }
+}
+
+/// Success (with the detached tree's fd, leaked on purpose: it must outlive the report) or
+/// the error.
+fn failed_or(result: Result<Option<std::os::fd::OwnedFd>, LaunchError>) -> LaunchReport {
+    match result {
+        Ok(tree) => LaunchReport {
+            ok: true,
+            tree_fd: tree.map(|fd| {
+                let raw = fd.as_raw_fd();
+                std::mem::forget(fd);
+                raw
+            }),
+            ..LaunchReport::default()
         },
-        Ok(spec) => launch::launch(&spec),
-        Err(error) => LaunchReport {
-            ok: false,
-            init_pid: None,
-            error: Some(error),
-            phases_us: Vec::new(),
-        },
-    };
-    let line = serde_json::to_string(&report)
+        Err(e) => failed(e.0),
+    }
+}
+
+fn write_report(report: &LaunchReport) {
+    let line = serde_json::to_string(report)
         .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode report"}"#.to_owned());
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+fn finish(report: &LaunchReport) -> ! {
+    write_report(report);
     std::process::exit(if report.ok { 0 } else { 1 });
 }
 

@@ -10,6 +10,7 @@ use crate::spec::LaunchSpec;
 use crate::sys::{self, LaunchError, Result, check, cstr};
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
@@ -138,6 +139,29 @@ pub fn mount_root(spec: &LaunchSpec, userns: &OwnedFd) -> Result<PathBuf> {
     Ok(root)
 }
 
+/// A detached copy (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`) of the mount tree at `path`;
+/// it exists as long as the returned fd (or until it is attached somewhere).
+pub fn clone_tree(path: &Path) -> Result<OwnedFd> {
+    open_tree_clone(path, AT_RECURSIVE)
+}
+
+/// `open_tree(path, OPEN_TREE_CLONE | extra)`: a detached copy of the mount at `path`.
+fn open_tree_clone(path: &Path, extra: libc::c_uint) -> Result<OwnedFd> {
+    let src = cstr(path)?;
+    // SAFETY: open_tree takes a dirfd, a NUL-terminated path and flags; all valid.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            OPEN_TREE_CLONE | extra | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    check(fd, || format!("open_tree(OPEN_TREE_CLONE) of {path:?}"))?;
+    // SAFETY: open_tree succeeded and returned a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 fn mkdir(path: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .mode(0o755)
@@ -148,21 +172,7 @@ fn mkdir(path: &Path) -> Result<()> {
 /// Clones `layer` as a detached mount, idmaps it through `userns` (host 0 shows as the
 /// sandbox's root) read-only, and attaches it at `target`.
 fn idmap_into(layer: &Path, target: &Path, userns: &OwnedFd) -> Result<()> {
-    let src = cstr(layer)?;
-    // SAFETY: open_tree takes a dirfd, a NUL-terminated path and flags; all valid.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    check(fd, || {
-        format!("open_tree(OPEN_TREE_CLONE) of layer {layer:?}")
-    })?;
-    // SAFETY: open_tree succeeded and returned a fresh descriptor.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let tree = open_tree_clone(layer, 0)?;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY,
         attr_clr: 0,

@@ -18,13 +18,7 @@ const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// deep-standby restore). So `/dev/shm` lives on the sandbox's disk, within its disk quota.
 pub fn setup_and_pivot(root: &Path) -> Result<()> {
     // Our mount namespace is a copy: nothing we do below may propagate anywhere.
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )?;
+    sys::make_mounts_private()?;
     // Mounts copied into a namespace of a less privileged user namespace are locked, and
     // pivot_root refuses a locked new root: a recursive self-bind gives us an unlocked one.
     let root_str = root

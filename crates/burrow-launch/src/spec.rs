@@ -168,7 +168,7 @@ impl LaunchSpec {
 }
 
 /// The one JSON line the launcher writes on stdout.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LaunchReport {
     pub ok: bool,
     /// Host pid of the sandbox's init (pid 1 inside). On failure: the init that was started
@@ -180,6 +180,10 @@ pub struct LaunchReport {
     /// Duration of each launch phase in microseconds, in order (for the daemon's timing logs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phases_us: Vec<(String, u64)>,
+    /// `--detach-root`: the launcher's fd number of the detached root tree, for the caller to
+    /// take over with `pidfd_getfd` before closing the launcher's stdin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_fd: Option<i32>,
 }
 
 #[cfg(test)]

@@ -218,6 +218,27 @@ pub fn die(fd: Option<&OwnedFd>, msg: &str) -> ! {
     unsafe { libc::_exit(1) }
 }
 
+/// Makes every mount of the current mount namespace private (the mounts of a copied namespace
+/// are peers of the original's): nothing mounted afterwards propagates anywhere.
+pub fn make_mounts_private() -> Result<()> {
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+}
+
+/// Moves this (single-threaded) process into a new mount namespace of private mounts.
+pub fn private_mount_ns() -> Result<()> {
+    // SAFETY: unshare with a flag constant.
+    check(unsafe { libc::unshare(libc::CLONE_NEWNS) } as _, || {
+        "unshare(CLONE_NEWNS)".into()
+    })?;
+    make_mounts_private()
+}
+
 /// Lazily and recursively detaches the mount at `path`.
 pub fn detach(path: &Path) -> Result<()> {
     let c = cstr(path)?;

@@ -215,7 +215,8 @@ fn dump_into(
 ) -> Result<criu::DumpOutcome, RuntimeError> {
     let dir = File::open(images).map_err(io_err(format!("open {images:?}")))?;
     // A pre-spawned worker (kdat cache kept, no exec on the critical path): ~40 ms less.
-    let worker = workers::take(images).map_err(criu_err)?;
+    // The refill ticket goes at once: a dump is not on a request's critical path.
+    let (worker, _) = workers::take(images).map_err(criu_err)?;
     let freezer = burrow_standby::freezer::Freezer::open(freezer_dir).map_err(freezer_err)?;
     let was_frozen =
         freezer.state().map_err(freezer_err)? == burrow_standby::freezer::FreezerState::Frozen;
@@ -375,10 +376,12 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 pub(crate) mod eth0;
+mod held_root;
 mod restore;
 mod workers;
 
-pub use restore::{RestorePlan, restore};
+pub use held_root::HeldRoot;
+pub use restore::{RestorePlan, hold_root, restore};
 pub use workers::start as start_restore_workers;
 
 /// Gives the running sandbox `pid` a new veth pair (`eth0` configured inside), replacing the

@@ -33,6 +33,8 @@ const DEFAULT_IMAGE_GB: u64 = 64;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the agent may take to accept TCP after signalling readiness.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a restore's used images stay before they are deleted.
+const USED_IMAGES_GRACE: Duration = Duration::from_secs(1);
 
 /// Who holds what. Guarded by one std mutex, never held across an await.
 #[derive(Default)]
@@ -49,6 +51,8 @@ struct Allocations {
     sandboxes: HashMap<String, SandboxHandle>,
     /// Ids being created or destroyed right now.
     busy: BTreeSet<String>,
+    /// Roots of checkpointed sandboxes, mounted ahead of their restore.
+    held_roots: HashMap<String, checkpoint::HeldRoot>,
 }
 
 impl Allocations {
@@ -185,7 +189,7 @@ impl Runtime {
         let result = self.build(&spec, index, slot).await;
         let outcome = match result {
             Ok(handle) => {
-                let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+                let mut alloc = self.shared.lock_alloc();
                 alloc.sandboxes.insert(spec.id.clone(), handle.clone());
                 alloc.busy.remove(&spec.id);
                 tracing::info!(id = %spec.id, total_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -215,7 +219,7 @@ impl Runtime {
     pub async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
         validate_id(id)?;
         {
-            let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            let mut alloc = self.shared.lock_alloc();
             if !alloc.busy.insert(id.to_owned()) {
                 return Err(RuntimeError::Invalid(format!(
                     "sandbox {id} is being created or destroyed right now"
@@ -268,6 +272,13 @@ impl Runtime {
             let mut status = 0;
             // SAFETY: waitpid with a valid out-pointer.
             unsafe { libc::waitpid(handle.init_pid, &mut status, 0) };
+            // The next restore only attaches it. Best effort: it mounts the root itself.
+            match checkpoint::hold_root(&dir, &shared.config.launcher_path) {
+                Ok(held) => {
+                    shared.lock_alloc().held_roots.insert(owned.clone(), held);
+                }
+                Err(e) => tracing::warn!(id = %owned, error = %e, "cannot hold the root"),
+            }
             Ok(info)
         })
         .await
@@ -319,7 +330,8 @@ impl Runtime {
                     .filter_map(|p| p.parent().map(Path::to_path_buf))
                     .collect(),
             };
-            checkpoint::restore(&plan)
+            let held = shared.lock_alloc().held_roots.remove(&id);
+            checkpoint::restore(&plan, held)
         })
         .await
         .map_err(|e| RuntimeError::Checkpoint(format!("restore panicked: {e}")))??;
@@ -337,21 +349,31 @@ impl Runtime {
         let dir = self.sandbox_dir(&handle.id);
         state::save(&dir, &handle)?;
         // Renamed away now (a live init next to `checkpoint/` would read as a crashed restore),
-        // deleted in the background: the request that woke the sandbox does not wait for it.
+        // deleted in the background a little later: freeing its page cache costs CPU that the
+        // request that woke the sandbox needs now. A dump or a deletion meanwhile removes it too.
         if let Some(used) = checkpoint::set_aside_used_images(&dir) {
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = std::fs::remove_dir_all(&used) {
-                    tracing::warn!(path = %used.display(), error = %e, "cannot remove the used checkpoint");
-                }
+            tokio::spawn(async move {
+                tokio::time::sleep(USED_IMAGES_GRACE).await;
+                let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&used) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(path = %used.display(), error = %e, "cannot remove the used checkpoint");
+                    }
+                    _ => {}
+                })
+                .await;
             });
         }
         self.shared
-            .alloc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_alloc()
             .sandboxes
             .insert(handle.id.clone(), handle.clone());
         Ok(handle)
+    }
+
+    /// Whether the root of checkpointed sandbox `id` is mounted ahead of its restore (see
+    /// [`checkpoint::HeldRoot`]); not after a restart of the runtime.
+    pub fn holds_root(&self, id: &str) -> bool {
+        self.shared.lock_alloc().held_roots.contains_key(id)
     }
 
     /// Marks `id` busy for a checkpoint/restore and returns its handle.
@@ -364,7 +386,7 @@ impl Runtime {
                     .into(),
             ));
         }
-        let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        let mut alloc = self.shared.lock_alloc();
         let handle = alloc
             .sandboxes
             .get(id)
@@ -379,7 +401,7 @@ impl Runtime {
     }
 
     fn end_power_change(&self, id: &str) {
-        let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        let mut alloc = self.shared.lock_alloc();
         alloc.busy.remove(id);
     }
 
@@ -456,12 +478,7 @@ impl Runtime {
 
     /// Number of network slots built and waiting for a sandbox.
     pub fn ready_slots(&self) -> usize {
-        self.shared
-            .alloc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .ready
-            .len()
+        self.shared.lock_alloc().ready.len()
     }
 
     /// The cgroup v1 directory of sandbox `id` for `controller` (e.g. `freezer`).
@@ -482,7 +499,7 @@ impl Runtime {
     async fn reserve(&self, id: &str) -> Result<(u32, Slot), RuntimeError> {
         let sandbox_dir = self.sandbox_dir(id);
         let (index, slot) = {
-            let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            let mut alloc = self.shared.lock_alloc();
             if alloc.sandboxes.contains_key(id) || alloc.busy.contains(id) || sandbox_dir.exists() {
                 return Err(RuntimeError::Invalid(format!(
                     "sandbox {id} already exists"
@@ -517,7 +534,7 @@ impl Runtime {
                 .map_err(|e| RuntimeError::Launch(format!("slot build panicked: {e}")))
                 .and_then(|r| r);
             if let Err(e) = built {
-                let mut alloc = self.shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+                let mut alloc = self.shared.lock_alloc();
                 alloc.indexes.remove(&index);
                 alloc.slots_in_use.remove(&slot.k);
                 alloc.busy.remove(id);
@@ -687,6 +704,11 @@ fn prepare_host(
 }
 
 impl Shared {
+    /// The allocations (a poisoned lock is taken over: every update keeps them consistent).
+    fn lock_alloc(&self) -> std::sync::MutexGuard<'_, Allocations> {
+        self.alloc.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn cgroups(&self, id: &str) -> Cgroups {
         Cgroups::new(&self.cgroup_root, &self.naming.cgroup_parent(), id)
     }
@@ -711,7 +733,7 @@ async fn fill_pool_forever(shared: Weak<Shared>) {
             return;
         };
         let wanted = {
-            let mut alloc = strong.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            let mut alloc = strong.lock_alloc();
             let missing = strong
                 .config
                 .net_pool_size
@@ -736,7 +758,7 @@ async fn fill_pool_forever(shared: Weak<Shared>) {
                 }
             }
             {
-                let mut alloc = strong.alloc.lock().unwrap_or_else(|e| e.into_inner());
+                let mut alloc = strong.lock_alloc();
                 for k in wanted {
                     alloc.building.remove(&k);
                     if ok {
@@ -950,13 +972,9 @@ async fn wait_for_tcp(addr: std::net::SocketAddr) -> Result<(), RuntimeError> {
 /// the (index, slot) of a failed create whose runtime.json may not say so.
 fn teardown(shared: &Shared, id: &str, reserved: Option<(u32, Slot)>) -> Result<(), RuntimeError> {
     let dir = shared.sandboxes_dir.join(id);
-    let known = shared
-        .alloc
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .sandboxes
-        .get(id)
-        .cloned();
+    // Unmounted before the upper dir goes.
+    drop(shared.lock_alloc().held_roots.remove(id));
+    let known = shared.lock_alloc().sandboxes.get(id).cloned();
     let handle = known.or_else(|| state::load(&dir));
     let mut result = teardown_resources(shared, id, handle.as_ref());
     let slot_number = reserved
@@ -978,7 +996,7 @@ fn teardown(shared: &Shared, id: &str, reserved: Option<(u32, Slot)>) -> Result<
         let ip = h.ip.to_string();
         let _ = crate::host::run_command("conntrack", &["-D", "-s", &ip], None);
     }
-    let mut alloc = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+    let mut alloc = shared.lock_alloc();
     alloc.busy.remove(id);
     alloc.sandboxes.remove(id);
     if result.is_ok() {
@@ -1051,7 +1069,7 @@ fn reconcile_blocking(
             continue;
         }
         {
-            let alloc = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            let alloc = shared.lock_alloc();
             if alloc.busy.contains(&id) || alloc.sandboxes.contains_key(&id) {
                 on_disk.insert(id);
                 continue;
@@ -1073,7 +1091,7 @@ fn reconcile_blocking(
         match (known.contains(&id), alive || checkpointed, handle) {
             (true, true, Some(h)) => {
                 {
-                    let mut alloc = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut alloc = shared.lock_alloc();
                     if let Some(index) = state::index_of(h.uid_base) {
                         alloc.indexes.insert(index);
                     }
@@ -1114,12 +1132,7 @@ fn reconcile_blocking(
     }
     // cgroups without a sandbox dir (a crash between cgroup creation and dir removal).
     for id in crate::cgroup::existing_ids(&shared.cgroup_root, &shared.naming.cgroup_parent()) {
-        let held = shared
-            .alloc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .sandboxes
-            .contains_key(&id);
+        let held = shared.lock_alloc().sandboxes.contains_key(&id);
         if !held && !on_disk.contains(&id) {
             let cg = shared.cgroups(&id);
             cg.kill_all()?;
@@ -1129,7 +1142,7 @@ fn reconcile_blocking(
     }
     // Namespaces no sandbox holds and the pool does not know.
     let stray: Vec<Slot> = {
-        let alloc = shared.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        let alloc = shared.lock_alloc();
         net::existing_slots(shared.naming)
             .into_iter()
             .filter(|s| {

@@ -97,6 +97,12 @@ async fn checkpoint_restore_three_cycles_keep_pids_memory_files() {
         );
         assert!(info.image_bytes > 0);
         assert!(!rt.is_alive(&handle), "init survived the checkpoint");
+        // Mounted ahead, so the restore only attaches it (the fallback, a mount at restore
+        // time, runs after a restart: deep_standby's end_to_end in burrow-server).
+        assert!(
+            rt.holds_root(&handle.id),
+            "root not held after cycle {cycle}'s dump"
+        );
         assert!(
             std::net::TcpStream::connect_timeout(&handle.agent_addr(), Duration::from_millis(200))
                 .is_err(),
@@ -111,6 +117,7 @@ async fn checkpoint_restore_three_cycles_keep_pids_memory_files() {
         let restored = rt.restore(&handle.id).await.expect("restore");
         restore_ms.push(t.elapsed().as_secs_f64() * 1e3);
         assert_ne!(restored.init_pid, handle.init_pid, "new host pid expected");
+        assert!(!rt.holds_root(&handle.id), "the restore used the held root");
         assert!(rt.is_alive(&restored));
         let (n, pid) = counter(&restored);
         assert_eq!(pid, py_pid, "python keeps its in-sandbox pid");
@@ -176,7 +183,11 @@ async fn checkpoint_restore_three_cycles_keep_pids_memory_files() {
         "restore (request → agent answering) ms: {restore_ms:?}, p50 {:.1}",
         restore_ms[restore_ms.len() / 2]
     );
+    // A sandbox deleted in deep standby lets go of its held root (its overlay, upper dir).
+    rt.checkpoint(&handle.id).await.expect("last checkpoint");
+    assert!(rt.holds_root(&handle.id));
     rt.destroy(&handle.id).await.expect("destroy");
+    assert!(!rt.holds_root(&handle.id), "held root outlived the sandbox");
     common::assert_no_leftovers(&data_dir, &handle.id, handle.uid_base);
     drop(rt);
     common::remove_data_dir(&data_dir);

@@ -79,7 +79,7 @@ fn dump_and_restore_three_cycles_keep_state_and_pids() {
         let dir = File::open(images.path()).unwrap();
         let mut dump = DumpRequest::new(dir.as_fd(), init_pid);
         dump.external.push(external_net.clone());
-        let dumped = pool.take().unwrap().dump(&dump).unwrap();
+        let dumped = pool.take().unwrap().0.dump(&dump).unwrap();
         // The tree is gone after a dump.
         common::wait_gone(init_pid, Duration::from_secs(5));
         assert!(sb.request("ping", Duration::from_millis(200)).is_err());

@@ -11,6 +11,7 @@ use std::time::Instant;
 use burrow_launch::{LaunchReport, LaunchSpec};
 use burrow_standby::criu::{RestoreRequest, Worker};
 
+use super::held_root::HeldRoot;
 use super::{
     DEVICES, LAUNCH_SPEC_FILE, SandboxLink, checkpoint_dir, criu_err, eth0, log_level, workers,
 };
@@ -51,23 +52,24 @@ fn restore_externals(sources: &ExternalSources) -> Vec<String> {
 /// copy. The veth pair is created while criu restores the mount namespace: as soon as the
 /// restored netns exists ("setup-namespaces"); criu needs `eth0`'s address before it restores
 /// sockets bound to it and waits for it at "post-setup-namespaces". A failed veth aborts.
-pub fn restore(plan: &RestorePlan<'_>) -> Result<i32, RuntimeError> {
+///
+/// `held` is the root mounted ahead by [`hold_root`], if the runtime has it: attached in the
+/// worker's mount namespace instead of being mounted now.
+pub fn restore(plan: &RestorePlan<'_>, held: Option<HeldRoot>) -> Result<i32, RuntimeError> {
     let started = Instant::now();
-    tracing::debug!(dir = %plan.sandbox_dir.display(), "restore starts");
+    tracing::debug!(dir = %plan.sandbox_dir.display(), held = held.is_some(), "restore starts");
     // lo too: the netns is restored empty.
     let eth0_config = plan.link.eth0_config(true)?;
     // A leftover pair (checkpoints from before veths were deleted at dump time kept `eth0`
     // parked in the slot's netns; a failed restore's pair may still be dying) blocks the new one.
     eth0::delete_link(&plan.link.host_veth)?;
     let images = checkpoint_dir(plan.sandbox_dir);
-    let spec_path = plan.sandbox_dir.join(LAUNCH_SPEC_FILE);
-    let text = std::fs::read(&spec_path).map_err(io_err(format!("read {spec_path:?}")))?;
-    let spec: LaunchSpec = serde_json::from_slice(&text)
-        .map_err(|e| RuntimeError::Checkpoint(format!("{spec_path:?} is not a LaunchSpec: {e}")))?;
+    let spec = load_launch_spec(plan.sandbox_dir)?;
     let dir = File::open(&images).map_err(io_err(format!(
         "open checkpoint {images:?} (was the sandbox checkpointed?)"
     )))?;
-    let worker = workers::take(&images).map_err(criu_err)?;
+    // Kept until criu has answered (see `WorkerPool::take`).
+    let (worker, refill) = workers::take(&images).map_err(criu_err)?;
     // A pooled worker lives in its own mount namespace: the root goes there (and vanishes
     // with it). Otherwise it goes into the host's and is detached after the restore.
     let worker_mntns = workers::has_own_mount_ns(&worker)
@@ -85,17 +87,35 @@ pub fn restore(plan: &RestorePlan<'_>) -> Result<i32, RuntimeError> {
     // 0700): in a pooled worker they are bind-mounted onto files of its `/run` first.
     let host_sources = ExternalSources {
         agent: spec.agent_path.clone(),
-        init: recorded_launcher(plan, &spec).to_path_buf(),
+        init: recorded_launcher(plan.launcher, &spec).to_path_buf(),
         sys: workers::empty_sys_dir_on_host()?,
     };
     let rebind = worker_mntns
         .as_ref()
         .and_then(|_| workers::reachable_external_files());
     let sources = rebind.as_ref().unwrap_or(&host_sources);
-    mount_root(recorded_launcher(plan, &spec), &spec, worker_mntns.as_ref())?;
+    let launcher = recorded_launcher(plan.launcher, &spec);
+    // A held root comes without the launcher's binds of the agent and the launcher.
+    let launch_binds = match (held, &worker_mntns) {
+        (Some(held), Some(ns)) => match attach_held_root(ns, held, &spec.rootfs_dir) {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot attach the held root; mounting it anew");
+                mount_root(launcher, &spec, worker_mntns.as_ref())?;
+                true
+            }
+        },
+        // Dropped first: the held overlay keeps the upper dir busy.
+        (held, _) => {
+            drop(held);
+            mount_root(launcher, &spec, worker_mntns.as_ref())?;
+            true
+        }
+    };
     if let Some(ns) = &worker_mntns {
         let root = spec.rootfs_dir.join("root");
-        prepare_worker_mounts(ns, &root, &host_sources, rebind.as_ref())?;
+        let binds_at = launch_binds.then_some(root.as_path());
+        prepare_worker_mounts(ns, binds_at, &host_sources, rebind.as_ref())?;
     }
     let mounted_at = started.elapsed();
     let link = |pid: i32| {
@@ -128,6 +148,7 @@ pub fn restore(plan: &RestorePlan<'_>) -> Result<i32, RuntimeError> {
         // Whatever criu did, no thread outlives the restore.
         (restored, linked.or_else(|| joined(linking.take())))
     });
+    drop(refill);
     if worker_mntns.is_none() {
         // The restored mount namespace holds its own reference to the root; the host's goes.
         detach(&spec.rootfs_dir);
@@ -176,9 +197,61 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 /// The launcher binary the sandbox was started from (a pinned copy that an upgrade leaves in
-/// place); the runtime's current one only for sandboxes that predate the record.
-fn recorded_launcher<'a>(plan: &'a RestorePlan<'_>, spec: &'a LaunchSpec) -> &'a Path {
-    spec.launcher_path.as_deref().unwrap_or(plan.launcher)
+/// place); the runtime's current one (`current`) only for sandboxes that predate the record.
+fn recorded_launcher<'a>(current: &'a Path, spec: &'a LaunchSpec) -> &'a Path {
+    spec.launcher_path.as_deref().unwrap_or(current)
+}
+
+fn load_launch_spec(sandbox_dir: &Path) -> Result<LaunchSpec, RuntimeError> {
+    let spec_path = sandbox_dir.join(LAUNCH_SPEC_FILE);
+    let text = std::fs::read(&spec_path).map_err(io_err(format!("read {spec_path:?}")))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| RuntimeError::Checkpoint(format!("{spec_path:?} is not a LaunchSpec: {e}")))
+}
+
+/// Mounts the root of the checkpointed sandbox in `sandbox_dir` ahead of its restore (see
+/// [`HeldRoot`]); `launcher` as in [`RestorePlan`]. Blocking.
+pub fn hold_root(sandbox_dir: &Path, launcher: &Path) -> Result<HeldRoot, RuntimeError> {
+    let spec = load_launch_spec(sandbox_dir)?;
+    HeldRoot::mount(recorded_launcher(launcher, &spec), &spec)
+}
+
+/// Attaches `held` at `rootfs_dir` in the worker's mount namespace.
+fn attach_held_root(
+    mntns: &OwnedFd,
+    held: HeldRoot,
+    rootfs_dir: &Path,
+) -> Result<(), RuntimeError> {
+    let target = std::ffi::CString::new(rootfs_dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| RuntimeError::Checkpoint(format!("{rootfs_dir:?} contains a NUL byte")))?;
+    in_mount_ns(mntns, move || held.attach(&target))
+        .map_err(|e| RuntimeError::Checkpoint(format!("attach the held root: {e}")))
+}
+
+/// Runs `work` in a short-lived thread that joins the mount namespace `mntns` with an fs
+/// context of its own (setns into a mount namespace needs one; no tokio thread is touched).
+fn in_mount_ns<T: Send>(
+    mntns: &OwnedFd,
+    work: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    let raw = mntns.as_raw_fd();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || -> std::io::Result<T> {
+                // SAFETY: unshare with a flag constant; gives only this thread a private fs
+                // context, which setns into a mount namespace requires.
+                if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SAFETY: setns on a valid mount namespace fd; changes only this thread.
+                if unsafe { libc::setns(raw, libc::CLONE_NEWNS) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                work()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("mount namespace thread panicked")))
+    })
 }
 
 /// The files criu binds at the sandbox's `/.burrow/agent` and `/.burrow/init`, as paths in
@@ -212,22 +285,23 @@ fn restore_tree(
         .pid)
 }
 
-/// In the worker's mount namespace, by a short-lived thread with its own fs context (setns into
-/// a mount namespace needs one; the tokio thread is never touched):
-/// - `--mount-root` also bind-mounts the agent and the launcher into the root, as for a fresh
-///   start; CRIU restores the sandbox's own binds of them (external mounts) on top, so kept,
-///   every checkpoint → restore cycle would stack one more of each: unmounted;
+/// In the worker's mount namespace (see [`in_mount_ns`]):
+/// - `--mount-root` also bind-mounts the agent and the launcher into the root (`launch_binds`
+///   is then the root), as for a fresh start; CRIU restores the sandbox's own binds of them
+///   (external mounts) on top, so kept, every checkpoint → restore cycle would stack one more
+///   of each: unmounted;
 /// - given `rebind`, the agent and launcher files are bind-mounted onto its (reachable) paths.
 fn prepare_worker_mounts(
     mntns: &OwnedFd,
-    root: &Path,
+    launch_binds: Option<&Path>,
     sources: &ExternalSources,
     rebind: Option<&ExternalSources>,
 ) -> Result<(), RuntimeError> {
     let c_path = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok();
-    let targets: Vec<std::ffi::CString> = [AGENT_BIND, INIT_BIND]
-        .iter()
-        .filter_map(|rel| c_path(&root.join(rel)))
+    let targets: Vec<std::ffi::CString> = launch_binds
+        .into_iter()
+        .flat_map(|root| [AGENT_BIND, INIT_BIND].map(|rel| root.join(rel)))
+        .filter_map(|path| c_path(&path))
         .collect();
     let binds: Vec<(std::ffi::CString, std::ffi::CString)> = rebind
         .map(|to| {
@@ -237,49 +311,34 @@ fn prepare_worker_mounts(
                 .collect()
         })
         .unwrap_or_default();
-    let raw = mntns.as_raw_fd();
-    let result = std::thread::scope(|scope| {
-        scope
-            .spawn(|| -> std::io::Result<()> {
-                // SAFETY: unshare with a flag constant; gives only this thread a private fs
-                // context, which setns into a mount namespace requires.
-                if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
-                    return Err(std::io::Error::last_os_error());
+    let result = in_mount_ns(mntns, || {
+        for target in &targets {
+            // SAFETY: a NUL-terminated path; EINVAL (not a mount point: the init bind
+            // exists only for sandbox-owned netns) is fine.
+            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+                let e = std::io::Error::last_os_error();
+                if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) {
+                    return Err(e);
                 }
-                // SAFETY: setns on a valid mount namespace fd; changes only this thread.
-                if unsafe { libc::setns(raw, libc::CLONE_NEWNS) } != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                for target in &targets {
-                    // SAFETY: a NUL-terminated path; EINVAL (not a mount point: the init bind
-                    // exists only for sandbox-owned netns) is fine.
-                    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
-                        let e = std::io::Error::last_os_error();
-                        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) {
-                            return Err(e);
-                        }
-                    }
-                }
-                for (from, to) in &binds {
-                    // SAFETY: NUL-terminated paths; a plain bind mount in this thread's (the
-                    // worker's private) mount namespace.
-                    let ret = unsafe {
-                        libc::mount(
-                            from.as_ptr(),
-                            to.as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_BIND,
-                            std::ptr::null(),
-                        )
-                    };
-                    if ret != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("umount thread panicked")))
+            }
+        }
+        for (from, to) in &binds {
+            // SAFETY: NUL-terminated paths; a plain bind mount in this thread's (the
+            // worker's private) mount namespace.
+            let ret = unsafe {
+                libc::mount(
+                    from.as_ptr(),
+                    to.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            };
+            if ret != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
     });
     result.map_err(|e| {
         RuntimeError::Checkpoint(format!(

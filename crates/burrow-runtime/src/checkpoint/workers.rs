@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use burrow_standby::criu::{CriuConfig, CriuError, Worker, WorkerPool, ensure_kdat_tmpfs};
+use burrow_standby::criu::{CriuConfig, CriuError, Refill, Worker, WorkerPool, ensure_kdat_tmpfs};
 
 /// tmpfs for criu's kernel-feature cache, bind-mounted over `/run` in each worker.
 const KDAT_DIR: &str = "/run/burrow/criu-kdat";
@@ -129,26 +129,27 @@ pub fn start() {
     });
 }
 
-/// A worker that can see `must_see` (a host path the restore needs, e.g. the images dir).
-/// Starts the pool in the background on first use.
-pub fn take(must_see: &Path) -> Result<Worker, CriuError> {
+/// A worker that can see `must_see` (a host path the restore needs, e.g. the images dir), and
+/// the pool's refill ticket (drop it once the worker's request is answered). Starts the pool
+/// in the background on first use.
+pub fn take(must_see: &Path) -> Result<(Worker, Option<Refill>), CriuError> {
     let Some(pool) = POOL.get() else {
         std::thread::Builder::new()
             .name("criu-pool-start".into())
             .spawn(start)
             .ok();
-        return Worker::spawn(&restore_config(), &[]);
+        return Ok((Worker::spawn(&restore_config(), &[])?, None));
     };
     let Some(pool) = pool else {
-        return Worker::spawn(&base_config(), &[]);
+        return Ok((Worker::spawn(&base_config(), &[])?, None));
     };
-    let worker = pool.take()?;
+    let (worker, refill) = pool.take()?;
     if sees(&worker, must_see) {
-        return Ok(worker);
+        return Ok((worker, Some(refill)));
     }
     tracing::debug!(path = %must_see.display(), "pooled criu worker predates this mount; respawning");
     drop(worker);
-    Worker::spawn(pool.config(), &[])
+    Ok((Worker::spawn(pool.config(), &[])?, Some(refill)))
 }
 
 /// True if `path` exists in the worker's mount namespace.

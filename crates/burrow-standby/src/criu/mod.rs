@@ -15,7 +15,7 @@ mod worker;
 use std::io;
 use std::path::PathBuf;
 
-pub use pool::WorkerPool;
+pub use pool::{Refill, WorkerPool};
 pub use request::{
     DumpOutcome, DumpRequest, RestoreOutcome, RestoreRequest, external_mount, external_netns,
 };

@@ -8,6 +8,10 @@ use super::{CriuConfig, CriuError, Worker};
 
 /// Back-off after a failed spawn, so a missing criu does not spin the refill thread.
 const RESPAWN_BACKOFF: Duration = Duration::from_secs(1);
+/// While at least one worker is idle, a refill waits this long after its ticket is dropped:
+/// the request a restore was for is still being answered (by the restored sandbox, through
+/// the daemon), and a worker's start (an exec, criu's start) would compete for the cores.
+const REFILL_DELAY: Duration = Duration::from_millis(50);
 
 struct State {
     idle: Vec<Worker>,
@@ -69,8 +73,11 @@ impl WorkerPool {
         })
     }
 
-    /// A live idle worker, or a freshly spawned one if the pool is empty.
-    pub fn take(&self) -> Result<Worker, CriuError> {
+    /// A live idle worker, or a freshly spawned one if the pool is empty, and the ticket that
+    /// starts the pool's refill when dropped: keep it until the worker's request is answered,
+    /// so spawning its successor (an exec and criu's start, ~7 ms of CPU) does not compete with
+    /// that request for the host's cores.
+    pub fn take(&self) -> Result<(Worker, Refill), CriuError> {
         let found = {
             let mut state = self.shared.lock();
             let mut found = None;
@@ -82,10 +89,10 @@ impl WorkerPool {
             }
             found
         };
-        self.shared.wake.notify_one();
+        let refill = Refill(Arc::clone(&self.shared));
         match found {
-            Some(worker) => Ok(worker),
-            None => Worker::spawn(&self.shared.config, &[]),
+            Some(worker) => Ok((worker, refill)),
+            None => Ok((Worker::spawn(&self.shared.config, &[])?, refill)),
         }
     }
 
@@ -108,6 +115,15 @@ impl WorkerPool {
 
     pub fn config(&self) -> &CriuConfig {
         &self.shared.config
+    }
+}
+
+/// Wakes the pool's refill thread when dropped (see [`WorkerPool::take`]).
+pub struct Refill(Arc<Shared>);
+
+impl Drop for Refill {
+    fn drop(&mut self) {
+        self.0.wake.notify_one();
     }
 }
 
@@ -135,6 +151,17 @@ fn refill_loop(shared: &Shared) {
             }
             if state.shutdown {
                 return;
+            }
+            if !state.idle.is_empty() {
+                // Interrupted by shutdown only (its notify_all); a take meanwhile does not
+                // hurry the refill unless it emptied the pool.
+                let (next, _) = shared
+                    .wake
+                    .wait_timeout_while(state, REFILL_DELAY, |s| !s.shutdown && !s.idle.is_empty())
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if next.shutdown {
+                    return;
+                }
             }
         }
         // Spawn outside the lock: take() must never wait for an exec.
