@@ -3,7 +3,8 @@
 //! `<sandbox_dir>/checkpoint/`, and restore it on the sandbox's overlay root.
 //!
 //! What CRIU must be told: the agent binary and the host device nodes are bind mounts from the
-//! host (external mounts); the overlay root is given back with `--root` (re-mounted by
+//! host (external mounts); the overlay root is given back with `--root` (mounted ahead by
+//! `burrow-launch --detach-root` right after the dump, see [`HeldRoot`], or at restore time by
 //! `burrow-launch --mount-root`). The sandbox's veth pair is *deleted* before the dump and
 //! created anew (host end `bw<k>` in the host netns, `eth0` directly in the restored netns) while
 //! CRIU restores: CRIU 4.2.1 cannot recreate a veth from inside a user namespace on this kernel

@@ -13,12 +13,16 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use burrow_launch::{LaunchReport, LaunchSpec};
 
 use crate::error::RuntimeError;
 
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+/// How long the launcher may take to mount the root (normally ~5 ms).
+const HOLD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A detached mount tree rooted at the sandbox's staging tmpfs (`<rootfs_dir>`, the overlay at
 /// `<rootfs_dir>/root`); unmounted when dropped.
@@ -39,6 +43,15 @@ impl HeldRoot {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| launch_err(format!("cannot run {launcher:?} --detach-root: {e}")))?;
+        // A launcher that does not answer in time is killed (its read end then sees EOF).
+        let (answered, watch) = std::sync::mpsc::channel::<()>();
+        let pid = child.id() as libc::pid_t;
+        let watchdog = std::thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = watch.recv_timeout(HOLD_TIMEOUT) {
+                // SAFETY: kill on our own child, not yet reaped (so the pid is still its).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        });
         // The launcher stays until its stdin closes: the fd must still be there to be taken.
         let taken = (|| {
             let mut stdin = child
@@ -65,6 +78,8 @@ impl HeldRoot {
                 _ => Err(launch_err(report.error.unwrap_or_else(|| answer.clone()))),
             }
         })();
+        drop(answered);
+        let _ = watchdog.join();
         // Closing stdin (dropped above, or now) lets the launcher exit.
         drop(child.stdin.take());
         let _ = child.wait();

@@ -210,10 +210,12 @@ fn load_launch_spec(sandbox_dir: &Path) -> Result<LaunchSpec, RuntimeError> {
 }
 
 /// Mounts the root of the checkpointed sandbox in `sandbox_dir` ahead of its restore (see
-/// [`HeldRoot`]); `launcher` as in [`RestorePlan`]. Blocking.
+/// [`HeldRoot`]) with the runtime's current `launcher`: not the sandbox's pinned one, which may
+/// predate `--detach-root` (it would take the spec for a launch). The held tree does not include
+/// the launcher's own binds, so which launcher mounted it does not matter to CRIU. Blocking.
 pub fn hold_root(sandbox_dir: &Path, launcher: &Path) -> Result<HeldRoot, RuntimeError> {
     let spec = load_launch_spec(sandbox_dir)?;
-    HeldRoot::mount(recorded_launcher(launcher, &spec), &spec)
+    HeldRoot::mount(launcher, &spec)
 }
 
 /// Attaches `held` at `rootfs_dir` in the worker's mount namespace.
