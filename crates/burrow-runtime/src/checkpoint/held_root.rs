@@ -124,3 +124,68 @@ fn take_fd(pid: u32, fd: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: pidfd_getfd returned a fresh (close-on-exec) descriptor.
     Ok(unsafe { OwnedFd::from_raw_fd(got as i32) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            id: "held1".into(),
+            layers: vec!["/t/l0".into()],
+            upper_dir: "/d/upper".into(),
+            work_dir: "/d/work".into(),
+            rootfs_dir: "/d/rootfs".into(),
+            uid_base: 0x1001_0000,
+            netns_path: "/run/netns/burrow-0".into(),
+            cgroup_procs: Vec::new(),
+            agent_path: "/usr/bin/agent".into(),
+            agent_env: Default::default(),
+            nameservers: Vec::new(),
+            agent_log: None,
+            ready_timeout_ms: None,
+            own_netns: None,
+            ca_bundle: None,
+            launcher_path: None,
+        }
+    }
+
+    /// A stand-in launcher: a shell script.
+    fn launcher(dir: &Path, body: &str) -> std::path::PathBuf {
+        let path = dir.join("launcher");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_refusal_is_an_error_with_the_launchers_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"read spec; echo '{"ok":false,"error":"no overlay today"}'; cat >/dev/null"#;
+        let err = HeldRoot::mount(&launcher(dir.path(), script), &spec()).unwrap_err();
+        assert!(err.to_string().contains("no overlay today"), "{err}");
+    }
+
+    #[test]
+    fn a_success_without_a_tree_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"read spec; echo '{"ok":true}'; cat >/dev/null"#;
+        assert!(HeldRoot::mount(&launcher(dir.path(), script), &spec()).is_err());
+    }
+
+    /// E.g. a launcher that reads its spec to EOF (one from before `--detach-root`): the hold
+    /// gives up after HOLD_TIMEOUT instead of blocking the dump forever.
+    #[test]
+    fn a_launcher_that_never_answers_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let err = HeldRoot::mount(&launcher(dir.path(), "cat >/dev/null"), &spec()).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            took >= HOLD_TIMEOUT && took < HOLD_TIMEOUT * 2,
+            "took {took:?}: {err}"
+        );
+    }
+}
