@@ -505,6 +505,12 @@ fn close_all_except(keep: &[libc::c_int]) {
     unsafe { libc::syscall(libc::SYS_close_range, max + 1, u32::MAX, 0) };
 }
 
+/// Joins the mount namespace at `path` (a criu worker's), where `mount_root_for_restore` then
+/// mounts.
+pub fn enter_mount_ns(path: &Path) -> Result<()> {
+    sys::enter_mount_ns(path)
+}
+
 /// For a CRIU restore: mounts the sandbox's root (staging tmpfs, idmapped layers, overlay,
 /// agent bind) at `<rootfs_dir>/root` in the launcher's *current* mount namespace (the host's,
 /// so the restoring CRIU sees it), through a short-lived user namespace with the sandbox's

@@ -15,12 +15,28 @@ fn main() {
         launch::sandbox_init(agent_pid);
     }
     match mode.as_deref() {
-        // Only mount the sandbox's root at <rootfs_dir>/root in the current mount namespace
-        // (for a CRIU restore) and exit.
+        // Become a `criu swrk` worker for the daemon (which never forks to set one up).
+        Some("--criu-worker") => burrow_standby::criu::helper_main(std::env::args_os().skip(2)),
+        // Only mount the sandbox's root at <rootfs_dir>/root (for a CRIU restore) and exit: in
+        // the current mount namespace, or with `--mount-ns PATH` in that one (a criu worker's).
         Some("--mount-root") => {
-            let report = match read_spec() {
-                Ok(spec) => failed_or(launch::mount_root_for_restore(&spec).map(|()| None)),
-                Err(error) => failed(error),
+            let mount_ns = match (args.next().as_deref(), args.next()) {
+                (None, _) => Ok(None),
+                (Some("--mount-ns"), Some(path)) => Ok(Some(path)),
+                (other, _) => Err(format!(
+                    "--mount-root takes only `--mount-ns PATH`, not {other:?}"
+                )),
+            };
+            let report = match (mount_ns, read_spec()) {
+                (Ok(ns), Ok(spec)) => failed_or(
+                    ns.as_deref()
+                        .map_or(Ok(()), |ns| {
+                            launch::enter_mount_ns(std::path::Path::new(ns))
+                        })
+                        .and_then(|()| launch::mount_root_for_restore(&spec))
+                        .map(|()| None),
+                ),
+                (Err(error), _) | (_, Err(error)) => failed(error),
             };
             finish(&report)
         }

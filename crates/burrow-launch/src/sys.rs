@@ -239,6 +239,15 @@ pub fn private_mount_ns() -> Result<()> {
     make_mounts_private()
 }
 
+/// Moves this (single-threaded) process into the mount namespace at `path` (e.g.
+/// `/proc/PID/ns/mnt`).
+pub fn enter_mount_ns(path: &Path) -> Result<()> {
+    let ns = open_path(path, libc::O_RDONLY | libc::O_CLOEXEC)?;
+    // SAFETY: setns on an fd we own, with a flag constant.
+    let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) };
+    check(r as _, || format!("enter the mount namespace {path:?}")).map(drop)
+}
+
 /// Lazily and recursively detaches the mount at `path`.
 pub fn detach(path: &Path) -> Result<()> {
     let c = cstr(path)?;

@@ -383,7 +383,7 @@ mod workers;
 
 pub use held_root::HeldRoot;
 pub use restore::{RestorePlan, hold_root, restore};
-pub use workers::start as start_restore_workers;
+pub use workers::{set_helper as set_criu_helper, start as start_restore_workers};
 
 /// Gives the running sandbox `pid` a new veth pair (`eth0` configured inside), replacing the
 /// one it has, if any: after a failed dump, or for a sandbox a daemon crash left in the

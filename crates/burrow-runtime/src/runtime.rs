@@ -151,6 +151,7 @@ impl Runtime {
             Err(_) => DEFAULT_IMAGE_GB,
         };
         let netns_mode = NetnsMode::from_env()?;
+        checkpoint::set_criu_helper(&config.launcher_path);
         // Sandboxes map these files, and a restore needs the very same ones: use pinned copies.
         let mut config = config;
         config = tokio::task::spawn_blocking(move || {

@@ -46,6 +46,22 @@ fn missing_binary_is_a_clear_error() {
 }
 
 #[test]
+fn missing_helper_is_a_clear_error() {
+    let config = CriuConfig {
+        helper: vec!["/nonexistent/helper".into()],
+        ..common::criu_config()
+    };
+    let err = Worker::spawn(&config, &[]).unwrap_err();
+    assert!(matches!(err, CriuError::Helper { .. }), "{err}");
+    let unset = CriuConfig {
+        helper: Vec::new(),
+        ..common::criu_config()
+    };
+    let err = Worker::spawn(&unset, &[]).unwrap_err();
+    assert!(err.to_string().contains("--criu-worker"), "{err}");
+}
+
+#[test]
 fn dump_of_a_missing_pid_reports_criu_error_text() {
     let images = tempfile::tempdir().unwrap();
     let dir = File::open(images.path()).unwrap();

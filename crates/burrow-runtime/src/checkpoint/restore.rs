@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -94,21 +93,25 @@ pub fn restore(plan: &RestorePlan<'_>, held: Option<HeldRoot>) -> Result<i32, Ru
         .as_ref()
         .and_then(|_| workers::reachable_external_files());
     let sources = rebind.as_ref().unwrap_or(&host_sources);
-    let launcher = recorded_launcher(plan.launcher, &spec);
+    // The worker is not reaped before criu answers, so its pid names its namespace meanwhile.
+    let worker_mntns_path = worker_mntns
+        .as_ref()
+        .map(|_| PathBuf::from(format!("/proc/{}/ns/mnt", worker.pid())));
+    let mount_root = || mount_root(plan.launcher, &spec, worker_mntns_path.as_deref());
     // A held root comes without the launcher's binds of the agent and the launcher.
     let launch_binds = match (held, &worker_mntns) {
         (Some(held), Some(ns)) => match attach_held_root(ns, held, &spec.rootfs_dir) {
             Ok(()) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot attach the held root; mounting it anew");
-                mount_root(launcher, &spec, worker_mntns.as_ref())?;
+                mount_root()?;
                 true
             }
         },
         // Dropped first: the held overlay keeps the upper dir busy.
         (held, _) => {
             drop(held);
-            mount_root(launcher, &spec, worker_mntns.as_ref())?;
+            mount_root()?;
             true
         }
     };
@@ -360,12 +363,14 @@ fn detach(path: &Path) {
     }
 }
 
-/// `burrow-launch --mount-root`: the overlay root at `<rootfs_dir>/root`, in `mntns` (a criu
-/// worker's mount namespace) or else in the host's.
+/// `burrow-launch --mount-root`: the overlay root at `<rootfs_dir>/root`, in the mount
+/// namespace at `mntns` (a criu worker's, which the launcher joins itself: the daemon does not
+/// fork to do it) or else in the host's. With the runtime's current launcher, as for
+/// [`hold_root`]: a sandbox's pinned one may predate `--mount-ns`.
 fn mount_root(
     launcher: &Path,
     spec: &LaunchSpec,
-    mntns: Option<&OwnedFd>,
+    mntns: Option<&Path>,
 ) -> Result<(), RuntimeError> {
     let input =
         serde_json::to_vec(spec).map_err(|e| RuntimeError::Launch(format!("encode spec: {e}")))?;
@@ -376,17 +381,7 @@ fn mount_root(
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(ns) = mntns {
-        let raw = ns.as_raw_fd();
-        // SAFETY: runs in the forked, single-threaded child before exec and only calls setns
-        // (allowed there: the child shares no fs_struct) on an fd the parent keeps open.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(raw, libc::CLONE_NEWNS) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        command.arg("--mount-ns").arg(ns);
     }
     let mut child = command
         .spawn()

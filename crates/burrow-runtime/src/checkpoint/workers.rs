@@ -31,10 +31,24 @@ const EXT_SYS: &str = "ext-sys";
 const POOL_SIZE: usize = 2;
 
 static POOL: OnceLock<Option<WorkerPool>> = OnceLock::new();
+/// The launcher whose `--criu-worker` mode execs each worker (the daemon never forks to set
+/// one up); the first runtime of the process sets it.
+static HELPER: OnceLock<PathBuf> = OnceLock::new();
 
-/// `BURROW_CRIU_BINARY` (default `/opt/burrow/criu/criu`).
+/// Workers are exec'd through `launcher --criu-worker`. The first call wins: test binaries
+/// with several runtimes share one pool. Pass the launcher as installed, not a pinned copy
+/// (that lives in one runtime's data dir).
+pub fn set_helper(launcher: &Path) {
+    let _ = HELPER.set(launcher.to_path_buf());
+}
+
+/// `BURROW_CRIU_BINARY` (default `/opt/burrow/criu/criu`), run through [`set_helper`]'s
+/// launcher.
 pub fn base_config() -> CriuConfig {
     let mut config = CriuConfig::default();
+    if let Some(launcher) = HELPER.get() {
+        config.helper = vec![launcher.into(), "--criu-worker".into()];
+    }
     if let Some(binary) = std::env::var_os("BURROW_CRIU_BINARY") {
         config.binary = binary.into();
     }

@@ -7,6 +7,7 @@
 //! network namespace, as `inherit_fd`) needs a worker spawned with those fds: CRIU only accepts
 //! fds it inherited, so use [`Worker::spawn`] with them, ideally right after the dump.
 
+mod helper;
 mod pool;
 mod request;
 pub mod rpc;
@@ -15,6 +16,7 @@ mod worker;
 use std::io;
 use std::path::PathBuf;
 
+pub use helper::helper_main;
 pub use pool::{Refill, WorkerPool};
 pub use request::{
     DumpOutcome, DumpRequest, RestoreOutcome, RestoreRequest, external_mount, external_netns,
@@ -28,6 +30,12 @@ pub enum CriuError {
     #[error("cannot start {binary} (install it with scripts/install-criu.sh): {source}")]
     Spawn {
         binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot start the criu worker helper {program}: {source}")]
+    Helper {
+        program: PathBuf,
         #[source]
         source: io::Error,
     },

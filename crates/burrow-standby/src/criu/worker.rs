@@ -1,8 +1,8 @@
 //! One `criu swrk` process: spawned ahead of time, serves one request, then exits.
 
+use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -10,13 +10,9 @@ use std::time::Duration;
 use prost::Message;
 
 use super::CriuError;
+use super::helper::{HelperArgs, MAX_INHERITED, WORKER_SOCKET_FD};
 use super::rpc::{CriuReq, CriuResp, ReqType};
 
-/// The fd number of the RPC socket inside the worker; inherited files follow it.
-const WORKER_SOCKET_FD: RawFd = 3;
-/// Parent-side copies of inherited fds are moved at or above this number so `dup2` onto the
-/// worker's low fd numbers can never clobber one of them.
-const HIGH_FD_FLOOR: RawFd = 100;
 /// Responses are small protobufs; a truncated one is reported as a protocol error.
 const RECV_BUFFER: usize = 64 * 1024;
 
@@ -25,6 +21,10 @@ const RECV_BUFFER: usize = 64 * 1024;
 pub struct CriuConfig {
     /// The criu executable (default: the wrapper installed by scripts/install-criu.sh).
     pub binary: PathBuf,
+    /// The program (and its leading arguments) that becomes the worker: it takes the arguments
+    /// of [`super::helper`] and execs `binary`, e.g. `burrow-launch --criu-worker`. Default:
+    /// empty, so spawning fails until it is set.
+    pub helper: Vec<OsString>,
     /// How long one request may take before the worker is killed.
     pub request_timeout: Duration,
     /// Where `criu check` leaves its log when the pool starts.
@@ -41,6 +41,7 @@ impl Default for CriuConfig {
     fn default() -> Self {
         Self {
             binary: PathBuf::from("/opt/burrow/criu/criu"),
+            helper: Vec::new(),
             request_timeout: Duration::from_secs(120),
             work_dir: std::env::temp_dir(),
             kdat_tmpfs: None,
@@ -69,14 +70,22 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Spawns `criu swrk 3` with the RPC socket on fd 3 and `inherit` on fds 4, 5, ...
+    /// Spawns `criu swrk 3` through [`CriuConfig::helper`] (see [`super::helper`]): the RPC
+    /// socket goes on fd 3 and `inherit` on fds 4, 5, ... of the worker.
     pub fn spawn(config: &CriuConfig, inherit: &[InheritFd<'_>]) -> Result<Self, CriuError> {
-        let (ours, theirs) = seqpacket_pair().map_err(|source| CriuError::Io {
-            path: "socketpair".into(),
-            source,
-        })?;
-        // CLOEXEC copies at high numbers: they reach only this child, via dup2 in pre_exec.
-        let mut sources = vec![dup_high(theirs.as_fd())?];
+        let Some((program, leading)) = config.helper.split_first() else {
+            return Err(CriuError::Invalid(
+                "CriuConfig.helper is empty: name the program that execs criu (e.g. \
+                 `burrow-launch --criu-worker`)"
+                    .into(),
+            ));
+        };
+        if inherit.len() > MAX_INHERITED {
+            return Err(CriuError::Invalid(format!(
+                "{} inherited files; at most {MAX_INHERITED}",
+                inherit.len()
+            )));
+        }
         for item in inherit {
             if item.key.is_empty() || item.key.contains(['[', ']', ':']) {
                 return Err(CriuError::Invalid(format!(
@@ -84,76 +93,53 @@ impl Worker {
                     item.key
                 )));
             }
-            sources.push(dup_high(item.fd)?);
         }
-        drop(theirs);
-        let raw_sources: Vec<RawFd> = sources.iter().map(|fd| fd.as_raw_fd()).collect();
-        let kdat = match &config.kdat_tmpfs {
-            Some(dir) => Some(
-                std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
-                    CriuError::Invalid(format!("kdat dir {} contains NUL", dir.display()))
-                })?,
-            ),
-            None => None,
-        };
-        let mut command = Command::new(&config.binary);
-        command
-            .arg("swrk")
-            .arg(WORKER_SOCKET_FD.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: the closure runs in the forked child before exec and only makes raw syscalls
-        // (unshare, mount, dup2) on data allocated before the fork; the source fds stay alive in
-        // the parent until spawn() returns.
-        unsafe {
-            command.pre_exec(move || {
-                if let Some(kdat) = &kdat {
-                    let none = std::ptr::null::<libc::c_char>();
-                    if libc::unshare(libc::CLONE_NEWNS) != 0
-                        || libc::mount(
-                            none,
-                            c"/".as_ptr(),
-                            none,
-                            libc::MS_REC | libc::MS_PRIVATE,
-                            std::ptr::null(),
-                        ) != 0
-                        || libc::mount(
-                            kdat.as_ptr(),
-                            c"/run".as_ptr(),
-                            none,
-                            libc::MS_BIND,
-                            std::ptr::null(),
-                        ) != 0
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                for (i, src) in raw_sources.iter().enumerate() {
-                    if libc::dup2(*src, WORKER_SOCKET_FD + i as RawFd) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
+        // The helper would only exit 126: say what is missing here.
+        if let Err(source) = executable(&config.binary) {
+            return Err(CriuError::Spawn {
+                binary: config.binary.clone(),
+                source,
             });
         }
-        let child = command.spawn().map_err(|source| CriuError::Spawn {
-            binary: config.binary.clone(),
+        let (ours, theirs) = seqpacket_pair().map_err(|source| CriuError::Io {
+            path: "socketpair".into(),
             source,
         })?;
-        drop(sources);
-        let inherited = inherit
-            .iter()
-            .enumerate()
-            .map(|(i, item)| (item.key.clone(), WORKER_SOCKET_FD + 1 + i as RawFd))
-            .collect();
-        Ok(Self {
-            pid: child.id(),
+        let args = HelperArgs {
+            kdat: config.kdat_tmpfs.clone(),
+            fds: inherit.len(),
+            criu: config.binary.clone(),
+        };
+        // No pre_exec: Command spawns with posix_spawn, and the helper places the fds itself.
+        let child = Command::new(program)
+            .args(leading)
+            .args(args.to_args())
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| CriuError::Helper {
+                program: PathBuf::from(program),
+                source,
+            })?;
+        let pid = child.id();
+        let worker = Self {
+            pid,
             child: Some(child),
             socket: ours,
-            inherited,
+            inherited: inherit
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (item.key.clone(), WORKER_SOCKET_FD + 1 + i as RawFd))
+                .collect(),
             timeout: config.request_timeout,
-        })
+        };
+        if !inherit.is_empty() {
+            let fds: Vec<RawFd> = inherit.iter().map(|item| item.fd.as_raw_fd()).collect();
+            // On failure the worker is dropped, which kills the helper.
+            send_fds(&worker.socket, &fds).map_err(|source| CriuError::Socket { pid, source })?;
+        }
+        Ok(worker)
     }
 
     /// The worker's host pid (e.g. to move it into the sandbox's cgroups before a restore, so the
@@ -278,6 +264,20 @@ fn socket_error(pid: u32, source: io::Error) -> CriuError {
     }
 }
 
+/// Ok if `path` is a file someone may execute.
+fn executable(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not an executable file",
+        ))
+    }
+}
+
 fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: socketpair writes two fds into the array we own.
@@ -294,19 +294,6 @@ fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both fds are fresh and owned by nothing else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn dup_high(fd: BorrowedFd<'_>) -> Result<OwnedFd, CriuError> {
-    // SAFETY: F_DUPFD_CLOEXEC duplicates a valid borrowed fd; the result is a new fd we own.
-    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD_FLOOR) };
-    if new < 0 {
-        return Err(CriuError::Io {
-            path: "fcntl(F_DUPFD_CLOEXEC)".into(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: `new` is a fresh fd owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 fn set_recv_timeout(socket: &OwnedFd, timeout: Duration) -> io::Result<()> {
@@ -348,6 +335,47 @@ fn send_msg(socket: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
             io::ErrorKind::WriteZero,
             "short send on a seqpacket socket",
         ));
+    }
+    Ok(())
+}
+
+/// One message of one byte carrying `fds` (`SCM_RIGHTS`), for the helper's `--fds`.
+fn send_fds(socket: &OwnedFd, fds: &[RawFd]) -> io::Result<()> {
+    let byte = 0u8;
+    let mut iov = libc::iovec {
+        iov_base: (&byte as *const u8).cast_mut().cast(),
+        iov_len: 1,
+    };
+    let payload = std::mem::size_of_val(fds) as u32;
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 64];
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
+    if space > std::mem::size_of_val(&control) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many fds"));
+    }
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the sendmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer holds one header of CMSG_SPACE(payload) bytes (checked above);
+    // the fds are copied into its data area.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
+        std::ptr::copy_nonoverlapping(
+            fds.as_ptr(),
+            libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+            fds.len(),
+        );
+    }
+    // SAFETY: sendmsg reads the buffers described by `msg`.
+    if unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -24,14 +24,23 @@ pub fn run(cmd: &str, args: &[&str]) {
     );
 }
 
-/// The testee binary: next to the test/example binary's parent dir (target/<profile>/).
+/// The testee binary.
 pub fn testee_path() -> PathBuf {
-    if let Some(p) = option_env!("CARGO_BIN_EXE_standby-testee") {
+    crate_binary(
+        option_env!("CARGO_BIN_EXE_standby-testee"),
+        "standby-testee",
+    )
+}
+
+/// A binary of this crate: where cargo says (tests), else in the test/example binary's
+/// parent dir (target/<profile>/; the bench needs `cargo build -p burrow-standby --bins`).
+fn crate_binary(from_cargo: Option<&str>, name: &str) -> PathBuf {
+    if let Some(p) = from_cargo {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("standby-testee")
+    profile_dir.join(name)
 }
 
 /// A network namespace made with `ip netns add`, loopback up, deleted on drop.
@@ -371,7 +380,16 @@ fn talk(port: u16, command: &str, timeout: Duration) -> Result<String, String> {
 
 /// CRIU settings for tests: `BURROW_CRIU_BINARY` overrides the default wrapper.
 pub fn criu_config() -> burrow_standby::criu::CriuConfig {
-    let mut config = burrow_standby::criu::CriuConfig::default();
+    let mut config = burrow_standby::criu::CriuConfig {
+        helper: vec![
+            crate_binary(
+                option_env!("CARGO_BIN_EXE_criu-worker-helper"),
+                "criu-worker-helper",
+            )
+            .into(),
+        ],
+        ..Default::default()
+    };
     if let Some(binary) = std::env::var_os("BURROW_CRIU_BINARY") {
         config.binary = binary.into();
     }
