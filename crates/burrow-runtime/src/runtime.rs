@@ -53,6 +53,9 @@ struct Allocations {
     busy: BTreeSet<String>,
     /// Roots of checkpointed sandboxes, mounted ahead of their restore.
     held_roots: HashMap<String, checkpoint::HeldRoot>,
+    /// Checkpointed sandboxes whose root the start-up re-hold is mounting right now: a restore
+    /// or a destroy of one waits (a few ms) instead of racing it for the upper dir.
+    holding: BTreeSet<String>,
 }
 
 impl Allocations {
@@ -219,13 +222,10 @@ impl Runtime {
     /// upper dir, runtime state). Idempotent: destroying an unknown id is not an error.
     pub async fn destroy(&self, id: &str) -> Result<(), RuntimeError> {
         validate_id(id)?;
-        {
-            let mut alloc = self.shared.lock_alloc();
-            if !alloc.busy.insert(id.to_owned()) {
-                return Err(RuntimeError::Invalid(format!(
-                    "sandbox {id} is being created or destroyed right now"
-                )));
-            }
+        if !self.claim_busy(id).await {
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {id} is being created or destroyed right now"
+            )));
         }
         let shared = self.shared.clone();
         let owned = id.to_owned();
@@ -241,7 +241,7 @@ impl Runtime {
     /// network slot stay). Needs `BURROW_NETNS_MODE=sandbox` (the default) when the sandbox was
     /// created. The images dir appears only once complete (see [`checkpoint::dump`]).
     pub async fn checkpoint(&self, id: &str) -> Result<CheckpointInfo, RuntimeError> {
-        let handle = self.begin_power_change(id)?;
+        let handle = self.begin_power_change(id).await?;
         let shared = self.shared.clone();
         let owned = id.to_owned();
         let result = tokio::task::spawn_blocking(move || {
@@ -299,7 +299,7 @@ impl Runtime {
     /// sockets) and returns once its agent accepts TCP again. Its init has a new host pid:
     /// `runtime.json` and the returned handle say which.
     pub async fn restore(&self, id: &str) -> Result<SandboxHandle, RuntimeError> {
-        let handle = self.begin_power_change(id)?;
+        let handle = self.begin_power_change(id).await?;
         let result = self.restore_inner(handle).await;
         self.end_power_change(id);
         result
@@ -377,8 +377,67 @@ impl Runtime {
         self.shared.lock_alloc().held_roots.contains_key(id)
     }
 
+    /// Marks `id` busy, after waiting for the start-up re-hold of its root if that is under way
+    /// (see [`Runtime::hold_checkpointed_roots`]). False if it is busy already.
+    async fn claim_busy(&self, id: &str) -> bool {
+        loop {
+            {
+                let mut alloc = self.shared.lock_alloc();
+                if !alloc.holding.contains(id) {
+                    return alloc.busy.insert(id.to_owned());
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Mounts the roots of the checkpointed sandboxes in `ids` ahead of their restore, in the
+    /// background, one after another (after a restart the runtime holds none, and each first
+    /// wake would mount its own: ~3 ms more). Skips a sandbox that is busy or already held; a
+    /// restore or destroy that comes meanwhile waits for that sandbox's hold to finish.
+    pub fn hold_checkpointed_roots(&self, ids: Vec<String>) {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut held = 0;
+            for id in ids {
+                {
+                    let mut alloc = shared.lock_alloc();
+                    if alloc.busy.contains(&id)
+                        || alloc.held_roots.contains_key(&id)
+                        || !alloc.sandboxes.contains_key(&id)
+                    {
+                        continue;
+                    }
+                    alloc.holding.insert(id.clone());
+                }
+                let dir = shared.sandboxes_dir.join(&id);
+                let result = if checkpoint::checkpoint_dir(&dir).is_dir() {
+                    checkpoint::hold_root(&dir, &shared.config.launcher_path).map(Some)
+                } else {
+                    Ok(None)
+                };
+                let mut alloc = shared.lock_alloc();
+                alloc.holding.remove(&id);
+                match result {
+                    Ok(Some(root)) => {
+                        alloc.held_roots.insert(id, root);
+                        held += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(%id, error = %e, "cannot hold the root"),
+                }
+            }
+            tracing::info!(
+                held,
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "roots of checkpointed sandboxes mounted ahead"
+            );
+        });
+    }
+
     /// Marks `id` busy for a checkpoint/restore and returns its handle.
-    fn begin_power_change(&self, id: &str) -> Result<SandboxHandle, RuntimeError> {
+    async fn begin_power_change(&self, id: &str) -> Result<SandboxHandle, RuntimeError> {
         validate_id(id)?;
         if self.shared.netns_mode != NetnsMode::Sandbox {
             return Err(RuntimeError::Unsupported(
@@ -387,18 +446,16 @@ impl Runtime {
                     .into(),
             ));
         }
-        let mut alloc = self.shared.lock_alloc();
-        let handle = alloc
-            .sandboxes
-            .get(id)
-            .cloned()
-            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
-        if !alloc.busy.insert(id.to_owned()) {
+        if !self.claim_busy(id).await {
             return Err(RuntimeError::Invalid(format!(
                 "sandbox {id} is being created, destroyed, checkpointed or restored right now"
             )));
         }
-        Ok(handle)
+        let handle = self.shared.lock_alloc().sandboxes.get(id).cloned();
+        handle.ok_or_else(|| {
+            self.end_power_change(id);
+            RuntimeError::NotFound(id.to_owned())
+        })
     }
 
     fn end_power_change(&self, id: &str) {
@@ -474,6 +531,7 @@ impl Runtime {
             .await
             .map_err(|e| RuntimeError::Launch(format!("reconcile panicked: {e}")))??;
         self.shared.refill.notify_one();
+        self.hold_checkpointed_roots(report.checkpointed.iter().map(|h| h.id.clone()).collect());
         Ok(report)
     }
 

@@ -183,6 +183,39 @@ async fn checkpoint_restore_three_cycles_keep_pids_memory_files() {
         "restore (request → agent answering) ms: {restore_ms:?}, p50 {:.1}",
         restore_ms[restore_ms.len() / 2]
     );
+    // A restart (the daemon's shutdown checkpoints, a new runtime adopts): the new runtime
+    // mounts the root ahead again in the background, and the restore uses it.
+    rt.checkpoint(&handle.id)
+        .await
+        .expect("checkpoint before the restart");
+    drop(rt);
+    let rt = burrow_runtime::Runtime::new(common::config(&data_dir))
+        .await
+        .expect("restart");
+    let report = rt.reconcile(&[handle.id.clone()]).await.expect("reconcile");
+    assert_eq!(report.checkpointed.len(), 1, "{report:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rt.holds_root(&handle.id) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        rt.holds_root(&handle.id),
+        "root not held again after the restart"
+    );
+    let handle = rt
+        .restore(&handle.id)
+        .await
+        .expect("restore after the restart");
+    assert!(
+        !rt.holds_root(&handle.id),
+        "the restore used the re-held root"
+    );
+    let (n, pid) = counter(&handle);
+    assert_eq!(pid, py_pid);
+    assert!(
+        n >= last,
+        "counter went back after the restart: {n} < {last}"
+    );
     // A sandbox deleted in deep standby lets go of its held root (its overlay, upper dir).
     rt.checkpoint(&handle.id).await.expect("last checkpoint");
     assert!(rt.holds_root(&handle.id));
