@@ -56,6 +56,9 @@ pub struct ServerConfig {
     /// Warm standby also evicts the page cache charged to the sandbox's memory cgroup (fewer
     /// MiB held, slower wake: the files are read again). Default false.
     pub standby_drop_cache: bool,
+    /// How long the idle timer waits for a sandbox's pre-standby hook (`/etc/burrow/pre-standby`)
+    /// before it is killed and the standby goes ahead; zero = hooks are never run. Default 10 s.
+    pub standby_grace: std::time::Duration,
 }
 
 /// The HTTPS listener.
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             deep_on_shutdown: true,
             deep_below_available: crate::standby::default_deep_below_available(),
             standby_drop_cache: false,
+            standby_grace: std::time::Duration::from_secs(10),
         }
     }
 }

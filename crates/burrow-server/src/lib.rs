@@ -15,6 +15,7 @@ mod keys;
 mod metering;
 mod openapi;
 mod power;
+mod pre_standby;
 mod proxy;
 mod retention;
 mod service;

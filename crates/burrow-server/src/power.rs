@@ -53,6 +53,8 @@ struct PowerState {
     image_bytes: Option<u64>,
     /// The sleep a wake or a deep transition started from, to go back to if it fails.
     slept: Option<(SystemTime, StandbyTier)>,
+    /// The sandbox's pre-standby hook is running (the idle timer's grace signal).
+    in_grace: bool,
 }
 
 impl PowerState {
@@ -108,6 +110,7 @@ impl SandboxPower {
             idle_timeout,
             image_bytes: None,
             slept: None,
+            in_grace: false,
         });
         Arc::new(Self { state })
     }
@@ -318,10 +321,33 @@ impl SandboxPower {
         }
     }
 
-    /// Whether the idle timer should put the sandbox to sleep now.
+    /// Whether the idle timer should put the sandbox to sleep now (not while its pre-standby
+    /// hook runs: the task that started the hook decides).
     pub fn idle_due(&self) -> bool {
         let s = self.state.borrow();
-        s.power == Power::Awake && idle_due(&s, Instant::now())
+        s.power == Power::Awake && !s.in_grace && idle_due(&s, Instant::now())
+    }
+
+    /// Claims the grace period before an idle standby (the caller runs the sandbox's
+    /// pre-standby hook, then calls [`end_grace`](Self::end_grace)): only if the sandbox is
+    /// awake, idle and not in grace already.
+    pub fn begin_grace(&self) -> bool {
+        self.state.send_if_modified(|s| {
+            let claimed = s.power == Power::Awake && !s.in_grace && idle_due(s, Instant::now());
+            s.in_grace |= claimed;
+            claimed
+        })
+    }
+
+    /// Ends the grace period. `postpone`: the hook asked not to sleep now, which counts as
+    /// activity (the idle timer starts over).
+    pub fn end_grace(&self, postpone: bool) {
+        self.state.send_modify(|s| {
+            s.in_grace = false;
+            if postpone {
+                s.touch("pre-standby hook");
+            }
+        });
     }
 
     pub fn set_sandbox_leases(&self, count: u32) {
@@ -426,6 +452,7 @@ impl SandboxPower {
             sandbox_leases: s.sandbox_leases,
             idle_timeout: s.idle_timeout.as_secs(),
             standby_in,
+            pre_standby_hook: s.in_grace,
             memory_bytes: None,
             swap_bytes: None,
             image_bytes,

@@ -538,6 +538,11 @@ pub async fn standby_if_idle(state: &AppState, id: &str) -> Result<(), HttpError
         }
         return Ok(());
     }
+    if !state.config.standby_grace.is_zero() && power.begin_grace() {
+        let postpone = crate::pre_standby::run_hook(state, id).await;
+        power.end_grace(postpone);
+    }
+    // Atomically re-checks idleness: activity or a lease during the hook keeps it awake.
     if power.begin_sleep(true) != SleepClaim::Claimed {
         return Ok(());
     }
@@ -591,7 +596,7 @@ pub async fn resume(state: &AppState, id: &str) -> Result<bool, HttpError> {
 }
 
 /// A running sandbox's record and handle (asleep or awake), or 404 / 409.
-async fn running_record(
+pub(crate) async fn running_record(
     state: &AppState,
     id: &str,
 ) -> Result<(SandboxRecord, SandboxHandle), HttpError> {

@@ -1,6 +1,7 @@
 //! Perpetual standby through the real daemon with real sandboxes: explicit standby/resume cycles
 //! (pids, memory, files, sockets, envd's process table and the clock survive), requests that wake
-//! a sleeping sandbox (shared wake), the idle timer with API and in-sandbox leases, adoption of a
+//! a sleeping sandbox (shared wake), the idle timer with API and in-sandbox leases and the
+//! pre-standby hook (postpone, killed after the grace), adoption of a
 //! frozen sandbox after a daemon restart, and deleting a sleeping sandbox. Needs root and the base
 //! template (skipped otherwise). One test function: the runtime's host state is global.
 
@@ -41,9 +42,17 @@ http.server.HTTPServer(("0.0.0.0", 8080), H).serve_forever()
 const WAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn exec(server: &TestServer, id: &str, command: &str) -> (String, i64) {
+    exec_with(server, id, json!({"command": command})).await
+}
+
+async fn exec_as_root(server: &TestServer, id: &str, command: &str) -> (String, i64) {
+    exec_with(server, id, json!({"command": command, "user": "root"})).await
+}
+
+async fn exec_with(server: &TestServer, id: &str, body: Value) -> (String, i64) {
     let resp = server
         .post(&format!("/v1/sandboxes/{id}/exec"))
-        .json(&json!({"command": command}))
+        .json(&body)
         .timeout(WAKE_TIMEOUT)
         .send()
         .await
@@ -176,6 +185,7 @@ async fn standby_and_resume_end_to_end() {
     }
     let mut config = common::config(dir.path());
     config.default_idle_timeout = Duration::from_secs(1);
+    config.standby_grace = Duration::from_secs(2);
     // Warm standby only: a stop must leave the frozen sandbox frozen (not checkpointed).
     config.deep_on_shutdown = false;
     let server = TestServer::start_with(config.clone()).await;
@@ -388,6 +398,51 @@ async fn standby_and_resume_end_to_end() {
     let (_, code) = exec(&server, &idle_id, "rm /run/burrow/leases/job").await;
     assert_eq!(code, 0);
     wait_for_state(&server, &idle_id, "standby", Duration::from_secs(5)).await;
+
+    // The grace signal: before the idle timer freezes it, the sandbox's pre-standby hook runs
+    // (as root, told its grace). Exit 75 postpones the standby once; the next run lets it go.
+    let hook = "mkdir -p /etc/burrow && cat > /etc/burrow/pre-standby <<'HOOK'
+#!/bin/sh
+echo \"grace $BURROW_STANDBY_GRACE uid $(id -u)\" >> /root/hook.log
+[ -e /root/postponed ] || { touch /root/postponed; exit 75; }
+[ -e /root/hang ] && sleep 60
+exit 0
+HOOK
+chmod 755 /etc/burrow/pre-standby";
+    let (out, code) = exec_as_root(&server, &idle_id, hook).await;
+    assert_eq!(code, 0, "{out}");
+    wait_for_state(&server, &idle_id, "standby", Duration::from_secs(10)).await;
+    let (log, _) = exec_as_root(&server, &idle_id, "cat /root/hook.log").await;
+    assert_eq!(
+        log, "grace 2 uid 0\ngrace 2 uid 0\n",
+        "the hook ran twice (postponed once)"
+    );
+    // A hook that outlives the grace (2 s here) is killed and the sandbox sleeps anyway.
+    let started = Instant::now();
+    exec_as_root(&server, &idle_id, "touch /root/hang").await;
+    // `burrow info` says why it is still awake meanwhile.
+    let mut seen_hook = false;
+    while !seen_hook && started.elapsed() < Duration::from_secs(5) {
+        seen_hook = sandbox(&server, &idle_id).await["power"]["pre_standby_hook"] == true;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen_hook,
+        "power.pre_standby_hook never showed the running hook"
+    );
+    wait_for_state(&server, &idle_id, "standby", Duration::from_secs(10)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "did not wait for the hook: {waited:?}"
+    );
+    let (left, _) = exec_as_root(
+        &server,
+        &idle_id,
+        "pgrep -x sleep || echo none; rm /etc/burrow/pre-standby",
+    )
+    .await;
+    assert_eq!(left, "none\n", "the hung hook was not killed");
 
     // An open exec stream is activity even without output.
     let (out, code) = exec(&server, &idle_id, "sleep 2.5; echo done").await;

@@ -39,6 +39,10 @@ pub struct PowerInfo {
     /// Seconds until the sandbox goes to standby if nothing happens (awake, idle, no lease).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby_in: Option<f64>,
+    /// The idle timer is running the sandbox's pre-standby hook (`/etc/burrow/pre-standby`)
+    /// and waits for it before the standby.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pre_standby_hook: bool,
     /// Host RAM charged to the sandbox's memory cgroup now, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,

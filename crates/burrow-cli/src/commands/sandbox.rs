@@ -215,6 +215,9 @@ fn power_lines(power: &Value) -> Vec<String> {
         if in_sandbox > 0 {
             why.push(format!("{in_sandbox} file(s) in /run/burrow/leases"));
         }
+        if power.get("pre_standby_hook").and_then(Value::as_bool) == Some(true) {
+            why.push("its pre-standby hook is running".to_string());
+        }
         if why.is_empty() {
             why.push(match power.get("standby_in").and_then(Value::as_f64) {
                 Some(secs) => format!("recent activity; standby in {secs:.1} s if idle"),

@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// reclaimable by the kernel anyway).
     #[arg(long, env = "BURROW_STANDBY_DROP_CACHE", default_value_t = false, action = clap::ArgAction::Set)]
     pub standby_drop_cache: bool,
+    /// How long an idle sandbox's pre-standby hook (`/etc/burrow/pre-standby`, run before the
+    /// idle timer freezes it) may take before it is killed (`10s`, plain seconds; 0 = never run
+    /// hooks).
+    #[arg(long, env = "BURROW_STANDBY_GRACE", default_value = "10", value_parser = crate::args::duration)]
+    pub standby_grace: std::time::Duration,
 }
 
 pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -100,6 +105,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         deep_after: args.deep_after,
         deep_on_shutdown: args.deep_on_shutdown,
         standby_drop_cache: args.standby_drop_cache,
+        standby_grace: args.standby_grace,
         deep_below_available: args
             .deep_below_available_mb
             .map(|mb| mb.saturating_mul(1 << 20))
