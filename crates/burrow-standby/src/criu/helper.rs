@@ -17,7 +17,9 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
@@ -92,7 +94,8 @@ pub fn helper_main(args: impl IntoIterator<Item = OsString>) -> ! {
 
 /// Steps 1-4 of the module doc; returns only the error that stopped it.
 fn exec_worker(args: &HelperArgs) -> io::Error {
-    let inherited = match receive_fds(0, args.fds).and_then(|fds| move_high(&fds)) {
+    let stdin = std::io::stdin();
+    let inherited = match receive_fds(stdin.as_fd(), args.fds).and_then(|fds| move_high(&fds)) {
         Ok(fds) => fds,
         Err(e) => return e,
     };
@@ -112,45 +115,27 @@ fn exec_worker(args: &HelperArgs) -> io::Error {
 }
 
 /// One message on `socket` carrying exactly `count` fds (none read if `count` is 0).
-fn receive_fds(socket: RawFd, count: usize) -> io::Result<Vec<OwnedFd>> {
+fn receive_fds(socket: BorrowedFd<'_>, count: usize) -> io::Result<Vec<OwnedFd>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
     if count == 0 {
         return Ok(Vec::new());
     }
-    let mut byte = 0u8;
-    let mut iov = libc::iovec {
-        iov_base: (&mut byte as *mut u8).cast(),
-        iov_len: 1,
-    };
-    // u64 words keep the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 64];
-    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the recvmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: recvmsg writes into the buffers described by `msg`, all owned by this frame.
-    let n = unsafe { libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let mut byte = [0u8; 1];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_INHERITED))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = rustix::net::recvmsg(
+        socket,
+        &mut [IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
     let mut fds = Vec::new();
-    // SAFETY: the CMSG_* macros walk the control buffer recvmsg filled, within its length.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                let len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    // Each received fd is new in this process and owned by nobody else.
-                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
         }
     }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() != count {
+    if msg.flags.contains(ReturnFlags::CTRUNC) || fds.len() != count {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("expected {count} inherited fds, received {}", fds.len()),
@@ -161,17 +146,8 @@ fn receive_fds(socket: RawFd, count: usize) -> io::Result<Vec<OwnedFd>> {
 
 /// Copies of `fds` at or above [`HIGH_FD_FLOOR`], so the `dup2`s onto 3, 4, ... clobber none.
 fn move_high(fds: &[OwnedFd]) -> io::Result<Vec<OwnedFd>> {
-    use std::os::fd::AsRawFd;
     fds.iter()
-        .map(|fd| {
-            // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd we own.
-            let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, HIGH_FD_FLOOR) };
-            if new < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `new` is fresh and owned by nothing else.
-            Ok(unsafe { OwnedFd::from_raw_fd(new) })
-        })
+        .map(|fd| Ok(rustix::io::fcntl_dupfd_cloexec(fd, HIGH_FD_FLOOR)?))
         .collect()
 }
 
@@ -195,33 +171,17 @@ fn place_fds(inherited: &[OwnedFd]) -> io::Result<()> {
 }
 
 /// A private mount namespace whose `/run` is `kdat` (criu keeps its kernel-feature cache
-/// there). The helper is single-threaded, as unshare(CLONE_NEWNS) requires.
+/// there).
 fn private_run(kdat: &std::path::Path) -> io::Result<()> {
-    let kdat = std::ffi::CString::new(kdat.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "--kdat contains NUL"))?;
-    let none = std::ptr::null::<libc::c_char>();
-    // SAFETY: unshare and mount with constant flags and NUL-terminated strings that outlive
-    // the calls.
-    let failed = unsafe {
-        libc::unshare(libc::CLONE_NEWNS) != 0
-            || libc::mount(
-                none,
-                c"/".as_ptr(),
-                none,
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            || libc::mount(
-                kdat.as_ptr(),
-                c"/run".as_ptr(),
-                none,
-                libc::MS_BIND,
-                std::ptr::null(),
-            ) != 0
-    };
-    if failed {
-        return Err(io::Error::last_os_error());
-    }
+    use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+    use rustix::thread::UnshareFlags;
+    // SAFETY: the helper is single-threaded, and NEWNS unshares no file table.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }?;
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )?;
+    mount_bind(kdat, "/run")?;
     Ok(())
 }
 

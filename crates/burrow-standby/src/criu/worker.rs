@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -135,7 +136,7 @@ impl Worker {
             timeout: config.request_timeout,
         };
         if !inherit.is_empty() {
-            let fds: Vec<RawFd> = inherit.iter().map(|item| item.fd.as_raw_fd()).collect();
+            let fds: Vec<BorrowedFd<'_>> = inherit.iter().map(|item| item.fd).collect();
             // On failure the worker is dropped, which kills the helper.
             send_fds(&worker.socket, &fds).map_err(|source| CriuError::Socket { pid, source })?;
         }
@@ -340,43 +341,19 @@ fn send_msg(socket: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// One message of one byte carrying `fds` (`SCM_RIGHTS`), for the helper's `--fds`.
-fn send_fds(socket: &OwnedFd, fds: &[RawFd]) -> io::Result<()> {
-    let byte = 0u8;
-    let mut iov = libc::iovec {
-        iov_base: (&byte as *const u8).cast_mut().cast(),
-        iov_len: 1,
-    };
-    let payload = std::mem::size_of_val(fds) as u32;
-    // u64 words keep the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 64];
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(payload) } as usize;
-    if space > std::mem::size_of_val(&control) {
+fn send_fds(socket: &OwnedFd, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_INHERITED))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many fds"));
     }
-    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the sendmsg call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
-    // SAFETY: the control buffer holds one header of CMSG_SPACE(payload) bytes (checked above);
-    // the fds are copied into its data area.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as _;
-        std::ptr::copy_nonoverlapping(
-            fds.as_ptr(),
-            libc::CMSG_DATA(cmsg).cast::<RawFd>(),
-            fds.len(),
-        );
-    }
-    // SAFETY: sendmsg reads the buffers described by `msg`.
-    if unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    rustix::net::sendmsg(
+        socket,
+        &[io::IoSlice::new(&[0])],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
     Ok(())
 }
 
