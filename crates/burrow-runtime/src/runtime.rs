@@ -396,6 +396,9 @@ impl Runtime {
     /// wake would mount its own: ~3 ms more). Skips a sandbox that is busy or already held; a
     /// restore or destroy that comes meanwhile waits for that sandbox's hold to finish.
     pub fn hold_checkpointed_roots(&self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
