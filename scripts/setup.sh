@@ -30,9 +30,20 @@ if pid=$(pgrep -x -f "$PREFIX/bin/burrow serve.*" 2>/dev/null); then
   for _ in $(seq 700); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 fi
 
-echo "==> starting burrow serve on $LISTEN (log: /var/log/burrow.log)"
-setsid "$PREFIX/bin/burrow" serve --listen "$LISTEN" --data-dir "$DATA_DIR" \
-  >>/var/log/burrow.log 2>&1 < /dev/null &
+if [ -d /run/systemd/system ]; then
+  # A systemd host: burrow starts at boot, and a shutdown checkpoints every sandbox (awake ones
+  # too) so it comes back after the reboot (dist/burrow.service.in).
+  echo "==> installing and starting burrow.service (systemd; log: /var/log/burrow.log)"
+  sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@LISTEN@|$LISTEN|g" -e "s|@DATA_DIR@|$DATA_DIR|g" \
+    dist/burrow.service.in >/etc/systemd/system/burrow.service
+  systemctl daemon-reload
+  systemctl enable burrow.service
+  systemctl restart burrow.service
+else
+  echo "==> starting burrow serve on $LISTEN (log: /var/log/burrow.log; no systemd: not started at boot)"
+  setsid "$PREFIX/bin/burrow" serve --listen "$LISTEN" --data-dir "$DATA_DIR" \
+    >>/var/log/burrow.log 2>&1 < /dev/null &
+fi
 for _ in $(seq 100); do
   curl -fsS "http://$LISTEN/healthz" >/dev/null 2>&1 && break
   sleep 0.1

@@ -46,9 +46,9 @@ pub struct ServerConfig {
     /// A sandbox in warm standby this long goes to deep standby (CRIU checkpoint to disk);
     /// zero = never. Default 600 s.
     pub deep_after: std::time::Duration,
-    /// On graceful shutdown, every sandbox in warm standby goes to deep standby (so it
-    /// survives a host reboot). Default true.
-    pub deep_on_shutdown: bool,
+    /// Which sandboxes a graceful shutdown checkpoints to disk (deep standby), so they survive a
+    /// host reboot. Default [`DeepOnShutdown::Warm`].
+    pub deep_on_shutdown: DeepOnShutdown,
     /// While the host's `MemAvailable` is below this many bytes, sandboxes in warm standby go
     /// to deep standby (longest asleep first) without waiting for `deep_after`; 0 = never.
     /// Default 5 % of RAM.
@@ -59,6 +59,35 @@ pub struct ServerConfig {
     /// How long the idle timer waits for a sandbox's pre-standby hook (`/etc/burrow/pre-standby`)
     /// before it is killed and the standby goes ahead; zero = hooks are never run. Default 10 s.
     pub standby_grace: std::time::Duration,
+}
+
+/// Which sandboxes a graceful shutdown sends to deep standby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeepOnShutdown {
+    /// None: sandboxes in warm standby stay frozen in RAM (lost if the host reboots).
+    Off,
+    /// Those in warm standby. Awake ones keep running: they outlive the daemon and the next
+    /// start adopts them, untouched (a host reboot ends their processes; their files stay).
+    Warm,
+    /// Awake ones too: each is checkpointed, and the next start restores it at once, without
+    /// waiting for a request, so its processes go on after a host reboot as well. Costs a
+    /// checkpoint and a restore per awake sandbox on every restart of the daemon.
+    All,
+}
+
+impl std::str::FromStr for DeepOnShutdown {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" | "none" | "false" => Ok(Self::Off),
+            "warm" | "true" => Ok(Self::Warm),
+            "all" => Ok(Self::All),
+            _ => Err(format!(
+                "'{s}' is not a deep-on-shutdown mode: use off, warm or all"
+            )),
+        }
+    }
 }
 
 /// The HTTPS listener.
@@ -89,7 +118,7 @@ impl Default for ServerConfig {
             max_sandbox_age: None,
             meter_interval: std::time::Duration::from_secs(5),
             deep_after: std::time::Duration::from_secs(600),
-            deep_on_shutdown: true,
+            deep_on_shutdown: DeepOnShutdown::Warm,
             deep_below_available: crate::standby::default_deep_below_available(),
             standby_drop_cache: false,
             standby_grace: std::time::Duration::from_secs(10),

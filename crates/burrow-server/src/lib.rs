@@ -19,6 +19,7 @@ mod pre_standby;
 mod proxy;
 mod retention;
 mod service;
+mod shutdown;
 mod standby;
 mod state;
 mod step_runner;
@@ -39,7 +40,7 @@ use burrow_store::Store;
 use burrow_templates::TemplateStore;
 use tokio::net::TcpListener;
 
-pub use config::{DEFAULT_LISTEN, ServerConfig, TlsConfig};
+pub use config::{DEFAULT_LISTEN, DeepOnShutdown, ServerConfig, TlsConfig};
 pub use error::ServeError;
 pub use keys::CLIENT_KEY_FILE;
 pub use openapi::document as openapi_document;
@@ -174,6 +175,7 @@ impl Server {
         let idle_timer = AbortOnDrop(tokio::spawn(standby::idle_loop(self.state.clone())));
         let _expiry = AbortOnDrop(tokio::spawn(retention::expiry_loop(self.state.clone())));
         let _meter = AbortOnDrop(tokio::spawn(metering::meter_loop(self.state.clone())));
+        let resume_marked = AbortOnDrop(tokio::spawn(shutdown::resume_marked(self.state.clone())));
         let e2b_timeouts = AbortOnDrop(tokio::spawn(e2b::run_timeouts(
             self.e2b.clone(),
             self.state.e2b_lifecycles.clone(),
@@ -223,9 +225,13 @@ impl Server {
         };
         drop(idle_timer);
         drop(e2b_timeouts);
-        if self.state.config.deep_on_shutdown {
-            service::deep_on_shutdown(&self.state, DEEP_ON_SHUTDOWN_BUDGET).await;
-        }
+        drop(resume_marked);
+        shutdown::deep_on_shutdown(
+            &self.state,
+            self.state.config.deep_on_shutdown,
+            DEEP_ON_SHUTDOWN_BUDGET,
+        )
+        .await;
         result
     }
 }
@@ -242,7 +248,7 @@ impl Drop for AbortOnDrop {
 /// How long a shutdown waits for open requests.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How long a shutdown may spend sending warm standby sandboxes to deep standby.
+/// How long a shutdown may spend sending sandboxes to deep standby.
 pub const DEEP_ON_SHUTDOWN_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Runs the daemon until `shutdown` completes.

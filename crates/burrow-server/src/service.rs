@@ -478,53 +478,6 @@ pub async fn deep_standby(
     }
 }
 
-/// On graceful shutdown: every sandbox in warm standby goes deep (so a host reboot keeps it),
-/// one after the other, within `budget`. Awake sandboxes keep running (they outlive the daemon
-/// and are adopted by the next start).
-pub async fn deep_on_shutdown(state: &AppState, budget: Duration) {
-    if state.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox {
-        return;
-    }
-    let deadline = std::time::Instant::now() + budget;
-    let warm: Vec<String> = state
-        .power
-        .all()
-        .into_iter()
-        .filter(|(_, p)| {
-            matches!(
-                p.power(),
-                Power::Asleep {
-                    tier: StandbyTier::Warm,
-                    ..
-                }
-            )
-        })
-        .map(|(id, _)| id)
-        .collect();
-    let total = warm.len();
-    for (done, id) in warm.into_iter().enumerate() {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            tracing::warn!(
-                left = total - done,
-                "shutdown: no time left; the remaining sandboxes stay in warm standby"
-            );
-            return;
-        }
-        match tokio::time::timeout(left, deep_standby(state, &id, Some(Duration::ZERO))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(sandbox = id, "shutdown: deep standby failed: {e}"),
-            Err(_) => tracing::warn!(sandbox = id, "shutdown: deep standby took too long"),
-        }
-    }
-    if total > 0 {
-        tracing::info!(
-            sandboxes = total,
-            "shutdown: warm standby sandboxes went deep"
-        );
-    }
-}
-
 /// The idle timer's standby: only if the sandbox is still idle when the claim is made.
 pub async fn standby_if_idle(state: &AppState, id: &str) -> Result<(), HttpError> {
     let Some(power) = state.power.get(id) else {

@@ -113,6 +113,17 @@ impl Api {
         resp.json().await.unwrap()
     }
 
+    async fn delete(&self, id: &str) {
+        let resp = self
+            .http
+            .delete(format!("{}/v1/sandboxes/{id}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+    }
+
     async fn exec(&self, id: &str, command: &str) -> (String, i64) {
         let resp = self
             .post(&format!("/v1/sandboxes/{id}/exec"))
@@ -354,38 +365,41 @@ fn assert_deep(sb: &Value) {
 /// Removes what a host reboot removes for a sandbox in deep standby: its network slot (netns
 /// with the parked eth0, host veth), its cgroups, and the loop mount of the quota filesystem
 /// holding its files and image.
-fn simulate_reboot(data_dir: &Path, id: &str) {
-    let handle: Value = serde_json::from_str(
-        &std::fs::read_to_string(data_dir.join("sandboxes").join(id).join("runtime.json")).unwrap(),
-    )
-    .unwrap();
-    let k = handle["slot"].as_u64().unwrap();
+fn simulate_reboot(data_dir: &Path, ids: &[&str]) {
     let n: u32 = std::fs::read_to_string(data_dir.join("instance"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let netns = if n == 0 {
-        format!("burrow-{k}")
-    } else {
-        format!("burrow{n}-{k}")
-    };
-    let status = std::process::Command::new("ip")
-        .args(["netns", "del", &netns])
-        .status()
+    for id in ids {
+        let handle: Value = serde_json::from_str(
+            &std::fs::read_to_string(data_dir.join("sandboxes").join(id).join("runtime.json"))
+                .unwrap(),
+        )
         .unwrap();
-    assert!(status.success(), "ip netns del {netns}");
-    for dir in cgroup_dirs(id) {
-        std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {dir:?}: {e}"));
+        let k = handle["slot"].as_u64().unwrap();
+        let netns = if n == 0 {
+            format!("burrow-{k}")
+        } else {
+            format!("burrow{n}-{k}")
+        };
+        let status = std::process::Command::new("ip")
+            .args(["netns", "del", &netns])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns del {netns}");
+        for dir in cgroup_dirs(id) {
+            std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {dir:?}: {e}"));
+        }
+        assert!(cgroup_dirs(id).is_empty());
     }
-    assert!(cgroup_dirs(id).is_empty());
     let sandboxes = data_dir.join("sandboxes");
     let status = std::process::Command::new("umount")
         .arg(&sandboxes)
         .status()
         .unwrap();
     assert!(status.success(), "umount {sandboxes:?}");
-    assert!(!sandboxes.join(id).exists());
+    assert!(ids.iter().all(|id| !sandboxes.join(id).exists()));
 }
 
 /// A copy of `binary` with one byte appended: still runs, but is a different file (an upgrade).
@@ -409,6 +423,7 @@ async fn deep_standby_end_to_end() {
     }
     let mut config = common::config(dir.path());
     config.deep_after = Duration::ZERO;
+    config.deep_on_shutdown = burrow_server::DeepOnShutdown::All;
     let server = TestServer::start_with(config.clone()).await;
     let api = Api::of(&server);
 
@@ -416,6 +431,10 @@ async fn deep_standby_end_to_end() {
     let id = sb["id"].as_str().unwrap().to_string();
     let token = sb["envd_access_token"].as_str().unwrap().to_string();
     let (envd_pid, (pid, mut last, child)) = start_counter(&api, &sb).await;
+    // Stays awake until the graceful stop below (`--deep-on-shutdown all`).
+    let busy = api.create(json!({"idle_timeout": 0})).await;
+    let busy_id = busy["id"].as_str().unwrap().to_string();
+    let (_, (busy_pid, _, busy_child)) = start_counter(&api, &busy).await;
     let (_, code) = api
         .exec(
             &id,
@@ -518,14 +537,23 @@ async fn deep_standby_end_to_end() {
     );
     last = check_intact(&api, &id, &token, envd_pid, (pid, child), last).await;
 
-    // A graceful stop sends warm sandboxes deep; after a (simulated) host reboot the next daemon
-    // adopts it in deep standby and the next request restores it.
+    // A graceful stop (`--deep-on-shutdown all`) sends warm and awake sandboxes deep; after a
+    // (simulated) host reboot the next daemon adopts them in deep standby: it restores the one
+    // that was awake at once, the other when a request comes.
     api.standby(&id, false).await;
+    let (_, busy_last, _) = api.counter(&busy_id).await;
     server.stop().await;
     let images = dir.path().join("sandboxes").join(&id).join("checkpoint");
     assert!(images.is_dir(), "no checkpoint after a graceful stop");
     assert_eq!(processes(&id), 0);
-    simulate_reboot(dir.path(), &id);
+    let busy_dir = dir.path().join("sandboxes").join(&busy_id);
+    assert!(
+        busy_dir.join("checkpoint").is_dir(),
+        "awake sandbox not checkpointed"
+    );
+    assert!(busy_dir.join("resume-on-start").exists());
+    assert_eq!(processes(&busy_id), 0);
+    simulate_reboot(dir.path(), &[&id, &busy_id]);
     config.deep_after = Duration::from_secs(2);
     // ...and burrow was upgraded meanwhile: the new daemon runs other launcher and agent
     // binaries. The sandbox must come back on the files it was checkpointed with.
@@ -534,6 +562,24 @@ async fn deep_standby_end_to_end() {
     config.agent_path = upgraded_copy(&config.agent_path, upgrade.path());
     let server = TestServer::start_with(config.clone()).await;
     let api = Api::of(&server);
+    assert_deep(&api.sandbox(&id).await);
+    // Reading metadata never wakes a sandbox: the awake one comes back by itself.
+    let start = Instant::now();
+    while api.sandbox(&busy_id).await["power"]["awake"] != true {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "the sandbox awake at shutdown was not restored on start: {}",
+            api.sandbox(&busy_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!busy_dir.join("resume-on-start").exists());
+    let (pid_now, n, child_now) = api.counter(&busy_id).await;
+    assert_eq!((pid_now, child_now), (busy_pid, busy_child));
+    assert!(n >= busy_last, "counter went back ({n} < {busy_last})");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(api.counter(&busy_id).await.1 > n, "its thread does not run");
+    api.delete(&busy_id).await;
     assert_deep(&api.sandbox(&id).await);
     last = check_intact(&api, &id, &token, envd_pid, (pid, child), last).await;
     assert!(!images.exists(), "the used checkpoint is removed");
@@ -559,14 +605,7 @@ async fn deep_standby_end_to_end() {
 
     // Deleting a sandbox in deep standby removes it and its image.
     api.standby(&id, true).await;
-    let deleted = api
-        .http
-        .delete(format!("{}/v1/sandboxes/{id}", api.base))
-        .bearer_auth(&api.key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    api.delete(&id).await;
     assert!(!dir.path().join("sandboxes").join(&id).exists());
     assert!(cgroup_dirs(&id).is_empty());
     server.stop().await;
@@ -672,7 +711,7 @@ async fn kill_9_during_checkpoint() {
     // gives eth0 back, and a request wakes it intact.
     let mut config = common::config(dir.path());
     // The second half needs the sandbox to stay in warm standby across the stop.
-    config.deep_on_shutdown = false;
+    config.deep_on_shutdown = burrow_server::DeepOnShutdown::Off;
     let server = TestServer::start_with(config.clone()).await;
     let api = Api::of(&server);
     let adopted = api.sandbox(&id).await;

@@ -187,7 +187,7 @@ async fn standby_and_resume_end_to_end() {
     config.default_idle_timeout = Duration::from_secs(1);
     config.standby_grace = Duration::from_secs(2);
     // Warm standby only: a stop must leave the frozen sandbox frozen (not checkpointed).
-    config.deep_on_shutdown = false;
+    config.deep_on_shutdown = burrow_server::DeepOnShutdown::Off;
     let server = TestServer::start_with(config.clone()).await;
 
     // A sandbox that never sleeps by itself, with a stateful background process started through

@@ -54,10 +54,17 @@ pub struct ServeArgs {
     /// no RAM held; `10m`, plain seconds; 0 = never).
     #[arg(long, env = "BURROW_DEEP_AFTER", default_value = "600", value_parser = crate::args::duration)]
     pub deep_after: std::time::Duration,
-    /// On SIGTERM/SIGINT, checkpoint every sandbox in warm standby to disk (deep standby) so it
-    /// survives a host reboot (`--deep-on-shutdown false` to skip).
-    #[arg(long, env = "BURROW_DEEP_ON_SHUTDOWN", default_value_t = true, action = clap::ArgAction::Set)]
-    pub deep_on_shutdown: bool,
+    /// On SIGTERM/SIGINT, checkpoint sandboxes to disk (deep standby) so they survive a host
+    /// reboot: `warm` = those in warm standby (awake ones keep running and are adopted by the
+    /// next start); `all` = awake ones too, restored by the next start without waiting for a
+    /// request; `off` = none (`true`/`false` mean warm/off).
+    #[arg(
+        long,
+        env = "BURROW_DEEP_ON_SHUTDOWN",
+        default_value = "warm",
+        value_name = "off|warm|all"
+    )]
+    pub deep_on_shutdown: burrow_server::DeepOnShutdown,
     /// Memory pressure: while the host's MemAvailable is below this many MiB, sandboxes in warm
     /// standby go to deep standby, longest asleep first (default: 5 % of RAM; 0 = never).
     #[arg(long, env = "BURROW_DEEP_BELOW_AVAILABLE_MB")]
