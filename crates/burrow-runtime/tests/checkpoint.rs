@@ -339,7 +339,8 @@ fn ask(ip: std::net::Ipv4Addr) -> String {
 /// Deep-standby restore benchmark (not part of CI): `BURROW_BENCH_CYCLES` (default 100)
 /// checkpoint → restore cycles of a sandbox whose python server holds `BURROW_BENCH_MIB`
 /// (default 16) MiB; restore latency = from `Runtime::restore` to the python server's answer
-/// over the network. `BURROW_BENCH_COLD=1` drops the page cache before every restore.
+/// over the network. `BURROW_BENCH_COLD=1` drops the page cache before every restore;
+/// `BURROW_BENCH_PAUSE_MS` (default 100) is how long the sandbox stays checkpointed.
 /// Run: `cargo test --release -p burrow-runtime --test checkpoint deep_restore_bench -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: minutes of checkpoint/restore cycles"]
@@ -353,6 +354,7 @@ async fn deep_restore_bench() {
     };
     let (cycles, mib) = (env("BURROW_BENCH_CYCLES", 100), env("BURROW_BENCH_MIB", 16));
     let cold = std::env::var("BURROW_BENCH_COLD").is_ok_and(|v| v == "1");
+    let pause_ms = env("BURROW_BENCH_PAUSE_MS", 100) as u64;
     // RUST_LOG=burrow_runtime=debug shows each restore's phases.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -397,7 +399,7 @@ async fn deep_restore_bench() {
             std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
         }
         // Workers refill in the background between standby and wake, as in real use.
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(pause_ms));
         let t = Instant::now();
         let restored = rt.restore(&handle.id).await.expect("restore");
         restore_ms.push(t.elapsed().as_secs_f64() * 1e3);

@@ -58,6 +58,11 @@ pub struct ResumeBench {
     /// The request that wakes the sandbox.
     #[arg(long, value_enum, default_value = "http")]
     pub via: Probe,
+    /// How long the sandbox sleeps before each request, in ms (0: the request follows the
+    /// standby call at once, while the server may still be finishing the standby's background
+    /// work).
+    #[arg(long, default_value_t = 0)]
+    pub asleep_ms: u64,
     #[arg(long, default_value = "base")]
     pub template: String,
     #[arg(long)]
@@ -134,6 +139,7 @@ async fn bench(api: &ApiClient, id: &str, args: &ResumeBench) -> anyhow::Result<
             bail!("sandbox {id} did not go to standby: {slept}");
         }
         let power = slept.get("power").cloned().unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(args.asleep_ms)).await;
         let start = Instant::now();
         probe.once().await?;
         let elapsed = start.elapsed();

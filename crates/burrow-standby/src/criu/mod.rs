@@ -8,6 +8,7 @@
 //! fds it inherited, so use [`Worker::spawn`] with them, ideally right after the dump.
 
 mod helper;
+mod perf_hooks;
 mod pool;
 mod request;
 pub mod rpc;
@@ -17,6 +18,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use helper::helper_main;
+pub use perf_hooks::hold_perf_sched_hooks;
 pub use pool::{Refill, WorkerPool};
 pub use request::{
     DumpOutcome, DumpRequest, RestoreOutcome, RestoreRequest, external_mount, external_netns,

@@ -50,6 +50,7 @@ impl WorkerPool {
             source,
         })?;
         Worker::spawn(&config, &[])?.check(std::os::fd::AsFd::as_fd(&work_dir))?;
+        super::hold_perf_sched_hooks();
         let shared = Arc::new(Shared {
             config,
             size: size.max(1),
