@@ -164,8 +164,9 @@ impl Server {
     }
 
     /// Serves HTTP/1.1 and h2c until `shutdown` completes; then waits up to
-    /// [`SHUTDOWN_GRACE`] for open requests (exec streams, shells, tunnels) before returning.
-    /// Sandboxes keep running: the next start adopts them.
+    /// [`SHUTDOWN_GRACE`] for open requests (exec streams, shells, tunnels), then checkpoints
+    /// sandboxes as `deep_on_shutdown` says before returning. Sandboxes left running keep
+    /// running: the next start adopts them.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
