@@ -77,18 +77,21 @@ impl Api {
         }
     }
 
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+    /// An authenticated request to the API.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .post(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.key)
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::POST, path)
             .timeout(WAKE_TIMEOUT)
     }
 
     async fn sandbox(&self, id: &str) -> Value {
         let resp = self
-            .http
-            .get(format!("{}/v1/sandboxes/{id}", self.base))
-            .bearer_auth(&self.key)
+            .request(reqwest::Method::GET, &format!("/v1/sandboxes/{id}"))
             .send()
             .await
             .unwrap();
@@ -115,9 +118,7 @@ impl Api {
 
     async fn delete(&self, id: &str) {
         let resp = self
-            .http
-            .delete(format!("{}/v1/sandboxes/{id}", self.base))
-            .bearer_auth(&self.key)
+            .request(reqwest::Method::DELETE, &format!("/v1/sandboxes/{id}"))
             .send()
             .await
             .unwrap();
