@@ -680,6 +680,8 @@ fn prepare_host(
     let sandboxes_dir = config.data_dir.join("sandboxes");
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io_err(format!("create {:?}", config.data_dir)))?;
+    // No host user but root may reach anything a sandbox stores (see the server's data dir).
+    set_mode(&config.data_dir, 0o700)?;
     let quota = QuotaFs::ensure(
         &sandboxes_dir,
         &config.data_dir.join("sandboxes.img"),

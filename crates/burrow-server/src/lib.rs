@@ -73,6 +73,16 @@ impl Server {
             "creating {}",
             config.data_dir.display()
         )))?;
+        // Root-only before anything is written into it: the data dir holds the API key, the
+        // database, template layers with setuid files, sandboxes' files and memory images.
+        std::fs::set_permissions(
+            &config.data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(ServeError::io(format!(
+            "making {} root-only",
+            config.data_dir.display()
+        )))?;
         let store = Store::open(&config.data_dir.join("burrow.db")).await?;
         if let Some(key) = keys::ensure_first_key(&store, &config.data_dir).await?
             && config.print_new_key

@@ -21,12 +21,18 @@ pub struct TemplateStore {
 }
 
 impl TemplateStore {
-    /// Opens (and creates if needed) the store of `data_dir`.
+    /// Opens (and creates if needed) the store of `data_dir`, which it makes root-only (0700),
+    /// with the template and cache dirs below it: layers keep the files a build made with their
+    /// setuid bits and canonical ownership (root = uid 0), so a host user who could reach them
+    /// could run a build's setuid-root file as host root.
     pub fn open(data_dir: &Path) -> Result<Self, TemplateError> {
         let root = data_dir.join("templates");
         let cache = data_dir.join("cache");
         for dir in [&root, &cache] {
             std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        for dir in [data_dir, &root, &cache] {
+            make_root_only(dir)?;
         }
         Ok(Self { root, cache })
     }
@@ -99,10 +105,18 @@ impl TemplateStore {
         if in_use {
             return Err(TemplateError::InUse(name.to_string()));
         }
+        // Layers are recorded by absolute path; the template's dir may be reached through a
+        // symlink (a shared template), so its layers are looked for under both spellings.
+        let real_dir = std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone());
         let dependents: Vec<String> = self
             .list()?
             .into_iter()
-            .filter(|t| t.name != name && t.layers.iter().any(|layer| layer.starts_with(&dir)))
+            .filter(|t| {
+                t.name != name
+                    && t.layers
+                        .iter()
+                        .any(|layer| layer.starts_with(&dir) || layer.starts_with(&real_dir))
+            })
             .map(|t| t.name)
             .collect();
         if !dependents.is_empty() {
@@ -183,4 +197,11 @@ impl TemplateStore {
 /// The current time as RFC 3339, for `created_at`.
 pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Mode 0700: only host root may enter `dir`.
+fn make_root_only(dir: &Path) -> Result<(), TemplateError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .ctx(|| format!("making {} root-only", dir.display()))
 }
