@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 bin=${BURROW_BIN_DIR:-$repo/target/debug}
-template=${BURROW_TEST_TEMPLATE_DIR:-/var/lib/burrow/templates/base}
+template=${BURROW_TEST_TEMPLATE_DIR:-/var/tmp/burrow-test-data/templates/base}
 
 venv=$here/.venv
 if [ ! -x "$venv/bin/pytest" ] || ! "$venv/bin/pip" freeze 2>/dev/null | grep -qx 'e2b==2.63.0'; then

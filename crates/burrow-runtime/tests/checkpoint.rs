@@ -1,7 +1,8 @@
 //! Deep standby of a real sandbox (base template, real launcher, netns owned by the sandbox's
 //! user namespace): create → state → checkpoint → processes gone → restore → same pids, memory,
 //! files, agent answering; 3 cycles; then destroy leaves nothing behind.
-//! Needs root, the base template (/var/lib/burrow/templates/base) and CRIU
+//! Needs root, the base template's layer (`BURROW_TEST_ROOTFS`, default the one `scripts/test.sh`
+//! builds in /var/tmp/burrow-test-data) and CRIU
 //! (/opt/burrow/criu/criu or BURROW_CRIU_BINARY); skipped with a message otherwise.
 
 mod common;
@@ -11,7 +12,12 @@ use std::time::{Duration, Instant};
 
 use burrow_runtime::SandboxHandle;
 
-const BASE_LAYER: &str = "/var/lib/burrow/templates/base/layers/0";
+/// The base template's layer: `BURROW_TEST_ROOTFS`, or the test data dir's.
+fn base_layer() -> PathBuf {
+    std::env::var_os("BURROW_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/burrow-test-data/templates/base/layers/0"))
+}
 
 /// A python counter that ticks every 10 ms in memory only; it answers on TCP 127.0.0.1:7000 with "<count> <pid>".
 const COUNTER: &str = r#"
@@ -35,8 +41,12 @@ fn prerequisites() -> Option<PathBuf> {
         eprintln!("SKIPPED: deep standby tests need root");
         return None;
     }
-    if !Path::new(BASE_LAYER).join("usr/bin/python3").exists() {
-        eprintln!("SKIPPED: no base template at {BASE_LAYER} (burrow template build base)");
+    let layer = base_layer();
+    if !layer.join("usr/bin/python3").exists() {
+        eprintln!(
+            "SKIPPED: no base template at {} (scripts/test.sh builds it)",
+            layer.display()
+        );
         return None;
     }
     let criu = std::env::var_os("BURROW_CRIU_BINARY")
@@ -46,7 +56,7 @@ fn prerequisites() -> Option<PathBuf> {
         eprintln!("SKIPPED: no CRIU at {criu:?} (scripts/install-criu.sh)");
         return None;
     }
-    Some(PathBuf::from(BASE_LAYER))
+    Some(layer)
 }
 
 fn counter(h: &SandboxHandle) -> (u64, u32) {

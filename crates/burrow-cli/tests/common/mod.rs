@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub fn base_template_dir() -> PathBuf {
     std::env::var_os("BURROW_TEST_TEMPLATE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/burrow/templates/base"))
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/burrow-test-data/templates/base"))
 }
 
 /// Why sandbox tests cannot run here, if they cannot.

@@ -155,7 +155,7 @@ pub async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> S
 }
 
 /// Makes template `base` available in `data_dir`: a symlink to the real base template
-/// (`BURROW_TEST_TEMPLATE_DIR`, default `/var/lib/burrow/templates/base`), or else a template
+/// (`BURROW_TEST_TEMPLATE_DIR`, default `/var/tmp/burrow-test-data/templates/base`, which `scripts/test.sh` builds), or else a template
 /// whose single layer is the Debian rootfs in `BURROW_TEST_ROOTFS` (the runtime tests' rootfs).
 /// Returns false, with a printed reason, when neither exists or we are not root.
 pub fn install_test_template(data_dir: &Path) -> bool {
@@ -167,7 +167,7 @@ pub fn install_test_template(data_dir: &Path) -> bool {
     std::fs::create_dir_all(&templates).unwrap();
     let dir = std::env::var("BURROW_TEST_TEMPLATE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/var/lib/burrow/templates/base"));
+        .unwrap_or_else(|_| PathBuf::from("/var/tmp/burrow-test-data/templates/base"));
     if dir.join("template.json").exists() {
         std::os::unix::fs::symlink(&dir, templates.join("base")).unwrap();
         return true;

@@ -110,33 +110,80 @@ pub fn leftovers(templates_root: &Path) -> Vec<String> {
 
 pub fn no_progress(_: burrow_templates::BuildProgress) {}
 
-/// The data dir for tests that need the real `base` template: `BURROW_TEST_DATA_DIR`, or
-/// `/var/tmp/burrow-test-data`. Builds `base` there once (later runs reuse it); seeds the
-/// debootstrap cache from `/var/lib/burrow/cache` when that has it, so no network is needed.
-pub async fn store_with_base() -> TemplateStore {
-    static BUILD_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let data_dir = std::env::var_os("BURROW_TEST_DATA_DIR")
+/// The shared data dir holding the real `base` template: `BURROW_TEST_DATA_DIR`, or
+/// `/var/tmp/burrow-test-data` (what `scripts/test.sh` builds before the tests run).
+pub fn shared_data_dir() -> std::path::PathBuf {
+    std::env::var_os("BURROW_TEST_DATA_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| "/var/tmp/burrow-test-data".into());
-    let store = TemplateStore::open(&data_dir).unwrap();
-    let _guard = BUILD_LOCK.lock().await;
-    if store.get(burrow_templates::BASE_TEMPLATE).is_err() {
-        let cache_name = burrow_templates::debootstrap_cache_name(
-            burrow_templates::BASE_SUITE,
-            burrow_templates::BASE_VARIANT,
-            burrow_templates::BASE_PACKAGES,
-        );
-        let shared = Path::new("/var/lib/burrow/cache").join(&cache_name);
-        let ours = store.cache_dir().join(&cache_name);
-        if shared.exists() && !ours.exists() && std::fs::hard_link(&shared, &ours).is_err() {
-            std::fs::copy(&shared, &ours).unwrap();
-        }
-        store
-            .build_base(|p| eprintln!("[base] {}: {}", p.phase, p.message))
-            .await
-            .unwrap();
+        .unwrap_or_else(|| "/var/tmp/burrow-test-data".into())
+}
+
+/// A store of the test's own, in a fresh data dir under `/var/tmp` (overlayfs and trusted
+/// xattrs need a real filesystem), whose `base` is a symlink to the shared real `base`.
+/// Concurrent test processes never build into one store: the shared `base` is built at most
+/// once, under a lock held across processes (nextest runs each test as a process), and each
+/// test's own builds, staging dirs and leftovers stay in its own dir. The debootstrap cache is
+/// seeded by a *copy* of an installed server's tarball: a hard link would let a failed build
+/// truncate the operator's file.
+pub async fn store_with_base() -> TestStore {
+    let shared = shared_data_dir();
+    tokio::task::spawn_blocking(move || ensure_shared_base(&shared))
+        .await
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("burrow-templates-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let store = TemplateStore::open(dir.path()).unwrap();
+    std::os::unix::fs::symlink(
+        shared_data_dir()
+            .join("templates")
+            .join(burrow_templates::BASE_TEMPLATE),
+        store.root().join(burrow_templates::BASE_TEMPLATE),
+    )
+    .unwrap();
+    TestStore { store, _dir: dir }
+}
+
+/// A test's template store; its data dir is removed on drop.
+pub struct TestStore {
+    store: TemplateStore,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestStore {
+    type Target = TemplateStore;
+    fn deref(&self) -> &TemplateStore {
+        &self.store
     }
-    store
+}
+
+fn ensure_shared_base(data_dir: &Path) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let lock = std::fs::File::create(data_dir.join(".base-build.lock")).unwrap();
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let store = TemplateStore::open(data_dir).unwrap();
+    if store.get(burrow_templates::BASE_TEMPLATE).is_ok() {
+        return;
+    }
+    let cache_name = burrow_templates::debootstrap_cache_name(
+        burrow_templates::BASE_SUITE,
+        burrow_templates::BASE_VARIANT,
+        burrow_templates::BASE_PACKAGES,
+    );
+    let installed = Path::new("/var/lib/burrow/cache").join(&cache_name);
+    let ours = store.cache_dir().join(&cache_name);
+    if installed.exists() && !ours.exists() {
+        let partial = ours.with_extension("copying");
+        std::fs::copy(&installed, &partial).unwrap();
+        std::fs::rename(&partial, &ours).unwrap();
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(store.build_base(|p| eprintln!("[base] {}: {}", p.phase, p.message)))
+        .unwrap();
 }
 
 use burrow_templates::TemplateStore;
