@@ -1,7 +1,7 @@
 //! Deep standby of a real sandbox (base template, real launcher, netns owned by the sandbox's
 //! user namespace): create → state → checkpoint → processes gone → restore → same pids, memory,
 //! files, agent answering; 3 cycles; then destroy leaves nothing behind.
-//! Needs root, the base template (/var/lib/burrow/templates/base) and CRIU
+//! Needs root, the base template (`BURROW_TEST_ROOTFS`, else /var/lib/burrow/templates/base) and CRIU
 //! (/opt/burrow/criu/criu or BURROW_CRIU_BINARY); skipped with a message otherwise.
 
 mod common;
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use burrow_runtime::SandboxHandle;
 
-const BASE_LAYER: &str = "/var/lib/burrow/templates/base/layers/0";
+/// The base template's layer when `BURROW_TEST_ROOTFS` is not set.
+const DEFAULT_BASE_LAYER: &str = "/var/lib/burrow/templates/base/layers/0";
 
 /// A python counter that ticks every 10 ms in memory only; it answers on TCP 127.0.0.1:7000 with "<count> <pid>".
 const COUNTER: &str = r#"
@@ -35,8 +36,11 @@ fn prerequisites() -> Option<PathBuf> {
         eprintln!("SKIPPED: deep standby tests need root");
         return None;
     }
-    if !Path::new(BASE_LAYER).join("usr/bin/python3").exists() {
-        eprintln!("SKIPPED: no base template at {BASE_LAYER} (burrow template build base)");
+    let base_layer = std::env::var_os("BURROW_TEST_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_BASE_LAYER));
+    if !base_layer.join("usr/bin/python3").exists() {
+        eprintln!("SKIPPED: no base template at {base_layer:?} (burrow template build base)");
         return None;
     }
     let criu = std::env::var_os("BURROW_CRIU_BINARY")
@@ -46,7 +50,7 @@ fn prerequisites() -> Option<PathBuf> {
         eprintln!("SKIPPED: no CRIU at {criu:?} (scripts/install-criu.sh)");
         return None;
     }
-    Some(PathBuf::from(BASE_LAYER))
+    Some(base_layer)
 }
 
 fn counter(h: &SandboxHandle) -> (u64, u32) {
@@ -86,6 +90,14 @@ async fn checkpoint_restore_three_cycles_keep_pids_memory_files() {
     assert_eq!(code, 0, "{out}");
     let (mut last, py_pid) = counter(&h);
     let (_, agent_pids) = common::sh(&h, "cat /proc/1/status | grep ^Pid; hostname");
+    // The seccomp policy as the sandbox sees it: CRIU must give it back with the tree.
+    let seccomp_probe = "grep ^Seccomp /proc/self/status; \
+         python3 -c 'import socket; socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)' 2>&1 | tail -1";
+    let (_, seccomp) = common::sh(&h, seccomp_probe);
+    assert!(
+        seccomp.starts_with("Seccomp:\t2\nSeccomp_filters:\t") && seccomp.contains("[Errno 97]"),
+        "{seccomp}"
+    );
     let mut handle = h.clone();
     let mut restore_ms = Vec::new();
     for cycle in 0..3 {
@@ -127,6 +139,11 @@ async fn checkpoint_restore_three_cycles_keep_pids_memory_files() {
         assert_eq!(file.trim(), "kept");
         let (_, again) = common::sh(&restored, "cat /proc/1/status | grep ^Pid; hostname");
         assert_eq!(again, agent_pids);
+        assert_eq!(
+            common::sh(&restored, seccomp_probe).1,
+            seccomp,
+            "seccomp after restore"
+        );
         // One bind of the agent, however many cycles: restores must not stack mounts.
         let (_, binds) = common::sh(&restored, "grep -c ' /.burrow/agent ' /proc/self/mountinfo");
         assert_eq!(binds.trim(), "1", "agent binds after cycle {cycle}");
