@@ -96,6 +96,14 @@ async fn checkpoint_restore_three_cycles_keep_pids_memory_files() {
     assert_eq!(code, 0, "{out}");
     let (mut last, py_pid) = counter(&h);
     let (_, agent_pids) = common::sh(&h, "cat /proc/1/status | grep ^Pid; hostname");
+    // The seccomp policy as the sandbox sees it: CRIU must give it back with the tree.
+    let seccomp_probe = "grep ^Seccomp /proc/self/status; \
+         python3 -c 'import socket; socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)' 2>&1 | tail -1";
+    let (_, seccomp) = common::sh(&h, seccomp_probe);
+    assert!(
+        seccomp.starts_with("Seccomp:\t2\nSeccomp_filters:\t") && seccomp.contains("[Errno 97]"),
+        "{seccomp}"
+    );
     let mut handle = h.clone();
     let mut restore_ms = Vec::new();
     for cycle in 0..3 {
@@ -137,6 +145,11 @@ async fn checkpoint_restore_three_cycles_keep_pids_memory_files() {
         assert_eq!(file.trim(), "kept");
         let (_, again) = common::sh(&restored, "cat /proc/1/status | grep ^Pid; hostname");
         assert_eq!(again, agent_pids);
+        assert_eq!(
+            common::sh(&restored, seccomp_probe).1,
+            seccomp,
+            "seccomp after restore"
+        );
         // One bind of the agent, however many cycles: restores must not stack mounts.
         let (_, binds) = common::sh(&restored, "grep -c ' /.burrow/agent ' /proc/self/mountinfo");
         assert_eq!(binds.trim(), "1", "agent binds after cycle {cycle}");
