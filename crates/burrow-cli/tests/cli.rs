@@ -396,3 +396,66 @@ fn pip_reaches_the_package_index_from_inside() {
             .contains("six-1.16.0")
     );
 }
+
+#[test]
+fn template_build_file_copies_through_an_upload() {
+    require_sandboxes!();
+    let server = TestServer::start();
+    // The build context lives outside the server's data dir; the server never reads it there.
+    let context = common::tempdir("burrow-cli-context");
+    std::fs::create_dir_all(context.join("app")).unwrap();
+    std::fs::write(context.join("app/hello.txt"), "hello from the context\n").unwrap();
+    std::fs::write(
+        context.join("Burrowfile"),
+        "FROM base\nCOPY app /opt/app\nCOPY app/hello.txt /etc/\n",
+    )
+    .unwrap();
+    let burrowfile = context.join("Burrowfile");
+    let burrowfile = burrowfile.to_str().unwrap();
+    server.ok(&["template", "build", "withctx", "-f", burrowfile]);
+    // The context went through the upload store (kept, named by its sha256).
+    let uploads: Vec<String> = std::fs::read_dir(server.data_dir.join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        uploads.len() == 1 && uploads[0].ends_with(".tar") && uploads[0].len() == 68,
+        "{uploads:?}"
+    );
+    // The same context again: the server has it, the build still works.
+    server.ok(&["template", "build", "withctx2", "-f", burrowfile]);
+    let id = server
+        .ok(&["create", "--template", "withctx"])
+        .trim()
+        .to_string();
+    assert_eq!(
+        server.ok(&[
+            "exec",
+            &id,
+            "--",
+            "cat",
+            "/opt/app/hello.txt",
+            "/etc/hello.txt"
+        ]),
+        "hello from the context\nhello from the context\n"
+    );
+    server.ok(&["rm", &id]);
+
+    // A COPY source outside the build file's directory is refused by the CLI itself.
+    std::fs::write(
+        context.join("Evil"),
+        "FROM base\nCOPY ../../etc/passwd /x\n",
+    )
+    .unwrap();
+    let out = server.cli(&[
+        "template",
+        "build",
+        "evil",
+        "-f",
+        context.join("Evil").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inside the build file's directory"), "{err}");
+    std::fs::remove_dir_all(&context).unwrap();
+}
