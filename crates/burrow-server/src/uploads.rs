@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use burrow_types::is_valid_sha256_hex;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
 use crate::error::{HttpError, ServeError};
+use crate::extract::payload_too_large;
 
 /// Uploads no build has used for this long are removed (at start and on each new upload).
 const KEEP_UNUSED: Duration = Duration::from_secs(24 * 3600);
@@ -55,6 +60,66 @@ impl UploadStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(HttpError::internal(format!("reading upload {sha256}: {e}"))),
         }
+    }
+
+    /// Stores `body` as upload `sha256`, streamed to a 0600 file in a scratch dir and renamed
+    /// into place only once it hashed to `sha256` (else 400) and looks like a tar or tar.gz;
+    /// over `limit` bytes it is dropped with a 413. Returns its size.
+    pub async fn store<E: std::fmt::Display>(
+        &self,
+        sha256: &str,
+        mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+        limit: u64,
+    ) -> Result<u64, HttpError> {
+        let target = self.path(sha256)?;
+        let scratch = self.scratch()?;
+        let partial = scratch.path().join("upload");
+        let io = |what: &'static str| {
+            move |e: std::io::Error| HttpError::internal(format!("{what} the upload: {e}"))
+        };
+        let mut file = tokio::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .await
+            .map_err(io("creating"))?;
+        let mut hasher = Sha256::new();
+        let mut head = Vec::with_capacity(512);
+        let mut total: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| HttpError::bad_request(format!("reading the upload body: {e}")))?;
+            total += chunk.len() as u64;
+            if total > limit {
+                return Err(too_large(limit));
+            }
+            if head.len() < 512 {
+                let take = (512 - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(io("writing"))?;
+        }
+        file.sync_all().await.map_err(io("syncing"))?;
+        drop(file);
+        let got = hex::encode(hasher.finalize());
+        if got != sha256 {
+            return Err(HttpError::bad_request(format!(
+                "the body's sha256 is {got}, not the {sha256} in the URL (truncated or changed upload?)"
+            )));
+        }
+        burrow_templates::detect_format(&head)
+            .map_err(|e| HttpError::bad_request(format!("the upload is not usable: {e}")))?;
+        tokio::fs::rename(&partial, &target)
+            .await
+            .map_err(io("storing"))?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            store.remove_stale(false);
+            drop(scratch);
+        });
+        Ok(total)
     }
 
     /// A fresh scratch dir (0700) for a partial upload or an extracted context; removed on drop.
@@ -107,4 +172,13 @@ impl UploadStore {
             }
         }
     }
+}
+
+/// 413 for an upload over the build upload limit.
+pub fn too_large(limit: u64) -> HttpError {
+    let mut error = payload_too_large();
+    error.body.message = format!(
+        "the upload is larger than the server's build upload limit of {limit} bytes (burrow serve --max-build-upload-mb)"
+    );
+    error
 }

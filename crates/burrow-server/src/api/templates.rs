@@ -13,13 +13,11 @@ use burrow_types::{
 };
 use bytes::Bytes;
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::exec::{NDJSON, ndjson_line};
 use crate::error::HttpError;
-use crate::extract::{JsonBody, payload_too_large};
+use crate::extract::JsonBody;
 use crate::state::AppState;
 use crate::{build, validate};
 
@@ -181,57 +179,10 @@ pub async fn upload_put(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
-        return Err(upload_too_large(limit));
+        return Err(crate::uploads::too_large(limit));
     }
-    // Written into a 0700 scratch dir, renamed into place only once the hash matched.
-    let scratch = uploads.scratch()?;
-    let partial = scratch.path().join("upload");
-    let io = |what: &'static str| {
-        move |e: std::io::Error| HttpError::internal(format!("{what} the upload: {e}"))
-    };
-    let mut file = tokio::fs::File::options()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)
-        .await
-        .map_err(io("creating"))?;
-    let mut hasher = Sha256::new();
-    let mut head = Vec::with_capacity(512);
-    let mut total: u64 = 0;
-    let mut body = request.into_body().into_data_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|e| HttpError::bad_request(format!("reading the upload body: {e}")))?;
-        total += chunk.len() as u64;
-        if total > limit {
-            return Err(upload_too_large(limit));
-        }
-        if head.len() < 512 {
-            let take = (512 - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
-        }
-        hasher.update(&chunk);
-        file.write_all(&chunk).await.map_err(io("writing"))?;
-    }
-    file.sync_all().await.map_err(io("syncing"))?;
-    drop(file);
-    let got = hex::encode(hasher.finalize());
-    if got != sha256 {
-        return Err(HttpError::bad_request(format!(
-            "the body's sha256 is {got}, not the {sha256} in the URL (truncated or changed upload?)"
-        )));
-    }
-    burrow_templates::detect_format(&head)
-        .map_err(|e| HttpError::bad_request(format!("the upload is not usable: {e}")))?;
-    tokio::fs::rename(&partial, &target)
-        .await
-        .map_err(io("storing"))?;
-    let store = uploads.clone();
-    tokio::task::spawn_blocking(move || {
-        store.remove_stale(false);
-        drop(scratch);
-    });
+    let body = request.into_body().into_data_stream();
+    let total = uploads.store(&sha256, body, limit).await?;
     Ok((
         StatusCode::CREATED,
         Json(TemplateUpload {
@@ -240,12 +191,4 @@ pub async fn upload_put(
             size_bytes: Some(total),
         }),
     ))
-}
-
-fn upload_too_large(limit: u64) -> HttpError {
-    let mut error = payload_too_large();
-    error.body.message = format!(
-        "the upload is larger than the server's build upload limit of {limit} bytes (burrow serve --max-build-upload-mb)"
-    );
-    error
 }
