@@ -31,7 +31,7 @@ pub fn extract_context(
     kind: ContextKind,
     limits: ImportLimits,
 ) -> Result<u64, TemplateError> {
-    check_context(archive, kind)?;
+    check_context(archive, kind, limits)?;
     let mut writer = LayerWriter::open(dest, limits)?;
     extract_tar(
         open_archive(archive)?,
@@ -42,14 +42,28 @@ pub fn extract_context(
 }
 
 /// The first pass: every entry's path and link target, before anything is written.
-fn check_context(archive: &Path, kind: ContextKind) -> Result<(), TemplateError> {
+fn check_context(
+    archive: &Path,
+    kind: ContextKind,
+    limits: ImportLimits,
+) -> Result<(), TemplateError> {
     // A malformed archive is the client's mistake (400), not the server's.
     let unreadable = |e: std::io::Error| {
         TemplateError::Invalid(format!("the upload is not a readable tar: {e}"))
     };
     let mut tar = tar::Archive::new(open_archive(archive)?);
+    // Bounded here too: a gzip bomb must not keep this pass reading for hours.
+    let (mut bytes, mut entries) = (0u64, 0u64);
     for entry in tar.entries().map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
+        bytes = bytes.saturating_add(entry.size());
+        entries += 1;
+        if bytes > limits.max_total_bytes || entries > limits.max_entries {
+            return Err(TemplateError::Invalid(format!(
+                "the build context is over the limit of {} bytes or {} entries once unpacked",
+                limits.max_total_bytes, limits.max_entries
+            )));
+        }
         let kind_of_entry = entry.header().entry_type();
         if matches!(
             kind_of_entry,
@@ -182,6 +196,39 @@ mod tests {
         assert!(!ok("", "../x"));
         assert!(!ok("a", "/etc/passwd"));
         assert!(!ok("a", ""));
+    }
+
+    #[test]
+    fn contexts_over_the_limits_are_refused_before_extraction() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("ctx.tar");
+        let mut tar = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+        for name in ["a", "b"] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(600);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_mtime(0);
+            header.set_cksum();
+            tar.append_data(&mut header, name, &[0u8; 600][..]).unwrap();
+        }
+        tar.into_inner().unwrap();
+        let dest = dir.path().join("out");
+        let limits = |max_total_bytes, max_entries| ImportLimits {
+            max_total_bytes,
+            max_entries,
+        };
+        let err = extract_context(&archive, &dest, ContextKind::Copy, limits(1000, 10))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limit"), "{err}");
+        assert!(!dest.exists(), "nothing extracted");
+        assert!(extract_context(&archive, &dest, ContextKind::Copy, limits(1000, 1)).is_err());
+        assert_eq!(
+            extract_context(&archive, &dest, ContextKind::Copy, limits(2000, 10)).unwrap(),
+            2
+        );
     }
 
     #[test]
