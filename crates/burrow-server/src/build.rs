@@ -218,7 +218,17 @@ pub async fn run(
         plan,
         scratch,
     } = build;
-    let outcome = run_plan(state, name, plan, progress).await;
+    // Messages name the context by its path on the server; the client knows it as "./".
+    let scratch_prefix = scratch
+        .as_ref()
+        .map(|dir| format!("{}/", dir.path().join("context").display()));
+    let outcome = run_plan(state, name, plan, progress, scratch_prefix.clone()).await;
+    let outcome = outcome.map_err(|mut e| {
+        if let Some(prefix) = &scratch_prefix {
+            e.body.message = e.body.message.replace(prefix, "");
+        }
+        e
+    });
     if let Some(scratch) = scratch {
         let _ = tokio::task::spawn_blocking(move || drop(scratch)).await;
     }
@@ -230,12 +240,17 @@ async fn run_plan(
     name: String,
     plan: Plan,
     progress: mpsc::Sender<TemplateBuildEvent>,
+    hidden_prefix: Option<String>,
 ) -> Result<Template, HttpError> {
     // Progress is best effort: a slow client loses lines, never stalls the build.
     let report = move |p: BuildProgress| {
+        let message = match &hidden_prefix {
+            Some(prefix) => p.message.replace(prefix.as_str(), ""),
+            None => p.message,
+        };
         let _ = progress.try_send(TemplateBuildEvent::Progress {
             phase: p.phase,
-            message: p.message,
+            message,
             fraction: p.fraction,
         });
     };

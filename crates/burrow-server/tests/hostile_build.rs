@@ -410,18 +410,21 @@ async fn copy_from_an_uploaded_context_and_imports_from_uploads() {
         Entry::File("app/suid", b"#!/bin/sh\n", 0o4755),
     ]);
     let hash = upload(&server, &context).await;
-    let done = last_event(
-        build_request(
-            &server,
-            json!({"name": "withctx", "from": {"type": "template", "parent": "base",
-            "context": hash, "steps": [
-                {"type": "copy", "src": "app", "dest": "/opt/app"},
-                {"type": "copy", "src": "./app/hello.txt", "dest": "/etc/"},
-            ]}}),
-        )
-        .await,
+    let resp = build_request(
+        &server,
+        json!({"name": "withctx", "from": {"type": "template", "parent": "base",
+        "context": hash, "steps": [
+            {"type": "copy", "src": "app", "dest": "/opt/app"},
+            {"type": "copy", "src": "./app/hello.txt", "dest": "/etc/"},
+        ]}}),
     )
     .await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    // Progress names the sources as the client knows them, not by a server path.
+    assert!(text.contains("COPY app /opt/app"), "{text}");
+    assert!(!text.contains("uploads"), "{text}");
+    let done: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(done["type"], "done", "{done}");
     let scratch: Vec<String> = std::fs::read_dir(dir.path().join("uploads"))
         .unwrap()
