@@ -396,3 +396,164 @@ fn pip_reaches_the_package_index_from_inside() {
             .contains("six-1.16.0")
     );
 }
+
+#[test]
+fn template_build_file_copies_through_an_upload() {
+    require_sandboxes!();
+    let server = TestServer::start();
+    // The build context lives outside the server's data dir; the server never reads it there.
+    let context = common::tempdir("burrow-cli-context");
+    std::fs::create_dir_all(context.join("app")).unwrap();
+    std::fs::write(context.join("app/hello.txt"), "hello from the context\n").unwrap();
+    std::fs::write(
+        context.join("Burrowfile"),
+        "FROM base\nCOPY app /opt/app\nCOPY app/hello.txt /etc/\n",
+    )
+    .unwrap();
+    let burrowfile = context.join("Burrowfile");
+    let burrowfile = burrowfile.to_str().unwrap();
+    server.ok(&["template", "build", "withctx", "-f", burrowfile]);
+    // The context went through the upload store (kept, named by its sha256).
+    let uploads: Vec<String> = std::fs::read_dir(server.data_dir.join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        uploads.len() == 1 && uploads[0].ends_with(".tar") && uploads[0].len() == 68,
+        "{uploads:?}"
+    );
+    // The same context again: the server has it, the build still works.
+    server.ok(&["template", "build", "withctx2", "-f", burrowfile]);
+    let id = server
+        .ok(&["create", "--template", "withctx"])
+        .trim()
+        .to_string();
+    assert_eq!(
+        server.ok(&[
+            "exec",
+            &id,
+            "--",
+            "cat",
+            "/opt/app/hello.txt",
+            "/etc/hello.txt"
+        ]),
+        "hello from the context\nhello from the context\n"
+    );
+    server.ok(&["rm", &id]);
+
+    // A COPY source outside the build file's directory is refused by the CLI itself.
+    std::fs::write(
+        context.join("Evil"),
+        "FROM base\nCOPY ../../etc/passwd /x\n",
+    )
+    .unwrap();
+    let out = server.cli(&[
+        "template",
+        "build",
+        "evil",
+        "-f",
+        context.join("Evil").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inside the build file's directory"), "{err}");
+    std::fs::remove_dir_all(&context).unwrap();
+}
+
+/// Writes a blob into an OCI layout, returning its descriptor.
+fn oci_blob(layout: &std::path::Path, media_type: &str, data: &[u8]) -> serde_json::Value {
+    use sha2::Digest;
+    let hex = hex::encode(sha2::Sha256::digest(data));
+    std::fs::write(layout.join("blobs/sha256").join(&hex), data).unwrap();
+    serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": data.len()})
+}
+
+#[test]
+fn template_imports_upload_rootfs_and_oci_dirs() {
+    require_sandboxes!();
+    let server = TestServer::start();
+    let work = common::tempdir("burrow-cli-imports");
+    // A rootfs directory: packed and uploaded by the CLI.
+    let rootfs = work.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/hello"), "from a rootfs dir\n").unwrap();
+    std::os::unix::fs::symlink("/etc/hello", rootfs.join("abs-link")).unwrap();
+    server.ok(&[
+        "template",
+        "build",
+        "fromdir",
+        "--from-rootfs",
+        rootfs.to_str().unwrap(),
+    ]);
+    let layer = server.data_dir.join("templates/fromdir/layers/0");
+    assert_eq!(
+        std::fs::read_to_string(layer.join("etc/hello")).unwrap(),
+        "from a rootfs dir\n"
+    );
+    // Absolute symlinks of a rootfs are data (they resolve inside the sandbox).
+    assert_eq!(
+        std::fs::read_link(layer.join("abs-link")).unwrap(),
+        std::path::Path::new("/etc/hello")
+    );
+
+    // An OCI layout directory with one layer.
+    let layout = work.join("layout");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let mut layer_tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(8);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1_700_000_000);
+    header.set_cksum();
+    layer_tar
+        .append_data(&mut header, "etc/oci", &b"from oci"[..])
+        .unwrap();
+    let layer_tar = layer_tar.into_inner().unwrap();
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/bin:/bin"]}, "rootfs": {"type": "layers", "diff_ids": []}});
+    let config = oci_blob(
+        &layout,
+        "application/vnd.oci.image.config.v1+json",
+        config.to_string().as_bytes(),
+    );
+    let layer = oci_blob(
+        &layout,
+        "application/vnd.oci.image.layer.v1.tar",
+        &layer_tar,
+    );
+    let manifest = serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config, "layers": [layer]});
+    let manifest = oci_blob(
+        &layout,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().as_bytes(),
+    );
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [manifest]});
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    server.ok(&[
+        "template",
+        "build",
+        "fromoci",
+        "--from-oci",
+        layout.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(server.data_dir.join("templates/fromoci/layers/0/etc/oci"))
+            .unwrap(),
+        "from oci"
+    );
+    let listed = server.ok(&["template", "ls", "--json"]);
+    assert!(
+        listed.contains("fromdir") && listed.contains("fromoci"),
+        "{listed}"
+    );
+    std::fs::remove_dir_all(&work).unwrap();
+}

@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub net_pool_size: usize,
     /// Largest file upload (`PUT /v1/sandboxes/{id}/files`), in bytes. Default 1 GiB.
     pub max_upload_bytes: u64,
+    /// Largest template build upload (`PUT /v1/templates/uploads/{sha256}`: a build context, a
+    /// rootfs tarball or an OCI layout tar), in bytes. Default 1 GiB.
+    pub max_build_upload_bytes: u64,
     /// Largest JSON request body, in bytes. Default 1 MiB.
     pub max_json_bytes: usize,
     /// Print a newly created API key to stdout (the first start only). Default true.
@@ -110,6 +113,7 @@ impl Default for ServerConfig {
             agent_path: sibling_binary("burrow-agent"),
             net_pool_size: 4,
             max_upload_bytes: 1 << 30,
+            max_build_upload_bytes: 1 << 30,
             max_json_bytes: 1 << 20,
             print_new_key: true,
             tls: None,

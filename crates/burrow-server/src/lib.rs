@@ -25,6 +25,7 @@ mod state;
 mod step_runner;
 mod template_start;
 mod tls;
+mod uploads;
 mod validate;
 
 use std::future::{Future, IntoFuture};
@@ -103,6 +104,7 @@ impl Server {
                 .map_err(ServeError::io(format!("{what} binary {}", path.display())))?;
         }
         let templates = TemplateStore::open(&config.data_dir)?;
+        let uploads = uploads::UploadStore::open(&config.data_dir)?;
         let runtime = Runtime::new(RuntimeConfig {
             data_dir: config.data_dir.clone(),
             launcher_path: config.launcher_path.clone(),
@@ -127,6 +129,7 @@ impl Server {
             store,
             runtime: Arc::new(runtime),
             templates,
+            uploads,
             proxy_client: proxy::new_client(),
             power: Arc::default(),
             swap: Arc::new(swap),
@@ -330,6 +333,12 @@ fn router(state: AppState, e2b: e2b::E2bRouter) -> Router {
         .route(
             "/v1/templates/{name}",
             axum::routing::delete(api::templates::delete),
+        )
+        .route(
+            "/v1/templates/uploads/{sha256}",
+            get(api::templates::upload_status)
+                .head(api::templates::upload_head)
+                .put(api::templates::upload_put),
         )
         .fallback(api::route_not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -14,6 +14,8 @@ pub struct AppState {
     pub store: Store,
     pub runtime: Arc<Runtime>,
     pub templates: TemplateStore,
+    /// Template build uploads (`<data_dir>/uploads`): the only files API builds read.
+    pub uploads: crate::uploads::UploadStore,
     pub proxy_client: crate::proxy::ProxyClient,
     /// Every sandbox's power state (awake, asleep, leases, activity).
     pub power: Arc<crate::power::PowerRegistry>,

@@ -423,13 +423,24 @@ async fn templates_built_with_run_steps_and_imported_from_a_rootfs() {
     )
     .await;
 
-    // Import a tiny root file system directory.
+    // Import a tiny root file system, uploaded as a tarball (API builds read no server path).
     let rootfs = dir.path().join("tiny-rootfs");
     std::fs::create_dir_all(rootfs.join("etc")).unwrap();
     std::fs::write(rootfs.join("etc/hello"), "tiny\n").unwrap();
+    let mut tarball = tar::Builder::new(Vec::new());
+    tarball.append_dir_all(".", &rootfs).unwrap();
+    let tarball = tarball.into_inner().unwrap();
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&tarball));
+    let put = server
+        .put(&format!("/v1/templates/uploads/{hash}"))
+        .body(tarball)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 201);
     let done = build(
         &server,
-        json!({"name": "tiny", "from": {"type": "rootfs", "path": rootfs}}),
+        json!({"name": "tiny", "from": {"type": "rootfs", "upload": hash}}),
     )
     .await;
     assert_eq!(done["type"], "done", "{done}");

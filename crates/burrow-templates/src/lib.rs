@@ -6,6 +6,7 @@
 mod base;
 mod build;
 mod command;
+mod context;
 mod error;
 mod fsutil;
 mod import;
@@ -28,12 +29,14 @@ pub use base::{
     debootstrap_cache_name,
 };
 pub use build::{RUNTIME_OWNED_PATHS, copy_destination, strip_runtime_files, validate_steps};
+pub use context::{ContextKind, extract_context, resolve_in_context};
 pub use error::TemplateError;
 pub use fsutil::disk_usage;
 pub use layer_writer::{ImportLimits, OPAQUE_XATTRS};
 pub use name::validate_name;
 pub use normalize::{canonical_id, normalize_upper};
 pub use store::TemplateStore;
+pub use tar_import::{ArchiveFormat, detect_format};
 
 /// Name of the default template.
 pub const BASE_TEMPLATE: &str = "base";

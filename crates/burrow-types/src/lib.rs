@@ -24,7 +24,7 @@ pub use sandbox::{CreateSandboxRequest, Sandbox, SandboxList, SandboxState};
 pub use standby::{CreateLeaseRequest, Lease, PowerInfo, StandbyRequest, StandbyTier};
 pub use template::{
     BuildStepSpec, TemplateBuildEvent, TemplateBuildRequest, TemplateInfo, TemplateList,
-    TemplateSource,
+    TemplateSource, TemplateUpload, is_valid_sha256_hex,
 };
 
 /// Port the daemon listens on by default (`127.0.0.1:7420`).

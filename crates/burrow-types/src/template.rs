@@ -38,17 +38,34 @@ pub struct TemplateBuildRequest {
     pub from: TemplateSource,
 }
 
-/// Where a new template comes from. Paths are on the daemon's host.
+/// Where a new template comes from. Files come from the client: an upload made with
+/// `PUT /v1/templates/uploads/{sha256}`, named by its sha256. The server never reads a path of its
+/// own host for an API build (only `burrow template build --local`, run as root on the server,
+/// does).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TemplateSource {
     /// A fresh Debian bookworm via debootstrap: how `base` is made (name must be `base`).
     Debootstrap {},
-    /// A root file system: a directory or a tarball (.tar, .tar.gz).
-    Rootfs { path: String },
-    /// An OCI image layout (directory or tarball).
+    /// A root file system: an uploaded tarball (.tar or .tar.gz).
+    Rootfs {
+        /// sha256 (hex) of the uploaded tarball.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload: Option<String>,
+        /// Refused with a 400: a path on the server. Only there so an old client learns why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(deprecated)]
+        path: Option<String>,
+    },
+    /// An OCI image layout, uploaded as a tar (.tar or .tar.gz) of the layout directory.
     Oci {
-        path: String,
+        /// sha256 (hex) of the uploaded tar of the layout.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload: Option<String>,
+        /// Refused with a 400: a path on the server. Only there so an old client learns why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(deprecated)]
+        path: Option<String>,
         /// Tag or digest inside the layout (default: the only image).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reference: Option<String>,
@@ -57,6 +74,10 @@ pub enum TemplateSource {
     Template {
         parent: String,
         steps: Vec<BuildStepSpec>,
+        /// sha256 (hex) of the uploaded build context (a tar): COPY sources are paths inside it.
+        /// Needed when a step is a COPY.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        context: Option<String>,
     },
 }
 
@@ -75,7 +96,8 @@ pub enum BuildStepSpec {
     Workdir {
         path: String,
     },
-    /// Copy a host file or directory into the template.
+    /// Copy a file or directory of the build context (`context` of the source) into the
+    /// template. `src` is relative to the context's root.
     Copy {
         src: String,
         dest: String,
@@ -115,4 +137,22 @@ pub enum TemplateBuildEvent {
         code: String,
         message: String,
     },
+}
+
+/// `GET`/`PUT /v1/templates/uploads/{sha256}` response: whether the server holds that upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TemplateUpload {
+    /// sha256 (64 lowercase hex digits) of the uploaded bytes.
+    pub sha256: String,
+    pub present: bool,
+    /// Size of the stored upload, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+}
+
+/// Whether `s` is a sha256 in lowercase hex, the way uploads are named.
+pub fn is_valid_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

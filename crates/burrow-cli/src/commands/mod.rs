@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_density;
 pub mod bench_resume;
+pub mod build_upload;
 pub mod cp;
 pub mod exec;
 pub mod forward;

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// (default: a quarter of the host's RAM; 0 = no page-out, standby only freezes).
     #[arg(long, env = "BURROW_ZRAM_MB")]
     pub zram_mb: Option<u64>,
+    /// Largest template build upload (a build context, rootfs tarball or OCI layout tar) the
+    /// API accepts, in MiB.
+    #[arg(long, env = "BURROW_MAX_BUILD_UPLOAD_MB", default_value_t = 1024)]
+    pub max_build_upload_mb: u64,
     /// Longest any sandbox may live (`7d`, `12h`): a cap enforced on every sandbox whatever its
     /// own expiry policy. Default: no cap.
     #[arg(long, env = "BURROW_MAX_SANDBOX_AGE", value_parser = crate::args::duration)]
@@ -108,6 +112,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
             .zram_mb
             .map(|mb| mb.saturating_mul(1 << 20))
             .unwrap_or_else(|| burrow_server::ServerConfig::default().zram_bytes),
+        max_build_upload_bytes: args.max_build_upload_mb.saturating_mul(1 << 20),
         max_sandbox_age: args.max_sandbox_age.filter(|age| !age.is_zero()),
         deep_after: args.deep_after,
         deep_on_shutdown: args.deep_on_shutdown,

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
+use super::build_upload;
 use crate::client::{ApiClient, ndjson};
 use crate::output;
 
@@ -31,10 +32,11 @@ pub enum TemplateCommand {
 pub struct BuildArgs {
     /// Name of the new template.
     pub name: String,
-    /// Import a root filesystem from a directory or a .tar/.tar.gz file.
+    /// Import a root filesystem from a directory or a .tar/.tar.gz file (uploaded to the server;
+    /// a directory is packed as a tar first).
     #[arg(long, conflicts_with_all = ["from_oci", "from", "file"])]
     pub from_rootfs: Option<PathBuf>,
-    /// Import an OCI image layout directory.
+    /// Import an OCI image layout: a directory (packed as a tar and uploaded) or a tar of one.
     #[arg(long, conflicts_with_all = ["from", "file"])]
     pub from_oci: Option<PathBuf>,
     /// Image reference inside the OCI layout (its `org.opencontainers.image.ref.name`).
@@ -44,10 +46,12 @@ pub struct BuildArgs {
     #[arg(long)]
     pub from: Option<String>,
     /// A build file: `FROM parent`, then `RUN`, `ENV K=V`, `WORKDIR`, `COPY src dest`, `USER`,
-    /// `START cmd`, `READY PORT n` / `READY CMD cmd` lines.
+    /// `START cmd`, `READY PORT n` / `READY CMD cmd` lines. COPY sources are paths inside the
+    /// build file's directory: they are packed into a tar and uploaded with the build.
     #[arg(long, short)]
     pub file: Option<PathBuf>,
-    /// Build in this process instead of through the server (base, rootfs and OCI imports only).
+    /// Build in this process instead of through the server (base, rootfs and OCI imports only),
+    /// reading local paths directly: for the root operator on the server host.
     #[arg(long)]
     pub local: bool,
     /// Do nothing if a template with this name exists.
@@ -176,13 +180,33 @@ async fn build_remote(api: &ApiClient, args: BuildArgs) -> anyhow::Result<ExitCo
             return Ok(ExitCode::SUCCESS);
         }
     }
+    // The server reads no file of its host for us: what the build needs is uploaded.
     let from = if let Some(path) = &args.from_rootfs {
-        json!({"type": "rootfs", "path": absolute(path)?})
+        json!({"type": "rootfs", "upload": upload_file_or_dir(api, path).await?})
     } else if let Some(path) = &args.from_oci {
-        json!({"type": "oci", "path": absolute(path)?, "reference": args.reference})
+        json!({"type": "oci", "upload": upload_file_or_dir(api, path).await?, "reference": args.reference})
     } else if args.from.is_some() || args.file.is_some() {
         let (parent, steps) = build_file(args.from.as_deref(), args.file.as_deref())?;
-        json!({"type": "template", "parent": parent, "steps": steps})
+        let sources: Vec<PathBuf> = steps
+            .iter()
+            .filter_map(|step| match step {
+                BuildStep::Copy { src, .. } => Some(src.clone()),
+                _ => None,
+            })
+            .collect();
+        let context = if sources.is_empty() {
+            None
+        } else {
+            let dir = context_dir(args.file.as_deref());
+            Some(
+                build_upload::pack_and_upload(api, move |out| {
+                    build_upload::pack_copy_context(&dir, &sources, out)
+                })
+                .await
+                .context("uploading the build context")?,
+            )
+        };
+        json!({"type": "template", "parent": parent, "steps": steps, "context": context})
     } else {
         json!({"type": "debootstrap"})
     };
@@ -223,8 +247,23 @@ async fn build_remote(api: &ApiClient, args: BuildArgs) -> anyhow::Result<ExitCo
     bail!("the server closed the build stream without a result")
 }
 
-fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+/// Uploads a tarball as it is, or a directory packed as a tar; returns the upload's sha256.
+async fn upload_file_or_dir(api: &ApiClient, path: &Path) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.is_dir() {
+        let dir = path.to_path_buf();
+        build_upload::pack_and_upload(api, move |out| build_upload::pack_dir(&dir, out)).await
+    } else {
+        build_upload::upload(api, path).await
+    }
+}
+
+/// COPY sources are relative to the build file's directory (the build context).
+fn context_dir(file: Option<&Path>) -> PathBuf {
+    match file.and_then(Path::parent) {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 /// Reads a build file (and/or `--from`) into a parent template and steps.
@@ -235,8 +274,7 @@ fn build_file(from: Option<&str>, file: Option<&Path>) -> anyhow::Result<(String
         }
         None => String::new(),
     };
-    let base_dir = file.and_then(Path::parent).unwrap_or(Path::new("."));
-    let (file_parent, steps) = parse_build_file(&text, base_dir)?;
+    let (file_parent, steps) = parse_build_file(&text)?;
     let parent = from
         .map(str::to_string)
         .or(file_parent)
@@ -244,11 +282,9 @@ fn build_file(from: Option<&str>, file: Option<&Path>) -> anyhow::Result<(String
     Ok((parent, steps))
 }
 
-/// Parses the Dockerfile-like build format. `COPY` sources are resolved against `base_dir`.
-pub fn parse_build_file(
-    text: &str,
-    base_dir: &Path,
-) -> anyhow::Result<(Option<String>, Vec<BuildStep>)> {
+/// Parses the Dockerfile-like build format. `COPY` sources stay relative: they are paths inside
+/// the build context (the build file's directory), which is uploaded with the build.
+pub fn parse_build_file(text: &str) -> anyhow::Result<(Option<String>, Vec<BuildStep>)> {
     let mut parent = None;
     let mut steps = Vec::new();
     for (n, raw) in text.lines().enumerate() {
@@ -329,9 +365,19 @@ pub fn parse_build_file(
                 let [src, dest] = parts.as_slice() else {
                     bail!("line {lineno}: COPY needs exactly a source and a destination");
                 };
-                let src = base_dir.join(src);
+                let src = Path::new(src);
+                if src.has_root()
+                    || src
+                        .components()
+                        .any(|c| c == std::path::Component::ParentDir)
+                {
+                    bail!(
+                        "line {lineno}: COPY source '{}' must be inside the build file's directory (no '..', not absolute)",
+                        src.display()
+                    );
+                }
                 steps.push(BuildStep::Copy {
-                    src: absolute(&src)?,
+                    src: src.to_path_buf(),
                     dest: dest.to_string(),
                 });
             }
@@ -350,7 +396,7 @@ mod tests {
     #[test]
     fn parses_build_files() {
         let text = "# comment\nFROM base\nRUN apt-get update && apt-get install -y jq\nENV A=1\nENV B two words\nWORKDIR /srv\nUSER user\nCOPY app.py /srv/app.py\n";
-        let (parent, steps) = parse_build_file(text, Path::new("/ctx")).unwrap();
+        let (parent, steps) = parse_build_file(text).unwrap();
         assert_eq!(parent.as_deref(), Some("base"));
         assert_eq!(steps.len(), 6);
         assert_eq!(
@@ -363,7 +409,7 @@ mod tests {
         assert_eq!(
             steps[5],
             BuildStep::Copy {
-                src: "/ctx/app.py".into(),
+                src: "app.py".into(),
                 dest: "/srv/app.py".into()
             }
         );
@@ -371,10 +417,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_build_files() {
-        assert!(parse_build_file("RUN\n", Path::new(".")).is_err());
-        assert!(parse_build_file("FETCH x\n", Path::new(".")).is_err());
-        assert!(parse_build_file("RUN true\nFROM base\n", Path::new(".")).is_err());
-        assert!(parse_build_file("COPY onlyone\n", Path::new(".")).is_err());
+        assert!(parse_build_file("RUN\n").is_err());
+        assert!(parse_build_file("FETCH x\n").is_err());
+        assert!(parse_build_file("RUN true\nFROM base\n").is_err());
+        assert!(parse_build_file("COPY onlyone\n").is_err());
+        assert!(parse_build_file("COPY /etc/passwd /x\n").is_err());
+        assert!(parse_build_file("COPY ../secret /x\n").is_err());
         for bad in [
             "READY\n",
             "READY PORT\n",
@@ -384,14 +432,14 @@ mod tests {
             "READY URL x\n",
             "START\n",
         ] {
-            assert!(parse_build_file(bad, Path::new(".")).is_err(), "{bad}");
+            assert!(parse_build_file(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn parses_start_and_ready() {
         let text = "FROM base\nSTART python3 -m http.server 8000\nREADY PORT 8000\nready cmd curl -sf localhost:8000/\n";
-        let (_, steps) = parse_build_file(text, Path::new(".")).unwrap();
+        let (_, steps) = parse_build_file(text).unwrap();
         assert_eq!(
             steps,
             vec![

@@ -2,12 +2,14 @@
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::Request;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use burrow_templates::Template;
 use burrow_types::{
-    ApiError, TemplateBuildEvent, TemplateBuildRequest, TemplateInfo, TemplateList, codes,
+    ApiError, TemplateBuildEvent, TemplateBuildRequest, TemplateInfo, TemplateList, TemplateUpload,
+    codes,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -73,7 +75,7 @@ pub async fn delete(
     responses(
         (status = 200, description = "NDJSON stream of `TemplateBuildEvent` lines: `progress`…, then `done` or `error`",
             content_type = "application/x-ndjson", body = TemplateBuildEvent),
-        (status = 400, description = "`invalid_json`, `invalid_request`", body = ApiError),
+        (status = 400, description = "`invalid_json`, `invalid_request` (also: a server path instead of an upload, an unsafe build context, a missing upload)", body = ApiError),
         (status = 404, description = "`template_not_found` (the parent)", body = ApiError),
         (status = 409, description = "`template_exists`", body = ApiError),
     ))]
@@ -81,11 +83,11 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<TemplateBuildRequest>,
 ) -> Result<Response, HttpError> {
-    build::check_request(&state, &req).await?;
+    let prepared = build::prepare(&state, req).await?;
     let (tx, rx) = mpsc::channel::<TemplateBuildEvent>(64);
     tokio::spawn(async move {
         let progress = tx.clone();
-        let outcome = build::run(&state, req, progress).await;
+        let outcome = build::run(&state, prepared, progress).await;
         let last = match outcome {
             Ok(template) => TemplateBuildEvent::Done {
                 template: to_info(template),
@@ -108,4 +110,85 @@ pub async fn create(
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
     Ok(response)
+}
+
+/// Whether the server holds upload `sha256` (a client skips uploading what is present).
+#[utoipa::path(get, path = "/v1/templates/uploads/{sha256}", tag = "templates",
+    params(("sha256" = String, Path, description = "sha256 of the upload, 64 lowercase hex digits")),
+    responses(
+        (status = 200, body = TemplateUpload),
+        (status = 400, description = "`invalid_request`: not a sha256", body = ApiError),
+    ))]
+pub async fn upload_status(
+    State(state): State<AppState>,
+    Path(sha256): Path<String>,
+) -> Result<Json<TemplateUpload>, HttpError> {
+    let size_bytes = state.uploads.size(&sha256)?;
+    Ok(Json(TemplateUpload {
+        sha256,
+        present: size_bytes.is_some(),
+        size_bytes,
+    }))
+}
+
+/// `HEAD`: 200 if the server holds upload `sha256`, else 404 (no body).
+pub async fn upload_head(
+    State(state): State<AppState>,
+    Path(sha256): Path<String>,
+) -> Result<StatusCode, HttpError> {
+    Ok(match state.uploads.size(&sha256)? {
+        Some(_) => StatusCode::OK,
+        None => StatusCode::NOT_FOUND,
+    })
+}
+
+/// Upload a template build input: a tar (or tar.gz) of a build context (COPY sources), of a
+/// root file system, or of an OCI image layout. Stored under its sha256, which the body must
+/// hash to; builds name it (`context`, `upload`).
+#[utoipa::path(put, path = "/v1/templates/uploads/{sha256}", tag = "templates",
+    params(("sha256" = String, Path, description = "sha256 of the body, 64 lowercase hex digits")),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses(
+        (status = 200, description = "Already present (the body is not read)", body = TemplateUpload),
+        (status = 201, description = "Stored", body = TemplateUpload),
+        (status = 400, description = "`invalid_request`: not a sha256, the body hashes to something else, or is not a tar / tar.gz", body = ApiError),
+        (status = 413, description = "`payload_too_large`: over the server's build upload limit", body = ApiError),
+    ))]
+pub async fn upload_put(
+    State(state): State<AppState>,
+    Path(sha256): Path<String>,
+    request: Request,
+) -> Result<(StatusCode, Json<TemplateUpload>), HttpError> {
+    let uploads = &state.uploads;
+    let target = uploads.path(&sha256)?;
+    if let Some(size) = uploads.size(&sha256)? {
+        uploads.touch(&target);
+        return Ok((
+            StatusCode::OK,
+            Json(TemplateUpload {
+                sha256,
+                present: true,
+                size_bytes: Some(size),
+            }),
+        ));
+    }
+    let limit = state.config.max_build_upload_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(crate::uploads::too_large(limit));
+    }
+    let body = request.into_body().into_data_stream();
+    let total = uploads.store(&sha256, body, limit).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TemplateUpload {
+            sha256,
+            present: true,
+            size_bytes: Some(total),
+        }),
+    ))
 }
