@@ -708,3 +708,60 @@ async fn filesystem_rpcs_run_with_the_users_permissions() {
     assert!(!std::path::Path::new(&format!("{dir}/locked/d")).exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+async fn rpc(agent: &Agent, method: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = agent
+        .http
+        .post(agent.url(&format!("/filesystem.Filesystem/{method}")))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// A user's recursive watcher does not reach into a directory the user cannot read, even
+/// when it appears inside the watched tree later (the watcher adds new directories itself).
+#[tokio::test]
+async fn watchers_see_only_what_the_user_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = Agent::start(AgentOptions::default());
+    let dir = permission_fixtures(&agent, "perm-watch");
+    let (status, body) = rpc(
+        &agent,
+        "CreateWatcher",
+        serde_json::json!({"path": format!("{dir}/mine"), "recursive": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["watcherId"].as_str().unwrap().to_string();
+    // root makes a private directory with a secret in the user's watched tree.
+    std::fs::create_dir(format!("{dir}/mine/priv")).unwrap();
+    std::fs::set_permissions(
+        format!("{dir}/mine/priv"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::write(format!("{dir}/mine/priv/secret-name"), b"x").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, events) = rpc(
+        &agent,
+        "GetWatcherEvents",
+        serde_json::json!({"watcherId": id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{events}");
+    let names: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"priv"), "{events}");
+    assert!(
+        !names.iter().any(|n| n.contains("secret-name")),
+        "the user's watcher saw inside a root-only directory: {events}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
