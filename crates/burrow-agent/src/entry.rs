@@ -144,8 +144,9 @@ pub fn io_error(path: &Path, err: &io::Error) -> ConnectError {
     }
 }
 
-/// Creates `dir` and missing parents, handing every newly created directory to uid/gid.
-pub fn create_dirs_owned(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+/// Creates `dir` and missing parents. Called under [`crate::creds::as_user`], so new
+/// directories belong to the requesting user and need their permission on the parent.
+pub fn create_dirs(dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut cursor = Some(dir);
     while let Some(p) = cursor {
@@ -157,9 +158,9 @@ pub fn create_dirs_owned(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
     }
     for p in missing.iter().rev() {
         match std::fs::create_dir(p) {
-            Ok(()) => std::os::unix::fs::lchown(p, Some(uid), Some(gid))?,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => {}
-            Err(e) => return Err(e),
+            // Created concurrently: fine, as long as it is a directory.
+            Err(e) if !(e.kind() == io::ErrorKind::AlreadyExists && p.is_dir()) => return Err(e),
+            _ => {}
         }
     }
     Ok(())

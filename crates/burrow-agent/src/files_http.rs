@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::auth::FileAccess;
-use crate::entry::{METADATA_XATTR_PREFIX, create_dirs_owned};
+use crate::creds::as_user;
+use crate::entry::{METADATA_XATTR_PREFIX, create_dirs};
 use crate::state::SharedState;
 use crate::users::User;
 
@@ -156,12 +157,25 @@ pub async fn get_files(
             "no acceptable encoding found, supported: [identity, gzip]",
         );
     };
-    let file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
+    // Opened with the user's permissions; reading the open file needs none.
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || as_user(&user, || std::fs::File::open(&path))?)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    let file = match opened {
+        Ok(f) => tokio::fs::File::from_std(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return http_error_response(
                 StatusCode::NOT_FOUND,
                 format!("path '{}' does not exist", path.display()),
+            );
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return http_error_response(
+                StatusCode::FORBIDDEN,
+                format!("permission denied reading '{}'", path.display()),
             );
         }
         Err(e) => {
@@ -299,38 +313,42 @@ struct FileSink {
     done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// Everything runs with the user's permissions, so parents and the file are created by (and
+/// belong to) the user; an existing file keeps its owner.
 fn open_sink(path: PathBuf, user: &User, gzip: bool) -> FileSink {
-    let (tx, mut rx) = mpsc::channel::<Chunk>(8);
-    let (uid, gid) = (user.uid, user.gid);
-    let done = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        if let Some(parent) = path.parent() {
-            create_dirs_owned(parent, uid, gid)?;
-        }
-        if path.is_dir() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::IsADirectory,
-                "path is a directory",
-            ));
-        }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-        let buffered = std::io::BufWriter::with_capacity(64 * 1024, file);
-        let mut writer: Box<dyn Write> = if gzip {
-            Box::new(flate2::write::GzDecoder::new(buffered))
-        } else {
-            Box::new(buffered)
-        };
-        while let Some(Chunk::Data(data)) = rx.blocking_recv() {
-            writer.write_all(&data)?;
-        }
-        writer.flush()?;
-        Ok(())
-    });
+    let (tx, rx) = mpsc::channel::<Chunk>(8);
+    let user = user.clone();
+    let done =
+        tokio::task::spawn_blocking(move || as_user(&user, || write_chunks(&path, gzip, rx))?);
     FileSink { tx, done }
+}
+
+fn write_chunks(path: &Path, gzip: bool, mut rx: mpsc::Receiver<Chunk>) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        create_dirs(parent)?;
+    }
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "path is a directory",
+        ));
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    let buffered = std::io::BufWriter::with_capacity(64 * 1024, file);
+    let mut writer: Box<dyn Write> = if gzip {
+        Box::new(flate2::write::GzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    while let Some(Chunk::Data(data)) = rx.blocking_recv() {
+        writer.write_all(&data)?;
+    }
+    writer.flush()?;
+    Ok(())
 }
 
 fn write_error(path: &Path, e: &std::io::Error) -> HttpError {
@@ -406,7 +424,13 @@ where
             format!("reading the upload failed: {e}"),
         ));
     }
-    apply_metadata(&path, metadata).map_err(|e| write_error(&path, &e))?;
+    let applied = {
+        let (path, metadata, user) = (path.clone(), metadata.clone(), user.clone());
+        tokio::task::spawn_blocking(move || as_user(&user, || apply_metadata(&path, &metadata))?)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    applied.map_err(|e| write_error(&path, &e))?;
     Ok(WrittenEntry {
         name: path
             .file_name()

@@ -12,7 +12,7 @@ use burrow_envd::proto::filesystem::{
 use burrow_envd::{Code, ConnectError};
 use tokio::sync::mpsc;
 
-use crate::entry::{create_dirs_owned, entry_info, io_error};
+use crate::entry::{create_dirs, entry_info, io_error};
 use crate::paths;
 use crate::rpc::{CallContext, spawn_stream, stream_error};
 use crate::state::SharedState;
@@ -29,13 +29,16 @@ fn resolve(
     Ok((user, resolved))
 }
 
-/// Runs blocking filesystem work off the async thread.
+/// Runs blocking filesystem work off the async thread, with `user`'s permissions.
 async fn blocking<T: Send + 'static>(
+    user: User,
     work: impl FnOnce() -> Result<T, ConnectError> + Send + 'static,
 ) -> Result<T, ConnectError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ConnectError::internal(format!("filesystem task failed: {e}")))?
+    tokio::task::spawn_blocking(move || {
+        crate::creds::as_user(&user, work).map_err(|e| ConnectError::internal(e.to_string()))?
+    })
+    .await
+    .map_err(|e| ConnectError::internal(format!("filesystem task failed: {e}")))?
 }
 
 fn stat_entry(path: &Path) -> Result<EntryInfo, ConnectError> {
@@ -47,8 +50,8 @@ pub async fn stat(
     ctx: &CallContext,
     req: PathRequest,
 ) -> Result<EntryResponse, ConnectError> {
-    let (_, path) = resolve(state, ctx, &req.path)?;
-    blocking(move || {
+    let (user, path) = resolve(state, ctx, &req.path)?;
+    blocking(user, move || {
         Ok(EntryResponse {
             entry: Some(stat_entry(&path)?),
         })
@@ -62,7 +65,7 @@ pub async fn make_dir(
     req: PathRequest,
 ) -> Result<EntryResponse, ConnectError> {
     let (user, path) = resolve(state, ctx, &req.path)?;
-    blocking(move || {
+    blocking(user, move || {
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_dir() => {
                 return Err(ConnectError::new(
@@ -78,7 +81,7 @@ pub async fn make_dir(
             }
             Err(_) => {}
         }
-        create_dirs_owned(&path, user.uid, user.gid).map_err(|e| io_error(&path, &e))?;
+        create_dirs(&path).map_err(|e| io_error(&path, &e))?;
         Ok(EntryResponse {
             entry: Some(stat_entry(&path)?),
         })
@@ -93,10 +96,10 @@ pub async fn move_entry(
 ) -> Result<EntryResponse, ConnectError> {
     let (user, source) = resolve(state, ctx, &req.source)?;
     let destination = paths::resolve(&req.destination, &user, None)?;
-    blocking(move || {
+    blocking(user, move || {
         std::fs::symlink_metadata(&source).map_err(|e| io_error(&source, &e))?;
         if let Some(parent) = destination.parent() {
-            create_dirs_owned(parent, user.uid, user.gid).map_err(|e| io_error(parent, &e))?;
+            create_dirs(parent).map_err(|e| io_error(parent, &e))?;
         }
         std::fs::rename(&source, &destination).map_err(|e| io_error(&destination, &e))?;
         Ok(EntryResponse {
@@ -111,9 +114,9 @@ pub async fn list_dir(
     ctx: &CallContext,
     req: ListDirRequest,
 ) -> Result<ListDirResponse, ConnectError> {
-    let (_, path) = resolve(state, ctx, &req.path)?;
+    let (user, path) = resolve(state, ctx, &req.path)?;
     let depth = req.depth.max(1);
-    blocking(move || {
+    blocking(user, move || {
         let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, &e))?;
         if !meta.is_dir() {
             return Err(ConnectError::invalid_argument(format!(
@@ -162,11 +165,11 @@ pub async fn remove(
     ctx: &CallContext,
     req: PathRequest,
 ) -> Result<RemoveResponse, ConnectError> {
-    let (_, path) = resolve(state, ctx, &req.path)?;
+    let (user, path) = resolve(state, ctx, &req.path)?;
     if path == Path::new("/") {
         return Err(ConnectError::invalid_argument("refusing to remove '/'"));
     }
-    blocking(move || {
+    blocking(user, move || {
         let result = match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
@@ -184,19 +187,26 @@ fn watch_options(
     ctx: &CallContext,
     req: &WatchDirRequest,
 ) -> Result<WatchOptions, ConnectError> {
-    let (_, root) = resolve(state, ctx, &req.path)?;
+    let (user, root) = resolve(state, ctx, &req.path)?;
     Ok(WatchOptions {
         root,
+        user,
         recursive: req.recursive,
         include_entry: req.include_entry,
     })
 }
 
+/// Adds the watches (a recursive walk) on a blocking thread with the user's permissions.
+async fn new_watcher(opts: WatchOptions) -> Result<Watcher, ConnectError> {
+    blocking(opts.user.clone(), move || Watcher::new(opts)).await
+}
+
 pub async fn watch_dir(state: &SharedState, ctx: CallContext, req: WatchDirRequest) -> Response {
-    let mut events = match watch_options(state, &ctx, &req)
-        .and_then(Watcher::new)
-        .and_then(stream_watch)
-    {
+    let watcher = match watch_options(state, &ctx, &req) {
+        Ok(opts) => new_watcher(opts).await,
+        Err(e) => Err(e),
+    };
+    let mut events = match watcher.and_then(stream_watch) {
         Ok(rx) => rx,
         Err(e) => return stream_error(&e),
     };
@@ -222,7 +232,9 @@ pub async fn create_watcher(
     req: CreateWatcherRequest,
 ) -> Result<CreateWatcherResponse, ConnectError> {
     let opts = watch_options(state, ctx, &req)?;
-    let watcher_id = state.watchers.create(opts)?;
+    state.watchers.check_capacity()?;
+    let watcher = new_watcher(opts).await?;
+    let watcher_id = state.watchers.insert(watcher)?;
     Ok(CreateWatcherResponse { watcher_id })
 }
 

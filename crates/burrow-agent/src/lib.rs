@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod creds;
 pub mod entry;
 pub mod files_http;
 pub mod fs_service;

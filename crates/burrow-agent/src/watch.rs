@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use crate::entry::entry_info;
-use crate::users::Names;
+use crate::users::{Names, User};
 
 /// Buffered events per polling watcher; older events are dropped beyond this.
 const MAX_BUFFERED_EVENTS: usize = 10_000;
@@ -36,6 +36,8 @@ fn mask() -> WatchMask {
 
 pub struct WatchOptions {
     pub root: PathBuf,
+    /// Whose permissions the watches are added (and entries read) with.
+    pub user: User,
     pub recursive: bool,
     pub include_entry: bool,
 }
@@ -45,6 +47,10 @@ fn watch_error(root: &Path, e: io::Error) -> ConnectError {
         io::ErrorKind::NotFound => {
             ConnectError::not_found(format!("path '{}' does not exist", root.display()))
         }
+        io::ErrorKind::PermissionDenied => ConnectError::new(
+            Code::PermissionDenied,
+            format!("permission denied for '{}'", root.display()),
+        ),
         _ if e.raw_os_error() == Some(libc::ENOSPC) => ConnectError::new(
             Code::ResourceExhausted,
             "inotify watch limit reached (raise fs.inotify.max_user_watches)",
@@ -152,8 +158,14 @@ impl Watcher {
         }
     }
 
-    /// Reads every queued inotify event without blocking.
+    /// Reads every queued inotify event without blocking. New subdirectories are watched
+    /// and entries read with the watching user's permissions.
     pub fn poll(&mut self) -> io::Result<Vec<FilesystemEvent>> {
+        let user = self.opts.user.clone();
+        crate::creds::as_user(&user, || self.poll_queue())?
+    }
+
+    fn poll_queue(&mut self) -> io::Result<Vec<FilesystemEvent>> {
         let mut out = Vec::new();
         loop {
             let mut buffer = std::mem::take(&mut self.buffer);
@@ -268,16 +280,16 @@ impl WatcherTable {
         self.watchers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn create(&self, opts: WatchOptions) -> Result<String, ConnectError> {
+    /// Fails when no further watcher may be created (checked again by [`Self::insert`]).
+    pub fn check_capacity(&self) -> Result<(), ConnectError> {
         if self.lock().len() >= MAX_POLLING_WATCHERS {
-            return Err(ConnectError::new(
-                Code::ResourceExhausted,
-                format!(
-                    "too many watchers ({MAX_POLLING_WATCHERS}); remove unused ones with RemoveWatcher"
-                ),
-            ));
+            return Err(too_many_watchers());
         }
-        let watcher = Watcher::new(opts)?;
+        Ok(())
+    }
+
+    /// Keeps `watcher` for polling; returns its id.
+    pub fn insert(&self, watcher: Watcher) -> Result<String, ConnectError> {
         let n = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -286,7 +298,11 @@ impl WatcherTable {
             watcher,
             events: Vec::new(),
         };
-        self.lock().insert(id.clone(), polling);
+        let mut table = self.lock();
+        if table.len() >= MAX_POLLING_WATCHERS {
+            return Err(too_many_watchers());
+        }
+        table.insert(id.clone(), polling);
         Ok(id)
     }
 
@@ -312,6 +328,15 @@ impl WatcherTable {
             None => Err(ConnectError::not_found(format!("watcher '{id}' not found"))),
         }
     }
+}
+
+fn too_many_watchers() -> ConnectError {
+    ConnectError::new(
+        Code::ResourceExhausted,
+        format!(
+            "too many watchers ({MAX_POLLING_WATCHERS}); remove unused ones with RemoveWatcher"
+        ),
+    )
 }
 
 /// Unpredictable ids so one client cannot guess another's watcher.

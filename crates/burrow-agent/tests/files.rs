@@ -500,3 +500,268 @@ async fn multipart_gzip_and_metadata() {
     assert_eq!(resp.status(), 401);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Root-owned fixtures inside the test user's home: `locked/` (0755, a 0644 file the user
+/// can read but not remove), `private/` (0700, a 0600 secret), and `mine/` owned by the user.
+fn permission_fixtures(agent: &Agent, name: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch(agent, name);
+    let _ = std::fs::remove_dir_all(&dir);
+    for (sub, mode) in [("locked", 0o755), ("private", 0o700), ("mine", 0o755)] {
+        std::fs::create_dir_all(format!("{dir}/{sub}")).unwrap();
+        std::fs::set_permissions(
+            format!("{dir}/{sub}"),
+            std::fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
+    }
+    std::fs::write(format!("{dir}/locked/file"), b"public").unwrap();
+    std::fs::write(format!("{dir}/private/secret"), b"secret").unwrap();
+    std::fs::set_permissions(
+        format!("{dir}/private/secret"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(format!("{dir}/mine"), Some(agent.user.uid), None).unwrap();
+    dir
+}
+
+async fn http_write(agent: &Agent, path: &str, user: Option<&str>) -> u16 {
+    let mut query = vec![("path", path.to_string())];
+    query.extend(user.map(|u| ("username", u.to_string())));
+    let resp = agent
+        .http
+        .post(agent.url("/files"))
+        .query(&query)
+        .header("content-type", "application/octet-stream")
+        .body(b"data".to_vec())
+        .send()
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+async fn http_read(agent: &Agent, path: &str, user: Option<&str>) -> (u16, String) {
+    let mut query = vec![("path", path.to_string())];
+    query.extend(user.map(|u| ("username", u.to_string())));
+    let resp = agent
+        .http
+        .get(agent.url("/files"))
+        .query(&query)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// The selected user's permissions apply to `/files` (issue 12, item 11): the default user
+/// cannot read a root-only file or write into a root-owned directory; root can.
+#[tokio::test]
+async fn files_http_runs_with_the_users_permissions() {
+    let agent = Agent::start(AgentOptions::default());
+    let dir = permission_fixtures(&agent, "perm-http");
+
+    let (status, body) = http_read(&agent, &format!("{dir}/private/secret"), None).await;
+    assert_eq!(status, 403, "the user read a root-only file: {body}");
+    assert!(body.contains("permission denied"), "{body}");
+    assert_eq!(
+        http_write(&agent, &format!("{dir}/locked/planted"), None).await,
+        403
+    );
+    assert!(!std::path::Path::new(&format!("{dir}/locked/planted")).exists());
+    // Parents the user may not create are refused too, and nothing is left behind.
+    assert_eq!(
+        http_write(&agent, &format!("{dir}/locked/sub/planted"), None).await,
+        403
+    );
+    assert!(!std::path::Path::new(&format!("{dir}/locked/sub")).exists());
+    // A client-side read error, as the E2B SDK's files.read raises.
+    let err = read_all(&agent, &format!("{dir}/private/secret"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    // Where the user may write, the file and new parents are theirs.
+    assert_eq!(
+        http_write(&agent, &format!("{dir}/mine/a/b/f"), None).await,
+        200
+    );
+    for p in ["mine/a", "mine/a/b", "mine/a/b/f"] {
+        let meta = std::fs::metadata(format!("{dir}/{p}")).unwrap();
+        assert_eq!((meta.uid(), meta.gid() != 0), (agent.user.uid, true), "{p}");
+    }
+    let (status, _) = http_read(&agent, &format!("{dir}/locked/file"), None).await;
+    assert_eq!(status, 200);
+
+    // root keeps root's reach.
+    let (status, body) = http_read(&agent, &format!("{dir}/private/secret"), Some("root")).await;
+    assert_eq!((status, body.as_str()), (200, "secret"));
+    assert_eq!(
+        http_write(&agent, &format!("{dir}/locked/sub/by-root"), Some("root")).await,
+        200
+    );
+    let meta = std::fs::metadata(format!("{dir}/locked/sub/by-root")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0));
+
+    // The agent's own threads went back to root after the refused operations.
+    let (status, _) = http_read(&agent, &format!("{dir}/private/secret"), Some("root")).await;
+    assert_eq!(status, 200);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The selected user's permissions apply to the filesystem RPCs (issue 12, item 11).
+#[tokio::test]
+async fn filesystem_rpcs_run_with_the_users_permissions() {
+    let agent = Agent::start(AgentOptions::default());
+    let dir = permission_fixtures(&agent, "perm-rpc");
+    let c = &agent.client;
+    let denied = |r: Result<_, burrow_envd::EnvdError>, what: &str| match r {
+        Ok(_) => panic!("{what}: allowed for the user"),
+        Err(e) => assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e}"),
+    };
+
+    denied(
+        c.stat(&format!("{dir}/private/secret"), None)
+            .await
+            .map(|_| ()),
+        "stat",
+    );
+    denied(
+        c.list_dir(&format!("{dir}/private"), 1, None)
+            .await
+            .map(|_| ()),
+        "list_dir",
+    );
+    denied(
+        c.make_dir(&format!("{dir}/locked/d/e"), None)
+            .await
+            .map(|_| ()),
+        "make_dir",
+    );
+    denied(
+        c.remove(&format!("{dir}/locked/file"), None).await,
+        "remove",
+    );
+    denied(
+        c.rename(
+            &format!("{dir}/locked/file"),
+            &format!("{dir}/mine/x"),
+            None,
+        )
+        .await
+        .map(|_| ()),
+        "move",
+    );
+    assert!(std::path::Path::new(&format!("{dir}/locked/file")).exists());
+    assert!(!std::path::Path::new(&format!("{dir}/locked/d")).exists());
+    let watch = agent
+        .http
+        .post(agent.url("/filesystem.Filesystem/CreateWatcher"))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"path": format!("{dir}/private")}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status(), 403);
+
+    // The user's own directory works, and what they create is theirs.
+    let made = c.make_dir(&format!("{dir}/mine/d/e"), None).await.unwrap();
+    assert_eq!(made.owner, agent.user.name);
+    assert_eq!(
+        std::fs::metadata(format!("{dir}/mine/d")).unwrap().uid(),
+        agent.user.uid
+    );
+    c.rename(&format!("{dir}/mine/d"), &format!("{dir}/mine/n/d"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(format!("{dir}/mine/n")).unwrap().uid(),
+        agent.user.uid
+    );
+    c.remove(&format!("{dir}/mine/n"), None).await.unwrap();
+
+    // root: everything is allowed.
+    let root = Some("root");
+    assert_eq!(
+        c.stat(&format!("{dir}/private/secret"), root)
+            .await
+            .unwrap()
+            .size,
+        6
+    );
+    assert_eq!(
+        c.list_dir(&format!("{dir}/private"), 1, root)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    c.make_dir(&format!("{dir}/locked/d"), root).await.unwrap();
+    c.rename(
+        &format!("{dir}/locked/file"),
+        &format!("{dir}/locked/d/file"),
+        root,
+    )
+    .await
+    .unwrap();
+    c.remove(&format!("{dir}/locked/d"), root).await.unwrap();
+    assert!(!std::path::Path::new(&format!("{dir}/locked/d")).exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+async fn rpc(agent: &Agent, method: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = agent
+        .http
+        .post(agent.url(&format!("/filesystem.Filesystem/{method}")))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// A user's recursive watcher does not reach into a directory the user cannot read, even
+/// when it appears inside the watched tree later (the watcher adds new directories itself).
+#[tokio::test]
+async fn watchers_see_only_what_the_user_may_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let agent = Agent::start(AgentOptions::default());
+    let dir = permission_fixtures(&agent, "perm-watch");
+    let (status, body) = rpc(
+        &agent,
+        "CreateWatcher",
+        serde_json::json!({"path": format!("{dir}/mine"), "recursive": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["watcherId"].as_str().unwrap().to_string();
+    // root makes a private directory with a secret in the user's watched tree.
+    std::fs::create_dir(format!("{dir}/mine/priv")).unwrap();
+    std::fs::set_permissions(
+        format!("{dir}/mine/priv"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::write(format!("{dir}/mine/priv/secret-name"), b"x").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (status, events) = rpc(
+        &agent,
+        "GetWatcherEvents",
+        serde_json::json!({"watcherId": id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{events}");
+    let names: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"priv"), "{events}");
+    assert!(
+        !names.iter().any(|n| n.contains("secret-name")),
+        "the user's watcher saw inside a root-only directory: {events}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -66,8 +66,12 @@ pub fn error(e: EnvdError, sandbox_id: &str) -> HttpError {
             HttpError::new(StatusCode::BAD_REQUEST, codes::INVALID_REQUEST, message)
         }
         // envd answers 401 for unknown users (the access token is always ours and right).
-        Code::Unauthenticated | Code::PermissionDenied => {
+        Code::Unauthenticated => {
             HttpError::new(StatusCode::BAD_REQUEST, codes::INVALID_REQUEST, message)
+        }
+        // The agent acts with the selected user's permissions.
+        Code::PermissionDenied => {
+            HttpError::new(StatusCode::FORBIDDEN, codes::PERMISSION_DENIED, message)
         }
         Code::ResourceExhausted => HttpError::new(
             StatusCode::INSUFFICIENT_STORAGE,

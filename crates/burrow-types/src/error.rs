@@ -54,6 +54,8 @@ pub mod codes {
     pub const TEMPLATE_IN_USE: &str = "template_in_use";
     /// 409: the file or directory already exists.
     pub const FILE_EXISTS: &str = "file_exists";
+    /// 403: the sandbox user the request acts as may not do this to the file or directory.
+    pub const PERMISSION_DENIED: &str = "permission_denied";
     /// 404: the file or directory does not exist in the sandbox.
     pub const FILE_NOT_FOUND: &str = "file_not_found";
     /// 404: no such route.

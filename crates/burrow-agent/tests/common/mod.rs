@@ -17,6 +17,7 @@ pub struct TestUser {
     pub name: String,
     pub home: String,
     pub uid: u32,
+    pub gid: u32,
 }
 
 /// Creates the test user with `useradd` if it is missing (tests must run as root).
@@ -32,20 +33,36 @@ pub fn test_user() -> TestUser {
             (f[0] == TEST_USER).then(|| TestUser {
                 name: f[0].into(),
                 uid: f[2].parse().unwrap(),
+                gid: f[3].parse().unwrap(),
                 home: f[5].into(),
             })
         })
     };
-    if let Some(u) = lookup() {
-        return u;
+    let user = match lookup() {
+        Some(u) => u,
+        None => {
+            let status = Command::new("useradd")
+                .args(["-m", "-s", "/bin/bash", TEST_USER])
+                .status()
+                .expect("run useradd");
+            // Another test may have created it concurrently; only the lookup result matters.
+            let _ = status;
+            lookup().expect("test user exists after useradd")
+        }
+    };
+    own_home(&user);
+    user
+}
+
+/// The agent writes in the user's home with the user's permissions, so the home must be
+/// theirs (a home left behind by an earlier user of the same name may have another owner).
+fn own_home(user: &TestUser) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(&user.home).unwrap();
+    let meta = std::fs::metadata(&user.home).unwrap();
+    if meta.uid() != user.uid || meta.gid() != user.gid {
+        std::os::unix::fs::chown(&user.home, Some(user.uid), Some(user.gid)).unwrap();
     }
-    let status = Command::new("useradd")
-        .args(["-m", "-s", "/bin/bash", TEST_USER])
-        .status()
-        .expect("run useradd");
-    // Another test may have created it concurrently; only the lookup result matters.
-    let _ = status;
-    lookup().expect("test user exists after useradd")
 }
 
 #[derive(Default)]

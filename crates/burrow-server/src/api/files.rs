@@ -87,6 +87,7 @@ pub fn to_entry(info: EntryInfo) -> FileEntry {
     responses(
         (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>),
         (status = 400, description = "`invalid_path`, `invalid_request` (e.g. a directory)", body = ApiError),
+        (status = 403, description = "`permission_denied`: the user may not do this to the path", body = ApiError),
         (status = 404, description = "`sandbox_not_found`, `file_not_found`", body = ApiError),
     ))]
 pub async fn read(
@@ -124,6 +125,7 @@ pub async fn read(
     responses(
         (status = 200, description = "Written", body = FileEntry),
         (status = 400, description = "`invalid_path`, `invalid_request`", body = ApiError),
+        (status = 403, description = "`permission_denied`: the user may not do this to the path", body = ApiError),
         (status = 404, description = "`sandbox_not_found`", body = ApiError),
         (status = 413, description = "`payload_too_large`", body = ApiError),
     ))]
@@ -215,6 +217,7 @@ pub async fn write(
     responses(
         (status = 204, description = "Deleted (or was not there)"),
         (status = 400, description = "`invalid_path`, `invalid_request`", body = ApiError),
+        (status = 403, description = "`permission_denied`: the user may not do this to the path", body = ApiError),
         (status = 404, description = "`sandbox_not_found`", body = ApiError),
     ))]
 pub async fn remove(
@@ -242,6 +245,7 @@ pub async fn remove(
     responses(
         (status = 200, body = Vec<FileEntry>),
         (status = 400, description = "`invalid_path`, `invalid_request`", body = ApiError),
+        (status = 403, description = "`permission_denied`: the user may not do this to the path", body = ApiError),
         (status = 404, description = "`sandbox_not_found`, `file_not_found`", body = ApiError),
     ))]
 pub async fn list(
@@ -268,6 +272,7 @@ pub async fn list(
     responses(
         (status = 201, description = "Created", body = FileEntry),
         (status = 400, description = "`invalid_path`, `invalid_request`", body = ApiError),
+        (status = 403, description = "`permission_denied`: the user may not do this to the path", body = ApiError),
         (status = 404, description = "`sandbox_not_found`", body = ApiError),
         (status = 409, description = "`file_exists`", body = ApiError),
     ))]
