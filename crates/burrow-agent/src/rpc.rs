@@ -133,10 +133,40 @@ fn parse_unary<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<
         .map_err(|e| ConnectError::invalid_argument(format!("invalid request message: {e}")))
 }
 
+/// Most of a rejected stream request's body that is read and dropped before the error answer.
+const DRAIN_LIMIT_BYTES: usize = 1 << 20;
+/// Longest wait for the rest of a rejected stream request's body.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Parses the single enveloped request message of a server-streaming call.
+///
+/// A rejected request's body is read on (boundedly) before the error is answered: hyper closes
+/// a connection whose request body was left unread, and closing a socket with unread input
+/// resets it, which can destroy the error response before the client reads it.
 async fn parse_stream_request<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
+) -> Result<T, ConnectError> {
+    let mut data = body.into_data_stream();
+    let parsed = parse_stream_message(headers, &mut data).await;
+    if parsed.is_err() {
+        let mut drained = 0usize;
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while drained <= DRAIN_LIMIT_BYTES {
+                match data.next().await {
+                    Some(Ok(chunk)) => drained += chunk.len(),
+                    _ => break,
+                }
+            }
+        })
+        .await;
+    }
+    parsed
+}
+
+async fn parse_stream_message<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &mut axum::body::BodyDataStream,
 ) -> Result<T, ConnectError> {
     let ct = content_type(headers);
     if ct != CONTENT_TYPE_STREAM_JSON {
@@ -147,7 +177,7 @@ async fn parse_stream_request<T: DeserializeOwned>(
             ),
         ));
     }
-    let mut frames = Box::pin(decode_frames(body.into_data_stream()));
+    let mut frames = Box::pin(decode_frames(body));
     let request = match frames.next().await {
         Some(Ok(frame)) if !frame.is_end_stream() => frame.parse()?,
         Some(Err(e)) => return Err(e),
