@@ -52,6 +52,11 @@ fn arbitrary_json() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
     /// Arbitrary JSON bodies and Idempotency-Key headers: never a panic, a refusal is a 400 with
     /// a message, and an accepted create holds every invariant the backend relies on.
     #[test]

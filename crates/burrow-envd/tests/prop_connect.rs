@@ -87,9 +87,11 @@ fn frames_strategy() -> impl Strategy<Value = Vec<(u8, Vec<u8>)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256)
-    ))]
+    // 256 cases unless PROPTEST_CASES says otherwise; failures are printed, not persisted.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// encode → decode gives back every frame's flags and payload, whatever the chunking.
     #[test]

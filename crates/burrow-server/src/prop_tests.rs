@@ -97,6 +97,11 @@ fn string_map() -> impl Strategy<Value = BTreeMap<String, String>> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
     /// Any Host (or h2 authority): never a panic; anything routed to a sandbox has a port in
     /// 1..=65535, a valid sandbox id, and a host that is exactly `{port}-{id}.{domain}` (case,
     /// a trailing dot and a `:port` aside).

@@ -27,20 +27,32 @@ fn config(default_cases: u32) -> Config {
 const MISSING: &str = "i0000000000000000000";
 
 /// (method, path, E2B API?) of every endpoint that reads a JSON body, template builds excepted
-/// (an accepted build would import or build for real).
-fn endpoints() -> Vec<(&'static str, String, bool)> {
-    vec![
-        ("POST", "/v1/sandboxes".into(), false),
-        ("POST", format!("/v1/sandboxes/{MISSING}/exec"), false),
-        ("POST", format!("/v1/sandboxes/{MISSING}/leases"), false),
-        ("POST", format!("/v1/sandboxes/{MISSING}/standby"), false),
-        ("PUT", format!("/v1/sandboxes/{MISSING}/expiration"), false),
-        ("POST", "/v1/api-keys".into(), false),
-        ("POST", "/sandboxes".into(), true),
-        ("POST", "/v2/sandboxes".into(), true),
-        ("POST", format!("/sandboxes/{MISSING}/timeout"), true),
-        ("POST", format!("/sandboxes/{MISSING}/connect"), true),
-        ("POST", format!("/v2/sandboxes/{MISSING}/connect"), true),
+/// (an accepted build would import or build for real); `{id}` is replaced per request.
+const ENDPOINTS: &[(&str, &str, bool)] = &[
+    ("POST", "/v1/sandboxes", false),
+    ("POST", "/v1/sandboxes/{id}/exec", false),
+    ("POST", "/v1/sandboxes/{id}/leases", false),
+    ("POST", "/v1/sandboxes/{id}/standby", false),
+    ("PUT", "/v1/sandboxes/{id}/expiration", false),
+    ("POST", "/v1/api-keys", false),
+    ("POST", "/sandboxes", true),
+    ("POST", "/v2/sandboxes", true),
+    ("POST", "/sandboxes/{id}/timeout", true),
+    ("POST", "/sandboxes/{id}/connect", true),
+    ("POST", "/v2/sandboxes/{id}/connect", true),
+];
+
+/// Sandbox ids in URL paths: the well-formed missing one, or anything URL-safe, including
+/// percent-encoded dots, slashes and NUL.
+fn path_id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        2 => Just(MISSING.to_string()),
+        2 => "[a-zA-Z0-9._~-]{1,70}".prop_map(String::from),
+        1 => prop::collection::vec(
+            prop::sample::select(vec!["%2e", "%2E%2e", "%2F", "%00", "%ff", "%20", "i", "..", "A"]),
+            1..6,
+        )
+        .prop_map(|parts| parts.concat()),
     ]
 }
 
@@ -107,19 +119,19 @@ fn arbitrary_bodies_get_client_errors_never_server_errors() {
     let env = TestEnv::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(TestServer::start(env.path()));
-    let endpoints = endpoints();
     let mut runner = TestRunner::new(config(64));
-    let strategy = (0..endpoints.len(), body(), any::<bool>());
+    let strategy = (0..ENDPOINTS.len(), path_id(), body(), any::<bool>());
     runner
-        .run(&strategy, |(which, body, json_type)| {
-            let (method, path, e2b) = &endpoints[which];
+        .run(&strategy, |(which, id, body, json_type)| {
+            let (method, path, e2b) = ENDPOINTS[which];
+            let path = path.replace("{id}", &id);
             let (status, answer) = rt.block_on(async {
                 let mut request = server
                     .http
-                    .request(method.parse().unwrap(), server.url(path))
+                    .request(method.parse().unwrap(), server.url(&path))
                     .body(body.clone())
                     .timeout(std::time::Duration::from_secs(30));
-                request = if *e2b {
+                request = if e2b {
                     request.header("x-api-key", &server.key)
                 } else {
                     request.bearer_auth(&server.key)
