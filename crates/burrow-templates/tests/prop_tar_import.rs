@@ -60,6 +60,7 @@ struct Entry {
 fn component() -> impl Strategy<Value = String> {
     prop_oneof![
         6 => prop::sample::select(vec!["a", "b", "etc", "bin", "x y", ".wh.a", "é"]).prop_map(String::from),
+        1 => prop::sample::select(vec![".wh..wh..opq", ".wh.", ".wh..", ".wh.etc"]).prop_map(String::from),
         2 => Just("..".to_string()),
         1 => Just(".".to_string()),
         1 => Just(String::new()),
@@ -407,4 +408,68 @@ fn random_bytes_never_panic() {
             check_confinement(&scratch, &store, &before, &result)
         })
         .unwrap();
+}
+
+fn write_blob(layout: &Path, media_type: &str, data: &[u8]) -> serde_json::Value {
+    use sha2::Digest;
+    let hex = hex::encode(sha2::Sha256::digest(data));
+    std::fs::write(layout.join("blobs/sha256").join(&hex), data).unwrap();
+    serde_json::json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": data.len()})
+}
+
+/// The hostile entries as the layers of an OCI image (whiteouts of lower entries, opaque markers
+/// and malformed whiteout names included): same confinement properties as a rootfs archive.
+#[test]
+fn hostile_oci_layers_never_write_outside_the_store() {
+    let mut runner = TestRunner::new(config(48));
+    let strategy =
+        prop::collection::vec((prop::collection::vec(entry(), 1..6), any::<bool>()), 1..4);
+    let imported = std::cell::Cell::new(0u32);
+    runner
+        .run(&strategy, |layers| {
+            let scratch = Scratch::new();
+            let store = scratch.store();
+            let layout = scratch.root.path().join("layout");
+            std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+            std::fs::write(
+                layout.join("oci-layout"),
+                r#"{"imageLayoutVersion":"1.0.0"}"#,
+            )
+            .unwrap();
+            let descriptors: Vec<serde_json::Value> = layers
+                .iter()
+                .map(|(entries, gzipped)| {
+                    let tar = build_archive(entries, &scratch.outside());
+                    if *gzipped {
+                        write_blob(
+                            &layout,
+                            "application/vnd.oci.image.layer.v1.tar+gzip",
+                            &gzip(&tar),
+                        )
+                    } else {
+                        write_blob(&layout, "application/vnd.oci.image.layer.v1.tar", &tar)
+                    }
+                })
+                .collect();
+            let config = write_blob(
+                &layout,
+                "application/vnd.oci.image.config.v1+json",
+                br#"{"architecture":"amd64","os":"linux","config":{}}"#,
+            );
+            let manifest =
+                serde_json::json!({"schemaVersion": 2, "config": config, "layers": descriptors});
+            let manifest = write_blob(
+                &layout,
+                "application/vnd.oci.image.manifest.v1+json",
+                manifest.to_string().as_bytes(),
+            );
+            let index = serde_json::json!({"schemaVersion": 2, "manifests": [manifest]});
+            std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+            let before = snapshot(scratch.root.path());
+            let result = store.import_oci("t", &layout, None, no_progress);
+            imported.set(imported.get() + u32::from(result.is_ok()));
+            check_confinement(&scratch, &store, &before, &result)
+        })
+        .unwrap();
+    assert!(imported.get() > 0, "no random image was imported");
 }
