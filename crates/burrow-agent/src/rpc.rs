@@ -150,18 +150,28 @@ async fn parse_stream_request<T: DeserializeOwned>(
     let mut data = body.into_data_stream();
     let parsed = parse_stream_message(headers, &mut data).await;
     if parsed.is_err() {
-        let mut drained = 0usize;
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            while drained <= DRAIN_LIMIT_BYTES {
-                match data.next().await {
-                    Some(Ok(chunk)) => drained += chunk.len(),
-                    _ => break,
-                }
-            }
-        })
-        .await;
+        drain_rejected(data).await;
     }
     parsed
+}
+
+/// Reads and drops what is left of a rejected request's body, up to [`DRAIN_LIMIT_BYTES`] and
+/// [`DRAIN_TIMEOUT`], so the error answer is not lost to a connection reset (see
+/// [`parse_stream_request`]).
+async fn drain_rejected<S, E>(mut data: S)
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while drained <= DRAIN_LIMIT_BYTES {
+            match data.next().await {
+                Some(Ok(chunk)) => drained += chunk.len(),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 async fn parse_stream_message<T: DeserializeOwned>(
@@ -208,7 +218,10 @@ pub async fn dispatch(
 ) -> Response {
     let ctx = match CallContext::from_headers(headers) {
         Ok(ctx) => ctx,
-        Err(e) => return error_response(&e),
+        Err(e) => {
+            drain_rejected(body.into_data_stream()).await;
+            return error_response(&e);
+        }
     };
     macro_rules! unary {
         ($handler:path) => {{
@@ -254,10 +267,13 @@ pub async fn dispatch(
         ("filesystem.Filesystem", "GetWatcherEvents") => unary!(fs_service::get_watcher_events),
         ("filesystem.Filesystem", "RemoveWatcher") => unary!(fs_service::remove_watcher),
         ("filesystem.Filesystem", "WatchDir") => server_stream!(fs_service::watch_dir),
-        _ => error_response(&ConnectError::new(
-            Code::Unimplemented,
-            format!("unknown procedure /{service}/{method}"),
-        )),
+        _ => {
+            drain_rejected(body.into_data_stream()).await;
+            error_response(&ConnectError::new(
+                Code::Unimplemented,
+                format!("unknown procedure /{service}/{method}"),
+            ))
+        }
     }
 }
 

@@ -242,8 +242,8 @@ const UNARY_PROCEDURES: &[&str] = &[
     "nope.Nope/Nothing",
 ];
 
-/// Unary calls with arbitrary bodies, content types and `Connect-Timeout-Ms` headers: the answer
-/// is JSON, either a 200 message or a Connect error whose code maps to the HTTP status.
+/// Unary calls with arbitrary bodies (whole or streamed in chunks), content types and
+/// `Connect-Timeout-Ms` headers: the answer is JSON, either a 200 message or a Connect error whose code maps to the HTTP status.
 #[test]
 fn unary_requests_answer_json_with_a_consistent_status() {
     let agent = Agent::start(AgentOptions::default());
@@ -258,50 +258,54 @@ fn unary_requests_answer_json_with_a_consistent_status() {
         prop::sample::select(UNARY_CONTENT_TYPES),
         prop::sample::select(UNARY_PROCEDURES),
         timeout_header,
+        prop::collection::vec(any::<usize>(), 0..4),
     );
     runner
-        .run(&strategy, |(body, content_type, procedure, timeout)| {
-            let (status, response) = rt.block_on(async {
-                let mut request = agent
-                    .http
-                    .post(agent.url(&format!("/{procedure}")))
-                    .header("content-type", content_type)
-                    .body(body.clone())
-                    .timeout(std::time::Duration::from_secs(10));
-                if let Some(timeout) = &timeout {
-                    request = request.header("connect-timeout-ms", timeout.as_str());
+        .run(
+            &strategy,
+            |(body, content_type, procedure, timeout, cuts)| {
+                let (status, response) = rt.block_on(async {
+                    let mut request = agent
+                        .http
+                        .post(agent.url(&format!("/{procedure}")))
+                        .header("content-type", content_type)
+                        .body(request_body(body.clone(), &cuts))
+                        .timeout(std::time::Duration::from_secs(10));
+                    if let Some(timeout) = &timeout {
+                        request = request.header("connect-timeout-ms", timeout.as_str());
+                    }
+                    let response = request.send().await.expect("agent answers");
+                    let status = response.status().as_u16();
+                    (status, response.bytes().await.expect("response body"))
+                });
+                let timeout_ok = timeout.as_deref().is_none_or(|t| {
+                    t.trim()
+                        .parse::<u64>()
+                        .is_ok_and(|ms| ms > 0 && ms < 10_000_000_000)
+                });
+                if status == 200 {
+                    prop_assert!(timeout_ok, "a bad Connect-Timeout-Ms was accepted");
+                    serde_json::from_slice::<serde_json::Value>(&response)
+                        .map_err(|e| TestCaseError::fail(format!("200 without JSON: {e}")))?;
+                } else {
+                    let error: ConnectError = serde_json::from_slice(&response).map_err(|e| {
+                        TestCaseError::fail(format!(
+                            "{status} without a Connect error body ({e}): {response:?}"
+                        ))
+                    })?;
+                    prop_assert_eq!(error.code.http_status(), status, "{:?}", error);
+                    prop_assert!(
+                        status < 500 || error.code == Code::Unimplemented,
+                        "server error for client input: {:?}",
+                        error
+                    );
+                    if !timeout_ok {
+                        prop_assert_eq!(error.code, Code::InvalidArgument);
+                    }
                 }
-                let response = request.send().await.expect("agent answers");
-                let status = response.status().as_u16();
-                (status, response.bytes().await.expect("response body"))
-            });
-            let timeout_ok = timeout.as_deref().is_none_or(|t| {
-                t.trim()
-                    .parse::<u64>()
-                    .is_ok_and(|ms| ms > 0 && ms < 10_000_000_000)
-            });
-            if status == 200 {
-                prop_assert!(timeout_ok, "a bad Connect-Timeout-Ms was accepted");
-                serde_json::from_slice::<serde_json::Value>(&response)
-                    .map_err(|e| TestCaseError::fail(format!("200 without JSON: {e}")))?;
-            } else {
-                let error: ConnectError = serde_json::from_slice(&response).map_err(|e| {
-                    TestCaseError::fail(format!(
-                        "{status} without a Connect error body ({e}): {response:?}"
-                    ))
-                })?;
-                prop_assert_eq!(error.code.http_status(), status, "{:?}", error);
-                prop_assert!(
-                    status < 500 || error.code == Code::Unimplemented,
-                    "server error for client input: {:?}",
-                    error
-                );
-                if !timeout_ok {
-                    prop_assert_eq!(error.code, Code::InvalidArgument);
-                }
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
         .unwrap();
     rt.block_on(agent.client.health()).unwrap();
 }
