@@ -323,3 +323,135 @@ fn part_filenames_land_exactly_where_they_resolve() {
     let _ = std::fs::remove_dir_all(&root);
     rt.block_on(agent.client.health()).unwrap();
 }
+
+/// Arbitrary `Accept-Encoding` on downloads and `X-Metadata-*` headers on uploads: a download
+/// answers 200 with the file (gunzipped when gzip was chosen) or 406; an upload answers 200 or a
+/// JSON 400, and an accepted upload reports exactly the metadata it was sent.
+#[test]
+fn encoding_and_metadata_headers_are_parsed_safely() {
+    let agent = Agent::start(AgentOptions::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let root = PathBuf::from(scratch(&agent, "prop-headers"));
+    std::fs::create_dir_all(&root).unwrap();
+    let file = root.join("f.bin");
+    let accept = prop::option::of(prop_oneof![
+        "[ -~]{0,30}".prop_map(String::from),
+        prop::collection::vec(
+            (
+                prop::sample::select(vec!["gzip", "x-gzip", "identity", "*", "br", "GZIP"]),
+                prop::option::of(prop_oneof![
+                    Just("0".to_string()),
+                    Just("1".to_string()),
+                    "[0-9.]{0,4}".prop_map(String::from),
+                ]),
+            ),
+            0..4,
+        )
+        .prop_map(|items| {
+            items
+                .into_iter()
+                .map(|(name, q)| match q {
+                    Some(q) => format!("{name};q={q}"),
+                    None => name.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }),
+    ]);
+    let metadata = prop::collection::btree_map(
+        "[a-z0-9-]{0,12}",
+        prop_oneof![
+            "[ -~]{0,30}".prop_map(String::from),
+            "[a-zé]{1,4}".prop_map(String::from)
+        ],
+        0..4,
+    );
+    let content = prop::collection::vec(any::<u8>(), 0..2000);
+    let mut runner = TestRunner::new(config(48));
+    runner
+        .run(
+            &(accept, metadata, content),
+            |(accept, metadata, content)| {
+                let (status, answer) = rt.block_on(async {
+                    let mut request = agent
+                        .http
+                        .post(agent.url("/files"))
+                        .query(&[("path", file.to_str().unwrap())])
+                        .header("content-type", "application/octet-stream")
+                        .body(content.clone());
+                    for (key, value) in &metadata {
+                        request = request.header(format!("x-metadata-{key}"), value.as_bytes());
+                    }
+                    let response = request.send().await.expect("agent answers");
+                    (response.status().as_u16(), response.bytes().await.unwrap())
+                });
+                let json: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+                let printable = metadata
+                    .iter()
+                    .all(|(k, v)| !k.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b)));
+                let total: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+                match status {
+                    200 => {
+                        prop_assert!(printable && total <= 4096, "{metadata:?}");
+                        let reported = json[0]["metadata"].as_object().cloned().unwrap_or_default();
+                        let reported: std::collections::BTreeMap<String, String> = reported
+                            .into_iter()
+                            .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
+                            .collect();
+                        // HTTP drops a header value's surrounding whitespace.
+                        let sent: std::collections::BTreeMap<String, String> = metadata
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.trim_matches([' ', '\t']).to_string()))
+                            .collect();
+                        prop_assert_eq!(reported, sent);
+                    }
+                    400 => {
+                        prop_assert!(!printable, "{metadata:?}: {json}");
+                        prop_assert!(json["message"].as_str().is_some_and(|m| !m.is_empty()));
+                        return Ok(());
+                    }
+                    other => prop_assert!(false, "upload status {other}: {json}"),
+                }
+                let (status, encoding, body) = rt.block_on(async {
+                    let mut request = agent
+                        .http
+                        .get(agent.url("/files"))
+                        .query(&[("path", file.to_str().unwrap())]);
+                    if let Some(accept) = &accept {
+                        request = request.header("accept-encoding", accept.as_str());
+                    }
+                    let response = request.send().await.expect("agent answers");
+                    let encoding = response
+                        .headers()
+                        .get("content-encoding")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    (
+                        response.status().as_u16(),
+                        encoding,
+                        response.bytes().await.unwrap(),
+                    )
+                });
+                match status {
+                    200 => {
+                        let data = if encoding.as_deref() == Some("gzip") {
+                            use std::io::Read;
+                            let mut out = Vec::new();
+                            flate2::read::GzDecoder::new(&body[..])
+                                .read_to_end(&mut out)
+                                .unwrap();
+                            out
+                        } else {
+                            prop_assert_eq!(encoding, None);
+                            body.to_vec()
+                        };
+                        prop_assert_eq!(data, content);
+                    }
+                    406 => prop_assert!(accept.is_some()),
+                    other => prop_assert!(false, "download status {other}: {body:?}"),
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+}
