@@ -158,7 +158,7 @@ async fn parse_stream_request<T: DeserializeOwned>(
 /// Reads and drops what is left of a rejected request's body, up to [`DRAIN_LIMIT_BYTES`] and
 /// [`DRAIN_TIMEOUT`], so the error answer is not lost to a connection reset (see
 /// [`parse_stream_request`]).
-async fn drain_rejected<S, E>(mut data: S)
+pub(crate) async fn drain_rejected<S, E>(mut data: S)
 where
     S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
 {

@@ -234,6 +234,86 @@ fn stream_requests_get_well_formed_streams() {
     rt.block_on(agent.client.health()).unwrap();
 }
 
+/// A `StreamInput` message: `start` (for a process that does not exist), `data`, `keepalive`,
+/// or anything else.
+fn stream_input_message() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        any::<u32>().prop_map(|pid| {
+            serde_json::json!({"start": {"process": {"pid": pid}}})
+                .to_string()
+                .into_bytes()
+        }),
+        "[A-Za-z0-9+/=]{0,12}".prop_map(|b64| {
+            serde_json::json!({"data": {"input": {"stdin": b64}}})
+                .to_string()
+                .into_bytes()
+        }),
+        Just(br#"{"keepalive":{}}"#.to_vec()),
+        payload(),
+    ]
+}
+
+/// Client-streaming `StreamInput`: any sequence of messages (with arbitrary flags), streamed in
+/// arbitrary chunks, gets a well-formed Connect stream answer; it never reaches a process.
+#[test]
+fn client_streams_get_well_formed_answers() {
+    let agent = Agent::start(AgentOptions::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut runner = TestRunner::new(config(48));
+    let strategy = (
+        prop::collection::vec(
+            (
+                prop_oneof![6 => Just(0u8), 1 => Just(2u8), 1 => any::<u8>()],
+                stream_input_message(),
+            ),
+            0..5,
+        ),
+        prop::collection::vec(any::<u8>(), 0..3),
+        prop::collection::vec(any::<usize>(), 0..6),
+    );
+    runner
+        .run(&strategy, |(frames, trailing, cuts)| {
+            let mut body = Vec::new();
+            for (flags, payload) in &frames {
+                body.extend_from_slice(&encode_envelope(*flags, payload));
+            }
+            body.extend_from_slice(&trailing);
+            let (status, response) = rt.block_on(async {
+                let response = agent
+                    .http
+                    .post(agent.url("/process.Process/StreamInput"))
+                    .header("content-type", "application/connect+json")
+                    .header("connect-timeout-ms", "2000")
+                    .body(request_body(body, &cuts))
+                    .timeout(std::time::Duration::from_secs(10))
+                    .send()
+                    .await
+                    .expect("agent answers");
+                let status = response.status().as_u16();
+                (status, response.bytes().await.expect("response body"))
+            });
+            prop_assert_eq!(status, 200);
+            let result = parse_stream_response(&response)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {response:?}")))?;
+            // No process exists, so a `start` that parses can only fail with not_found.
+            if let Err(e) = &result {
+                prop_assert!(
+                    matches!(
+                        e.code,
+                        Code::InvalidArgument
+                            | Code::NotFound
+                            | Code::ResourceExhausted
+                            | Code::Unimplemented
+                    ),
+                    "{e:?}"
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    rt.block_on(agent.client.health()).unwrap();
+}
+
 const UNARY_CONTENT_TYPES: &[&str] = &["application/json", "", "application/proto", "text/plain"];
 const UNARY_PROCEDURES: &[&str] = &[
     "filesystem.Filesystem/Stat",
