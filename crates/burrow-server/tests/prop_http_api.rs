@@ -114,11 +114,22 @@ fn check_error_body(status: u16, body: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// One server (and one wait for the host-wide runtime test lock) for both properties.
 #[test]
-fn arbitrary_bodies_get_client_errors_never_server_errors() {
+fn request_parsing_properties() {
     let env = TestEnv::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt.block_on(TestServer::start(env.path()));
+    arbitrary_bodies_get_client_errors_never_server_errors(&rt, &server);
+    arbitrary_hosts_never_get_internal_errors(&rt, &server);
+    rt.block_on(server.stop());
+}
+
+/// Arbitrary bodies on every JSON endpoint: a JSON 4xx, never a 5xx.
+fn arbitrary_bodies_get_client_errors_never_server_errors(
+    rt: &tokio::runtime::Runtime,
+    server: &TestServer,
+) {
     let mut runner = TestRunner::new(config(64));
     let strategy = (0..ENDPOINTS.len(), path_id(), body(), any::<bool>());
     runner
@@ -167,16 +178,11 @@ fn arbitrary_bodies_get_client_errors_never_server_errors() {
     assert_eq!(status, 413);
     let health = rt.block_on(async { server.get("/healthz").send().await.unwrap().status() });
     assert!(health.is_success());
-    rt.block_on(server.stop());
 }
 
 /// Arbitrary Host headers on an API request: never a panic or an internal error; the only
 /// server-side status is the proxy's 502 for a sandbox that does not exist, with E2B's body.
-#[test]
-fn arbitrary_hosts_never_get_internal_errors() {
-    let env = TestEnv::new();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let server = rt.block_on(TestServer::start(env.path()));
+fn arbitrary_hosts_never_get_internal_errors(rt: &tokio::runtime::Runtime, server: &TestServer) {
     let host = prop_oneof![
         "[ -~]{0,60}".prop_map(String::from),
         (
@@ -228,5 +234,4 @@ fn arbitrary_hosts_never_get_internal_errors() {
             Ok(())
         })
         .unwrap();
-    rt.block_on(server.stop());
 }
