@@ -21,7 +21,8 @@ pub fn resolve(path: &str, user: &User, base: Option<&str>) -> Result<PathBuf, C
     let expanded = if path == "~" {
         PathBuf::from(&user.home)
     } else if let Some(rest) = path.strip_prefix("~/") {
-        PathBuf::from(&user.home).join(rest)
+        // `~//x` is `~/x` (as in a shell); joining `/x` would replace the home instead.
+        PathBuf::from(&user.home).join(rest.trim_start_matches('/'))
     } else if path.starts_with('/') {
         PathBuf::from(path)
     } else {

@@ -199,8 +199,9 @@ pub async fn stream_input(state: &SharedState, ctx: CallContext, body: Body) -> 
             "StreamInput needs content type application/connect+json",
         ));
     }
+    let mut data = body.into_data_stream();
     let result = async {
-        let mut frames = Box::pin(decode_frames(body.into_data_stream()));
+        let mut frames = Box::pin(decode_frames(&mut data));
         let mut handle = None;
         while let Some(frame) = frames.next().await {
             let frame = frame?;
@@ -228,6 +229,9 @@ pub async fn stream_input(state: &SharedState, ctx: CallContext, body: Body) -> 
         Ok::<_, ConnectError>(StreamInputResponse {})
     }
     .await;
+    // Read what is left: an error, or an end-stream frame, may stop reading before the body's
+    // end, and an unread body gets the connection closed under the client (see rpc.rs).
+    crate::rpc::drain_rejected(data).await;
     // Client-streaming responses are a single enveloped message plus end-stream.
     let (tx, rx) = mpsc::channel(2);
     let _ = tx.try_send(result);

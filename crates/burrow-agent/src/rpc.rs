@@ -133,10 +133,50 @@ fn parse_unary<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<
         .map_err(|e| ConnectError::invalid_argument(format!("invalid request message: {e}")))
 }
 
+/// Most of a rejected stream request's body that is read and dropped before the error answer.
+const DRAIN_LIMIT_BYTES: usize = 1 << 20;
+/// Longest wait for the rest of a rejected stream request's body.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Parses the single enveloped request message of a server-streaming call.
+///
+/// A rejected request's body is read on (boundedly) before the error is answered: hyper closes
+/// a connection whose request body was left unread, and closing a socket with unread input
+/// resets it, which can destroy the error response before the client reads it.
 async fn parse_stream_request<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
+) -> Result<T, ConnectError> {
+    let mut data = body.into_data_stream();
+    let parsed = parse_stream_message(headers, &mut data).await;
+    if parsed.is_err() {
+        drain_rejected(data).await;
+    }
+    parsed
+}
+
+/// Reads and drops what is left of a rejected request's body, up to [`DRAIN_LIMIT_BYTES`] and
+/// [`DRAIN_TIMEOUT`], so the error answer is not lost to a connection reset (see
+/// [`parse_stream_request`]).
+pub(crate) async fn drain_rejected<S, E>(mut data: S)
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while drained <= DRAIN_LIMIT_BYTES {
+            match data.next().await {
+                Some(Ok(chunk)) => drained += chunk.len(),
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
+async fn parse_stream_message<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &mut axum::body::BodyDataStream,
 ) -> Result<T, ConnectError> {
     let ct = content_type(headers);
     if ct != CONTENT_TYPE_STREAM_JSON {
@@ -147,7 +187,7 @@ async fn parse_stream_request<T: DeserializeOwned>(
             ),
         ));
     }
-    let mut frames = Box::pin(decode_frames(body.into_data_stream()));
+    let mut frames = Box::pin(decode_frames(body));
     let request = match frames.next().await {
         Some(Ok(frame)) if !frame.is_end_stream() => frame.parse()?,
         Some(Err(e)) => return Err(e),
@@ -178,7 +218,10 @@ pub async fn dispatch(
 ) -> Response {
     let ctx = match CallContext::from_headers(headers) {
         Ok(ctx) => ctx,
-        Err(e) => return error_response(&e),
+        Err(e) => {
+            drain_rejected(body.into_data_stream()).await;
+            return error_response(&e);
+        }
     };
     macro_rules! unary {
         ($handler:path) => {{
@@ -224,10 +267,13 @@ pub async fn dispatch(
         ("filesystem.Filesystem", "GetWatcherEvents") => unary!(fs_service::get_watcher_events),
         ("filesystem.Filesystem", "RemoveWatcher") => unary!(fs_service::remove_watcher),
         ("filesystem.Filesystem", "WatchDir") => server_stream!(fs_service::watch_dir),
-        _ => error_response(&ConnectError::new(
-            Code::Unimplemented,
-            format!("unknown procedure /{service}/{method}"),
-        )),
+        _ => {
+            drain_rejected(body.into_data_stream()).await;
+            error_response(&ConnectError::new(
+                Code::Unimplemented,
+                format!("unknown procedure /{service}/{method}"),
+            ))
+        }
     }
 }
 

@@ -232,3 +232,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "prop_tests.rs"]
+mod prop_tests;

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::connect::{
     CONTENT_TYPE_STREAM_JSON, CONTENT_TYPE_UNARY_JSON, Code, ConnectError, HEADER_TIMEOUT_MS,
-    decode_frames, encode_message,
+    MAX_MESSAGE_BYTES, decode_frames, encode_message,
 };
 use crate::proto::filesystem::{
     EntryInfo, EntryResponse, ListDirRequest, ListDirResponse, MoveRequest, PathRequest,
@@ -69,6 +69,8 @@ pub struct WrittenFile {
 
 /// Default deadline for unary calls and file transfers' connection setup.
 const UNARY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes read of an error body; the rest is not read.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// A pooled client for one agent.
 #[derive(Debug, Clone)]
@@ -138,10 +140,11 @@ impl EnvdClient {
             .send()
             .await?;
         let status = resp.status();
-        let bytes = resp.bytes().await?;
         if !status.is_success() {
+            let bytes = read_error_body(resp).await;
             return Err(rpc_error(status.as_u16(), &bytes));
         }
+        let bytes = read_body(resp, MAX_MESSAGE_BYTES).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| EnvdError::Protocol(format!("invalid {method} response: {e}")))
     }
@@ -164,7 +167,7 @@ impl EnvdClient {
         let resp = req.send().await?;
         let status = resp.status();
         if !status.is_success() {
-            let bytes = resp.bytes().await?;
+            let bytes = read_error_body(resp).await;
             return Err(rpc_error(status.as_u16(), &bytes));
         }
         let frames = decode_frames(resp.bytes_stream().boxed());
@@ -388,10 +391,44 @@ impl EnvdClient {
             req = req.header("X-Access-Token", token);
         }
         let resp = check_http(req.send().await?).await?;
-        let bytes = resp.bytes().await?;
+        let bytes = read_body(resp, MAX_MESSAGE_BYTES).await?;
         serde_json::from_slice(&bytes)
             .map_err(|e| EnvdError::Protocol(format!("invalid /files response: {e}")))
     }
+}
+
+/// Reads a whole response body of at most `limit` bytes. The agent lives in a sandbox whose root
+/// can replace it, so an answer is never buffered without bound: a longer body (or a
+/// Content-Length over the limit) is a protocol error, and the rest is not read.
+async fn read_body(resp: reqwest::Response, limit: usize) -> Result<Bytes, EnvdError> {
+    let too_long = || EnvdError::Protocol(format!("response body exceeds the {limit} byte limit"));
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_long());
+    }
+    let mut body = bytes::BytesMut::new();
+    let mut chunks = resp.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_long());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The start of an error response's body (at most [`MAX_ERROR_BODY_BYTES`]), for its message.
+async fn read_error_body(resp: reqwest::Response) -> Bytes {
+    let mut body = bytes::BytesMut::new();
+    let mut chunks = resp.bytes_stream();
+    while let Some(Ok(chunk)) = chunks.next().await {
+        let room = MAX_ERROR_BODY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    body.freeze()
 }
 
 /// Error from a non-2xx RPC response: a Connect error body, else mapped from the status.
@@ -414,7 +451,7 @@ async fn check_http(resp: reqwest::Response) -> Result<reqwest::Response, EnvdEr
     struct HttpErrorBody {
         message: String,
     }
-    let bytes = resp.bytes().await.unwrap_or_default();
+    let bytes = read_error_body(resp).await;
     let message = serde_json::from_slice::<HttpErrorBody>(&bytes)
         .map(|b| b.message)
         .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());

@@ -158,3 +158,7 @@ mod tests {
         assert!(env(&nul).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "prop_tests.rs"]
+mod prop_tests;
