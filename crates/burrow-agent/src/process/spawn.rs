@@ -31,6 +31,31 @@ pub struct SpawnSpec {
     pub deadline: Option<Instant>,
 }
 
+/// In a freshly forked child (before exec, still root): gives up the agent's exemption from
+/// the sandbox's OOM killer (`oom_score_adj` -1000, inherited): a user process is a normal
+/// victim (0). Its minimum is 0, so it cannot lower itself again (burrow-launch's
+/// process_limits). Outside a sandbox the agent's own score (0) makes this a no-op.
+fn reset_oom_score() -> std::io::Result<()> {
+    // SAFETY: open/write/close of a NUL-terminated literal path and a static buffer; all
+    // async-signal-safe.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+        let error = std::io::Error::last_os_error();
+        libc::close(fd);
+        if written != 1 {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
 /// Spawns the process and returns its handle plus a subscription taken before any output.
 pub fn spawn(
     table: &Arc<ProcessTable>,
@@ -70,10 +95,11 @@ pub fn spawn(
     let (uid, gid) = (spec.user.uid, spec.user.gid);
     let groups: Vec<libc::gid_t> = spec.user.groups.clone();
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe syscalls (setsid/setpgid/ioctl/setgroups/setgid/setuid) on data
-    // prepared before the fork; it allocates nothing.
+    // async-signal-safe syscalls (open/write/close/setsid/setpgid/ioctl/setgroups/setgid/
+    // setuid) on data prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            reset_oom_score()?;
             if with_tty {
                 if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
