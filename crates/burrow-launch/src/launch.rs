@@ -316,7 +316,8 @@ fn init(spec: &LaunchSpec, pipes: &Pipes, log: &OwnedFd, env: &[CString]) -> ! {
         // SAFETY: setsid has no preconditions; init must lead its own session.
         check(unsafe { libc::setsid() } as _, || "setsid".into())?;
         // Our fds must not be reachable via /proc/1/fd by the sandbox's root, nor init
-        // ptraced (a sandbox has no CAP_SYS_PTRACE over a non-dumpable process).
+        // ptraced (a sandbox has no CAP_SYS_PTRACE over a non-dumpable process). The re-exec'd
+        // init (sandbox_init) is dumpable again and relies on caps::INIT_ONLY instead.
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         caps::restrict_bounding_set()?;
@@ -369,6 +370,7 @@ fn init(spec: &LaunchSpec, pipes: &Pipes, log: &OwnedFd, env: &[CString]) -> ! {
         // SAFETY: init is single-threaded; the child only dup2s and execs.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            caps::drop_init_only();
             // SAFETY: dup2/execve on valid fds and NUL-terminated arrays prepared before fork.
             unsafe {
                 libc::setsid();
@@ -429,10 +431,10 @@ const INIT_LOG_FD: libc::c_int = 3;
 /// The re-exec'd init (`/.burrow/init --sandbox-init <agent pid>`, pid 1 of a sandbox with its
 /// own netns): supervises the agent like the original init. Never returns.
 pub fn sandbox_init(agent_pid: libc::pid_t) -> ! {
-    // exec made us dumpable again: the sandbox's root could ptrace its pid 1 (stop it, read
-    // its memory, make every checkpoint fail). CRIU, as host root, still dumps it.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // The exec made us dumpable again, and we stay so: CRIU 4.2 cannot dump a tree whose init
+    // is not (its user-namespace check opens init's /proc/<pid>/ns/* without privileges over
+    // it). The sandbox's root still cannot ptrace init: init holds a capability no other
+    // sandbox process has (caps::INIT_ONLY), and ptrace needs a superset of the target's.
     let env: Vec<CString> = std::env::vars_os()
         .filter_map(|(k, v)| {
             let mut kv = k.into_encoded_bytes();
@@ -452,6 +454,7 @@ pub fn sandbox_init(agent_pid: libc::pid_t) -> ! {
         // SAFETY: single-threaded; the child only dup2s and execs.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            caps::drop_init_only();
             // SAFETY: dup2/execve on valid fds and NUL-terminated arrays prepared before fork.
             unsafe {
                 libc::setsid();

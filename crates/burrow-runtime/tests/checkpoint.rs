@@ -1,7 +1,7 @@
 //! Deep standby of a real sandbox (base template, real launcher, netns owned by the sandbox's
 //! user namespace): create → state → checkpoint → processes gone → restore → same pids, memory,
 //! files, agent answering; 3 cycles; then destroy leaves nothing behind.
-//! Needs root, the base template (/var/lib/burrow/templates/base) and CRIU
+//! Needs root, the base template (/var/lib/burrow/templates/base, else BURROW_TEST_ROOTFS) and CRIU
 //! (/opt/burrow/criu/criu or BURROW_CRIU_BINARY); skipped with a message otherwise.
 
 mod common;
@@ -35,10 +35,18 @@ fn prerequisites() -> Option<PathBuf> {
         eprintln!("SKIPPED: deep standby tests need root");
         return None;
     }
-    if !Path::new(BASE_LAYER).join("usr/bin/python3").exists() {
-        eprintln!("SKIPPED: no base template at {BASE_LAYER} (burrow template build base)");
+    // The base template of the host's daemon, else the test template (BURROW_TEST_ROOTFS).
+    let layer = [Some(PathBuf::from(BASE_LAYER)), common::rootfs()]
+        .into_iter()
+        .flatten()
+        .find(|l| l.join("usr/bin/python3").exists());
+    let Some(layer) = layer else {
+        eprintln!(
+            "SKIPPED: no base template at {BASE_LAYER} (burrow template build base) and no \
+             BURROW_TEST_ROOTFS with python3"
+        );
         return None;
-    }
+    };
     let criu = std::env::var_os("BURROW_CRIU_BINARY")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/opt/burrow/criu/criu"));
@@ -46,7 +54,7 @@ fn prerequisites() -> Option<PathBuf> {
         eprintln!("SKIPPED: no CRIU at {criu:?} (scripts/install-criu.sh)");
         return None;
     }
-    Some(PathBuf::from(BASE_LAYER))
+    Some(layer)
 }
 
 fn counter(h: &SandboxHandle) -> (u64, u32) {
