@@ -240,12 +240,19 @@ async fn init_and_agent_survive_the_sandboxs_oom() {
 
     // The review's reproduction: thousands of tiny processes fill the memory limit, so the OOM
     // killer must choose among processes as small as init and the agent; then a memory hog
-    // as `user` on top.
+    // as `user` on top. (Without the exemption the agent died here: the next command could
+    // not connect.)
     let (_, out) = sh(
         &h,
         "for i in $(seq 3000); do sleep 1000 >/dev/null 2>&1 & done 2>/dev/null; echo started",
     );
     eprintln!("fork bomb: {out}");
+    assert!(rt.is_alive(&h), "init was killed by the fork bomb's OOM");
+    assert_eq!(
+        agent_pids(&h),
+        agents,
+        "the agent was killed by the fork bomb's OOM"
+    );
     let _ = sh(
         &h,
         "runuser -u user -- python3 -c 'b = bytearray(256 * 1024 * 1024)' 2>&1; echo hog done",
