@@ -711,6 +711,7 @@ fn prepare_host(
         );
     }
     net::install_firewall(naming, &nameservers, netns_mode == NetnsMode::Sandbox)?;
+    crate::host::warn_if_file_max_low();
 
     // Everything a previous daemon left on disk stays reserved until reconcile decides.
     let mut alloc = Allocations::default();
