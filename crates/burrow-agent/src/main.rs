@@ -8,6 +8,10 @@ use burrow_agent::{AgentState, Config, router};
 
 fn main() -> anyhow::Result<()> {
     let config = Config::from_env().context("invalid agent configuration")?;
+    // The sandbox's soft RLIMIT_NOFILE (1024, see burrow-launch's process_limits) is for the
+    // programs it runs; the agent serves many streams at once and takes up to the hard limit.
+    // The processes it starts get the soft limit back (process/spawn.rs).
+    burrow_agent::process::raise_nofile_soft_limit();
     // One thread keeps the idle footprint small; blocking file work uses spawn_blocking.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

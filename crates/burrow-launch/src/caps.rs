@@ -28,12 +28,21 @@ fn last_cap() -> u32 {
         .unwrap_or(63)
 }
 
-/// Drops every capability not in [`KEPT`] from the bounding set and clears the ambient set.
-/// Must run before /proc disappears from view (reads cap_last_cap) or falls back to 63.
+/// A capability only the sandbox's init holds (on top of [`KEPT`]); init drops it from the
+/// bounding set of every child before its exec. ptrace (and reading `/proc/1/mem`, `environ`,
+/// `fd/`) needs the tracer to hold every capability of the target's permitted set or
+/// CAP_SYS_PTRACE, so no other sandbox process can ptrace init, while init stays dumpable
+/// for CRIU. WAKE_ALARM because it grants nothing in a user namespace (the kernel checks it
+/// in the initial one only).
+pub const INIT_ONLY: (u32, &str) = (35, "WAKE_ALARM");
+
+/// Drops every capability not in [`KEPT`] (nor [`INIT_ONLY`]) from the bounding set and
+/// clears the ambient set. Must run before /proc disappears from view (reads cap_last_cap)
+/// or falls back to 63.
 pub fn restrict_bounding_set() -> Result<()> {
     let last = last_cap();
     for cap in 0..=last {
-        if KEPT.iter().any(|(c, _)| *c == cap) {
+        if KEPT.iter().any(|(c, _)| *c == cap) || cap == INIT_ONLY.0 {
             continue;
         }
         // SAFETY: prctl with integer arguments only.
@@ -59,4 +68,12 @@ pub fn restrict_bounding_set() -> Result<()> {
         )
     };
     Ok(())
+}
+
+/// In a child of init before its exec: gives up [`INIT_ONLY`] for good (bounding set), so
+/// nothing but init holds it. Async-signal-safe (one prctl); an error (EINVAL: a kernel
+/// without it) leaves nothing to drop.
+pub fn drop_init_only() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_CAPBSET_DROP, INIT_ONLY.0 as libc::c_ulong, 0, 0, 0) };
 }

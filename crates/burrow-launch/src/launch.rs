@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::spec::{LaunchReport, LaunchSpec};
 use crate::sys::{self, LaunchError, Result, check};
-use crate::{caps, overlay, own_netns, sandbox_fs, seccomp};
+use crate::{caps, overlay, own_netns, process_limits, sandbox_fs, seccomp};
 
 /// Records how long each phase took.
 struct Phases {
@@ -91,6 +91,11 @@ fn run(spec: &LaunchSpec, phases: &mut Phases, init_pid_out: &mut Option<i32>) -
             .map_err(|e| LaunchError(format!("join cgroup {procs:?}: {e}")))?;
     }
     phases.mark("cgroups");
+    // Inherited by every sandbox process (see process_limits).
+    process_limits::set_sandbox_rlimits()?;
+    // Not fatal: the sandbox works without it, only less robustly under its own memory
+    // pressure; the runtime checks init's score and logs it.
+    let _ = process_limits::shield_from_oom("self");
 
     sys::private_mount_ns()?;
     if spec.own_netns.is_some() {
@@ -241,14 +246,16 @@ fn helper_a(
     let errors = &pipes.errors.1;
     let fail = |e: LaunchError| -> ! { sys::die(Some(errors), &e.0) };
     // A netns made here is owned by the sandbox's user namespace (checkpointable by CRIU).
+    // The cgroup namespace is rooted at the sandbox's cgroups (joined by the launcher before
+    // the fork), so `/proc/self/cgroup` inside shows `/`, not the host's hierarchy.
     let flags = if spec.own_netns.is_some() {
-        libc::CLONE_NEWUSER | libc::CLONE_NEWNET
+        libc::CLONE_NEWUSER | libc::CLONE_NEWCGROUP | libc::CLONE_NEWNET
     } else {
-        libc::CLONE_NEWUSER
+        libc::CLONE_NEWUSER | libc::CLONE_NEWCGROUP
     };
     // SAFETY: unshare with flag constants.
     if unsafe { libc::unshare(flags) } != 0 {
-        fail(LaunchError::os("unshare(CLONE_NEWUSER)"));
+        fail(LaunchError::os("unshare(CLONE_NEWUSER|CLONE_NEWCGROUP)"));
     }
     if sys::write_all(&pipes.from_a.1, b"u").is_err() {
         sys::die(None, "");
@@ -308,7 +315,9 @@ fn init(spec: &LaunchSpec, pipes: &Pipes, log: &OwnedFd, env: &[CString]) -> ! {
     let setup = || -> Result<()> {
         // SAFETY: setsid has no preconditions; init must lead its own session.
         check(unsafe { libc::setsid() } as _, || "setsid".into())?;
-        // Our fds must not be reachable via /proc/1/fd by the sandbox's root.
+        // Our fds must not be reachable via /proc/1/fd by the sandbox's root, nor init
+        // ptraced (a sandbox has no CAP_SYS_PTRACE over a non-dumpable process). The re-exec'd
+        // init (sandbox_init) is dumpable again and relies on caps::INIT_ONLY instead.
         // SAFETY: prctl with integer arguments.
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         caps::restrict_bounding_set()?;
@@ -361,6 +370,7 @@ fn init(spec: &LaunchSpec, pipes: &Pipes, log: &OwnedFd, env: &[CString]) -> ! {
         // SAFETY: init is single-threaded; the child only dup2s and execs.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            caps::drop_init_only();
             // SAFETY: dup2/execve on valid fds and NUL-terminated arrays prepared before fork.
             unsafe {
                 libc::setsid();
@@ -421,6 +431,10 @@ const INIT_LOG_FD: libc::c_int = 3;
 /// The re-exec'd init (`/.burrow/init --sandbox-init <agent pid>`, pid 1 of a sandbox with its
 /// own netns): supervises the agent like the original init. Never returns.
 pub fn sandbox_init(agent_pid: libc::pid_t) -> ! {
+    // The exec made us dumpable again, and we stay so: CRIU 4.2 cannot dump a tree whose init
+    // is not (its user-namespace check opens init's /proc/<pid>/ns/* without privileges over
+    // it). The sandbox's root still cannot ptrace init: init holds a capability no other
+    // sandbox process has (caps::INIT_ONLY), and ptrace needs a superset of the target's.
     let env: Vec<CString> = std::env::vars_os()
         .filter_map(|(k, v)| {
             let mut kv = k.into_encoded_bytes();
@@ -440,6 +454,7 @@ pub fn sandbox_init(agent_pid: libc::pid_t) -> ! {
         // SAFETY: single-threaded; the child only dup2s and execs.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            caps::drop_init_only();
             // SAFETY: dup2/execve on valid fds and NUL-terminated arrays prepared before fork.
             unsafe {
                 libc::setsid();

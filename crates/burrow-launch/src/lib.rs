@@ -6,10 +6,12 @@ pub mod caps;
 pub mod launch;
 mod overlay;
 mod own_netns;
+pub mod process_limits;
 mod sandbox_fs;
 pub mod seccomp;
 pub mod spec;
 mod sys;
 
+pub use sandbox_fs::MASKED_FILES;
 pub use spec::{LaunchReport, LaunchSpec, OwnNetns};
 pub use sys::LaunchError;

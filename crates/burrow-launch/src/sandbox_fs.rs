@@ -90,8 +90,61 @@ pub fn setup_and_pivot(root: &Path) -> Result<()> {
         nosuid_nodev_noexec | libc::MS_RDONLY,
         Some("mode=555,size=4k"),
     )?;
+    mask_host_information(root, &sys_dir)?;
 
     pivot(root)
+}
+
+/// Files of `/proc` that tell about the host (kernel memory, its boot command line and build
+/// configuration, timers and interrupts of every process, other users' keys): Docker's masked
+/// paths plus `cmdline` and `config.gz`. Each is covered by the host's `/dev/null` (reads
+/// give nothing). A checkpoint names each one an external mount given back as `/dev/null`
+/// (CRIU 4.2 cannot restore them as binds of the sandbox's `/dev/null`: it binds a file's
+/// path with a trailing slash, ENOTDIR).
+pub const MASKED_FILES: [&str; 9] = [
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/cmdline",
+    "proc/config.gz",
+    "proc/sysrq-trigger",
+];
+/// Directories of `/proc` masked (Docker's list): covered by the sandbox's empty read-only
+/// `/sys` (a bind of it, not a new tmpfs that a checkpoint would have to pack and unpack).
+const MASKED_DIRS: [&str; 3] = ["proc/acpi", "proc/scsi", "proc/asound"];
+/// Directories of `/proc` made read-only (Docker's list). Their files are mostly owned by the
+/// host's root, which the sandbox's root is not, but namespaced sysctls belong to it.
+const READ_ONLY_DIRS: [&str; 4] = ["proc/bus", "proc/fs", "proc/irq", "proc/sys"];
+
+/// Covers the host information in `/proc` (see [`MASKED_FILES`], [`MASKED_DIRS`],
+/// [`READ_ONLY_DIRS`]); paths this kernel does not have are skipped. `/sys` needs nothing:
+/// it is an empty tmpfs (no `/sys/firmware`, no `/sys/devices/virtual/powercap`).
+fn mask_host_information(root: &Path, empty_dir: &Path) -> Result<()> {
+    let locked = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    for rel in MASKED_FILES {
+        let target = root.join(rel);
+        if target.exists() {
+            sys::bind_mount(Path::new("/dev/null"), &target, false)?;
+        }
+    }
+    for rel in MASKED_DIRS {
+        let target = root.join(rel);
+        if target.is_dir() {
+            sys::bind_mount(empty_dir, &target, false)?;
+            sys::remount_bind(&target, locked | libc::MS_RDONLY)?;
+        }
+    }
+    for rel in READ_ONLY_DIRS {
+        let target = root.join(rel);
+        if target.is_dir() {
+            sys::bind_mount(&target, &target, false)?;
+            sys::remount_bind(&target, locked | libc::MS_RDONLY)?;
+        }
+    }
+    Ok(())
 }
 
 fn ensure_dir(root: &Path, rel: &str) -> Result<std::path::PathBuf> {

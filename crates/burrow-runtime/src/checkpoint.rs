@@ -102,7 +102,18 @@ fn dump_externals() -> Vec<String> {
             .iter()
             .map(|d| criu::external_mount(&format!("/dev/{d}"), &format!("dev-{d}"))),
     );
+    // The /proc files masked with the host's /dev/null (CRIU ignores those the kernel lacks).
+    ext.extend(
+        burrow_launch::MASKED_FILES
+            .iter()
+            .map(|rel| criu::external_mount(&format!("/{rel}"), &mask_key(rel))),
+    );
     ext
+}
+
+/// CRIU's key of the external mount that masks `/<rel>` (a [`burrow_launch::MASKED_FILES`]).
+fn mask_key(rel: &str) -> String {
+    format!("mask-{}", rel.replace('/', "-"))
 }
 
 pub fn checkpoint_dir(sandbox_dir: &Path) -> PathBuf {

@@ -82,3 +82,53 @@ pub fn process_matches(pid: i32, start_time: u64) -> bool {
     let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
     !matches!(state, Some("Z" | "X") | None)
 }
+
+/// Kernel memory an open file costs the opener's memory cgroup at least (`struct file` and its
+/// fd-table slot; measured ~215 bytes on cgroup v1 with kmem accounting).
+const KMEM_PER_OPEN_FILE: u64 = 200;
+
+/// Whether the host-wide open-file counter `fs.file-max` could run out before the memory that
+/// sandboxes may be given does: sandboxes (no CAP_SYS_ADMIN) get ENFILE once it is reached, so
+/// one sandbox with a large memory limit could starve the others. systemd raises it to the
+/// maximum at boot; the kernel's own default is about memory / 10 KiB.
+fn file_max_is_low(file_max: u64, mem_total_bytes: u64) -> bool {
+    file_max < mem_total_bytes / KMEM_PER_OPEN_FILE
+}
+
+/// Logs a warning when [`file_max_is_low`] (see docs/isolation.md, "Resource limits").
+pub fn warn_if_file_max_low() {
+    let file_max = std::fs::read_to_string("/proc/sys/fs/file-max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mem_total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    if let (Some(file_max), Some(mem_total)) = (file_max, mem_total)
+        && file_max_is_low(file_max, mem_total)
+    {
+        tracing::warn!(
+            file_max,
+            "fs.file-max is below what sandboxes' memory can hold in open files: one sandbox \
+             could make the others fail with ENFILE; raise it (sysctl \
+             fs.file-max=9223372036854775807, as systemd does)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_max_is_low;
+
+    #[test]
+    fn file_max_is_low_below_memory_over_file_cost() {
+        let gib = 1 << 30;
+        // The kernel's default on a 24 GiB host (this VM): 2.47 M files, ~10 KiB each.
+        assert!(file_max_is_low(2_466_239, 24 * gib));
+        // systemd's LONG_MAX, or anything memory runs out before.
+        assert!(!file_max_is_low(i64::MAX as u64, 24 * gib));
+        assert!(!file_max_is_low(24 * gib / 200, 24 * gib));
+    }
+}

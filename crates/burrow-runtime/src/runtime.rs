@@ -332,7 +332,9 @@ impl Runtime {
                     .collect(),
             };
             let held = shared.lock_alloc().held_roots.remove(&id);
-            checkpoint::restore(&plan, held)
+            let init_pid = checkpoint::restore(&plan, held)?;
+            shield_init_and_agent(init_pid);
+            Ok::<_, RuntimeError>(init_pid)
         })
         .await
         .map_err(|e| RuntimeError::Checkpoint(format!("restore panicked: {e}")))??;
@@ -640,6 +642,9 @@ impl Runtime {
                 "sandbox init (pid {init_pid}) died right after start"
             ))
         })?;
+        if !burrow_launch::process_limits::is_shielded_from_oom(&init_pid.to_string()) {
+            warn_unshielded_once("the launcher could not set it");
+        }
         let handle = SandboxHandle {
             id: spec.id.clone(),
             slot: slot.k,
@@ -708,6 +713,7 @@ fn prepare_host(
         );
     }
     net::install_firewall(naming, &nameservers, netns_mode == NetnsMode::Sandbox)?;
+    crate::host::warn_if_file_max_low();
 
     // Everything a previous daemon left on disk stays reserved until reconcile decides.
     let mut alloc = Allocations::default();
@@ -780,6 +786,40 @@ impl Shared {
     fn slot_kind(&self) -> net::SlotKind {
         slot_kind(self.netns_mode)
     }
+}
+
+/// After a restore: exempts the sandbox's init and agent from its OOM killer again. CRIU
+/// cannot: it restores a score from inside the sandbox's user namespace, without
+/// CAP_SYS_RESOURCE over the minimum of 0 (see burrow-launch's process_limits). The agent is
+/// init's child running `/.burrow/agent`; a process that only pretends to be it gains nothing
+/// beyond its own sandbox (its memory cgroup is the same). Failures are logged: the sandbox
+/// works, only less robustly under its own memory pressure.
+fn shield_init_and_agent(init_pid: i32) {
+    let children = std::fs::read_to_string(format!("/proc/{init_pid}/task/{init_pid}/children"))
+        .unwrap_or_default();
+    let agents = children.split_whitespace().filter(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|argv| argv.split(|b| *b == 0).next() == Some(b"/.burrow/agent"))
+    });
+    for pid in std::iter::once(init_pid.to_string()).chain(agents.map(str::to_owned)) {
+        if let Err(e) = burrow_launch::process_limits::shield_from_oom(&pid) {
+            warn_unshielded_once(&e.0);
+        }
+    }
+}
+
+/// Logs (once per daemon) that sandboxes run without init's and the agent's exemption from
+/// their OOM killer: the daemon lacks CAP_SYS_RESOURCE.
+fn warn_unshielded_once(why: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            error = why,
+            "sandbox init and agent are not exempt from their sandbox's OOM killer \
+             (oom_score_adj -1000 needs CAP_SYS_RESOURCE): a sandbox that runs out of memory \
+             may lose them"
+        );
+    });
 }
 
 /// Pool slots of sandbox netns mode hold no veth: the launcher creates it in place.

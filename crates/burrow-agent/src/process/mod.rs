@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 use tokio::sync::mpsc;
 
-pub use spawn::{SpawnSpec, process_env, spawn, validate_env};
+pub use spawn::{SpawnSpec, process_env, raise_nofile_soft_limit, spawn, validate_env};
 
 use pty::PtyMaster;
 

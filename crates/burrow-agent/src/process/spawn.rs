@@ -31,6 +31,76 @@ pub struct SpawnSpec {
     pub deadline: Option<Instant>,
 }
 
+/// In a freshly forked child (before exec, still root): gives up the agent's exemption from
+/// the sandbox's OOM killer (`oom_score_adj` -1000, inherited): a user process is a normal
+/// victim (0). Its minimum is 0, so it cannot lower itself again (burrow-launch's
+/// process_limits). Outside a sandbox the agent's own score (0) makes this a no-op.
+fn reset_oom_score() -> std::io::Result<()> {
+    // SAFETY: open/write/close of a NUL-terminated literal path and a static buffer; all
+    // async-signal-safe.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+        let error = std::io::Error::last_os_error();
+        libc::close(fd);
+        if written != 1 {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// The soft `RLIMIT_NOFILE` the agent found at start, which the processes it starts get back
+/// (the agent raises its own, see [`raise_nofile_soft_limit`]).
+static INHERITED_NOFILE_SOFT: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(libc::RLIM_INFINITY);
+
+/// Raises the agent's soft `RLIMIT_NOFILE` to its hard limit (many concurrent streams, PTYs and
+/// watches), remembering the soft limit for the processes it starts. Best effort.
+pub fn raise_nofile_soft_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    INHERITED_NOFILE_SOFT.store(limit.rlim_cur, std::sync::atomic::Ordering::Relaxed);
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: `limit` is a valid rlimit.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+}
+
+/// In a freshly forked child: the soft `RLIMIT_NOFILE` the agent was started with (a no-op if
+/// it never raised its own). Async-signal-safe.
+fn restore_nofile_soft_limit() -> std::io::Result<()> {
+    let soft = INHERITED_NOFILE_SOFT.load(std::sync::atomic::Ordering::Relaxed);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer; async-signal-safe syscalls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if soft < limit.rlim_cur {
+            limit.rlim_cur = soft;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Spawns the process and returns its handle plus a subscription taken before any output.
 pub fn spawn(
     table: &Arc<ProcessTable>,
@@ -70,10 +140,12 @@ pub fn spawn(
     let (uid, gid) = (spec.user.uid, spec.user.gid);
     let groups: Vec<libc::gid_t> = spec.user.groups.clone();
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe syscalls (setsid/setpgid/ioctl/setgroups/setgid/setuid) on data
-    // prepared before the fork; it allocates nothing.
+    // async-signal-safe syscalls (open/write/close/getrlimit/setrlimit/setsid/setpgid/ioctl/
+    // setgroups/setgid/setuid) on data prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            reset_oom_score()?;
+            restore_nofile_soft_limit()?;
             if with_tty {
                 if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(std::io::Error::last_os_error());

@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 fn main() {
@@ -40,11 +41,30 @@ fn serve(stream: TcpStream) {
         let _ = out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         return;
     }
-    let result = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(line.trim_end())
-        .stdin(Stdio::null())
-        .output();
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(line.trim_end()).stdin(Stdio::null());
+    // Like the real agent (process/spawn.rs): commands are normal OOM victims (score 0), not
+    // exempt like init and the agent.
+    // SAFETY: the closure only opens, writes and closes a file (async-signal-safe calls).
+    unsafe {
+        command.pre_exec(|| {
+            let fd = libc::open(
+                c"/proc/self/oom_score_adj".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            if written != 1 {
+                return Err(error);
+            }
+            Ok(())
+        });
+    }
+    let result = command.output();
     let reply = match result {
         Ok(o) => {
             let code = o.status.code().unwrap_or(

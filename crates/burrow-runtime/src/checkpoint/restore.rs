@@ -12,7 +12,8 @@ use burrow_standby::criu::{RestoreRequest, Worker};
 
 use super::held_root::HeldRoot;
 use super::{
-    DEVICES, LAUNCH_SPEC_FILE, SandboxLink, checkpoint_dir, criu_err, eth0, log_level, workers,
+    DEVICES, LAUNCH_SPEC_FILE, SandboxLink, checkpoint_dir, criu_err, eth0, log_level, mask_key,
+    workers,
 };
 use crate::error::{RuntimeError, io_err};
 
@@ -41,6 +42,11 @@ fn restore_externals(sources: &ExternalSources) -> Vec<String> {
         format!("mnt[sys]:{}", sources.sys.display()),
     ];
     ext.extend(DEVICES.iter().map(|d| format!("mnt[dev-{d}]:/dev/{d}")));
+    ext.extend(
+        burrow_launch::MASKED_FILES
+            .iter()
+            .map(|rel| format!("mnt[{}]:/dev/null", mask_key(rel))),
+    );
     ext
 }
 
@@ -64,11 +70,23 @@ pub fn restore(plan: &RestorePlan<'_>, held: Option<HeldRoot>) -> Result<i32, Ru
     eth0::delete_link(&plan.link.host_veth)?;
     let images = checkpoint_dir(plan.sandbox_dir);
     let spec = load_launch_spec(plan.sandbox_dir)?;
-    let dir = File::open(&images).map_err(io_err(format!(
-        "open checkpoint {images:?} (was the sandbox checkpointed?)"
-    )))?;
+    if !images.is_dir() {
+        return Err(RuntimeError::Checkpoint(format!(
+            "no checkpoint {images:?} (was the sandbox checkpointed?)"
+        )));
+    }
     // Kept until criu has answered (see `WorkerPool::take`).
     let (worker, refill) = workers::take(&images).map_err(criu_err)?;
+    // Opened through the worker's root when it has its own mount namespace: criu works in
+    // the images dir and mounts its cgroup yard there (to re-create the sandbox's cgroup
+    // namespace), which must be a mount of the worker's namespace (EINVAL otherwise).
+    let in_worker = PathBuf::from(format!("/proc/{}/root", worker.pid()))
+        .join(images.strip_prefix("/").unwrap_or(&images));
+    let dir = match workers::has_own_mount_ns(&worker) {
+        true => File::open(&in_worker),
+        false => File::open(&images),
+    }
+    .map_err(io_err(format!("open checkpoint {images:?}")))?;
     // A pooled worker lives in its own mount namespace: the root goes there (and vanishes
     // with it). Otherwise it goes into the host's and is detached after the restore.
     let worker_mntns = workers::has_own_mount_ns(&worker)

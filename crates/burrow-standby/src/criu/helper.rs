@@ -103,6 +103,12 @@ fn exec_worker(args: &HelperArgs) -> io::Error {
         return e;
     }
     drop(inherited);
+    // Restored tasks start as criu's children and keep its OOM score minimum (CRIU gives
+    // back only non-zero scores): 0, whatever the daemon's is, so no restored sandbox process
+    // can lower its score below 0 (the runtime shields init and the agent again afterwards).
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "0") {
+        return e;
+    }
     if let Some(kdat) = &args.kdat
         && let Err(e) = private_run(kdat)
     {

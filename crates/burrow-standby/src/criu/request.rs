@@ -190,8 +190,12 @@ impl<'a> RestoreRequest<'a> {
             lazy_pages: Some(self.lazy_pages),
             log_level: Some(self.log_level),
             log_file: Some(RESTORE_LOG.into()),
-            manage_cgroups: Some(false),
-            manage_cgroups_mode: Some(CgMode::Ignore as i32),
+            // The cgroups exist (burrow-runtime creates them and the worker joined them), but
+            // CRIU must still walk the dumped cgroup paths: that is how it re-creates the
+            // sandbox's cgroup namespace (rooted at the sandbox's groups). `none` changes no
+            // cgroup property.
+            manage_cgroups: Some(true),
+            manage_cgroups_mode: Some(CgMode::CgNone as i32),
             network_lock: Some(NetworkLockMethod::Skip as i32),
             inherit_fd: worker
                 .inherited()
