@@ -59,11 +59,16 @@ fn assert_oom_shield(h: &SandboxHandle) {
     if has_cap_sys_resource() {
         assert_eq!(oom_score_adj(&h.init_pid.to_string()), "-1000", "init");
         assert_eq!(oom_score_adj(&agents[0]), "-1000", "agent");
-        let (_, out) = sh(h, "cat /proc/1/oom_score_adj /proc/self/oom_score_adj");
-        assert_eq!(out, "-1000\n0\n", "init's, then a command's own score");
     } else {
-        eprintln!("SKIPPED (no CAP_SYS_RESOURCE here): init's and the agent's OOM exemption");
+        eprintln!("no CAP_SYS_RESOURCE here: init and the agent keep score 0, not -1000");
     }
+    let shield = if has_cap_sys_resource() { "-1000" } else { "0" };
+    let (_, out) = sh(h, "cat /proc/1/oom_score_adj /proc/self/oom_score_adj");
+    assert_eq!(
+        out,
+        format!("{shield}\n500\n"),
+        "init's, then a command's own score"
+    );
     // Neither root nor `user` may lower a score below 0 (the minimum is 0: only the host's
     // CAP_SYS_RESOURCE goes lower), through either interface.
     let (_, out) = sh(
@@ -221,14 +226,10 @@ async fn hostile_root_cannot_reach_init_or_host_information() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_and_agent_survive_the_sandboxs_oom() {
+    // Runs with and without the host's CAP_SYS_RESOURCE: without it init and the agent are at
+    // 0 rather than -1000, and commands' score of 500 alone must keep them alive.
     let Some(rootfs) = rootfs() else { return };
-    if !has_cap_sys_resource() {
-        eprintln!(
-            "SKIPPED: exempting init and the agent from the OOM killer needs CAP_SYS_RESOURCE"
-        );
-        return;
-    }
-    let (rt, data_dir) = runtime("hostile-oom").await;
+    let (rt, data_dir) = runtime("oom-survival").await;
     let mut spec = spec("hostile-oom", &rootfs);
     spec.memory_mb = 64;
     spec.pids_max = 4096;
@@ -269,8 +270,21 @@ async fn init_and_agent_survive_the_sandboxs_oom() {
     );
 
     // Reachable, and it can be cleaned up from inside.
-    let (code, out) = sh(&h, "pkill -9 -x sleep; echo cleaned");
-    assert_eq!((code, out.as_str()), (0, "cleaned\n"));
+    // The memory cgroup is still full of sleeps, so a new command may itself be the OOM
+    // killer's choice (a forked child counts the pages it shares): try again, as a user would.
+    let mut attempts = Vec::new();
+    for _ in 0..20 {
+        let (code, out) = sh(
+            &h,
+            "echo 0 > /proc/self/oom_score_adj; pkill -9 -x sleep; echo cleaned",
+        );
+        attempts.push(code);
+        if (code, out.as_str()) == (0, "cleaned\n") {
+            break;
+        }
+    }
+    eprintln!("cleanup attempts (exit codes): {attempts:?}");
+    assert_eq!(attempts.last(), Some(&0), "never cleaned up: {attempts:?}");
     assert_eq!(sh(&h, "echo alive").1, "alive\n");
     rt.destroy(&h.id).await.expect("destroy");
     assert_no_leftovers(&data_dir, &h.id, h.uid_base);

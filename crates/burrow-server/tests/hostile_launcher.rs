@@ -75,7 +75,7 @@ async fn real_agent_commands_get_the_sandbox_limits_and_view() {
         own.rlim_max.min(524_288)
     };
 
-    // A command (as the default user): the sandbox's limits, an ordinary OOM score, its
+    // A command (as the default user): the sandbox's limits, an OOM score above init's, its
     // cgroups at the namespace's root, the host's kernel command line masked.
     let out = exec_stdout(
         &server,
@@ -84,7 +84,7 @@ async fn real_agent_commands_get_the_sandbox_limits_and_view() {
          grep -vc ':/$' /proc/self/cgroup; wc -c < /proc/cmdline",
     )
     .await;
-    assert_eq!(out, format!("1024\n{hard}\n0\n0\n0\n"), "{out}");
+    assert_eq!(out, format!("1024\n{hard}\n500\n0\n0\n"), "{out}");
 
     // The agent (init's child) took its own soft limit up to the hard one; with
     // CAP_SYS_RESOURCE on the host it is exempt from the sandbox's OOM killer.

@@ -31,10 +31,16 @@ pub struct SpawnSpec {
     pub deadline: Option<Instant>,
 }
 
-/// In a freshly forked child (before exec, still root): gives up the agent's exemption from
-/// the sandbox's OOM killer (`oom_score_adj` -1000, inherited): a user process is a normal
-/// victim (0). Its minimum is 0, so it cannot lower itself again (burrow-launch's
-/// process_limits). Outside a sandbox the agent's own score (0) makes this a no-op.
+/// OOM score of every process the agent starts. Above init's and the agent's own (-1000 where
+/// the host could exempt them, else 0), so the sandbox's OOM killer takes a command first, even
+/// thousands of tiny ones; host-wide, sandbox commands go before host services (score 0).
+/// Raising a score needs no privilege, so this holds on hosts whose root lacks
+/// CAP_SYS_RESOURCE too. A command may lower its own score back to the minimum, 0 (never
+/// below: burrow-launch's process_limits): that only ever exposes its own sandbox's init.
+pub const COMMAND_OOM_SCORE_ADJ: &[u8] = b"500";
+
+/// In a freshly forked child (before exec, still root): gives up the agent's standing with the
+/// sandbox's OOM killer for [`COMMAND_OOM_SCORE_ADJ`].
 fn reset_oom_score() -> std::io::Result<()> {
     // SAFETY: open/write/close of a NUL-terminated literal path and a static buffer; all
     // async-signal-safe.
@@ -46,10 +52,11 @@ fn reset_oom_score() -> std::io::Result<()> {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+        let len = COMMAND_OOM_SCORE_ADJ.len();
+        let written = libc::write(fd, COMMAND_OOM_SCORE_ADJ.as_ptr().cast(), len);
         let error = std::io::Error::last_os_error();
         libc::close(fd);
-        if written != 1 {
+        if written != len as isize {
             return Err(error);
         }
     }

@@ -43,8 +43,8 @@ fn serve(stream: TcpStream) {
     }
     let mut command = Command::new("/bin/sh");
     command.arg("-c").arg(line.trim_end()).stdin(Stdio::null());
-    // Like the real agent (process/spawn.rs): commands are normal OOM victims (score 0), not
-    // exempt like init and the agent.
+    // Like the real agent (process/spawn.rs, COMMAND_OOM_SCORE_ADJ): commands go before init
+    // and the agent in the sandbox's OOM (score 500).
     // SAFETY: the closure only opens, writes and closes a file (async-signal-safe calls).
     unsafe {
         command.pre_exec(|| {
@@ -55,10 +55,10 @@ fn serve(stream: TcpStream) {
             if fd < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let written = libc::write(fd, b"500".as_ptr().cast(), 3);
             let error = std::io::Error::last_os_error();
             libc::close(fd);
-            if written != 1 {
+            if written != 3 {
                 return Err(error);
             }
             Ok(())
