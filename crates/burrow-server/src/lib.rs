@@ -123,6 +123,8 @@ impl Server {
             metrics: Arc::default(),
             sampler: Arc::default(),
             e2b_lifecycles: e2b_lifecycles.clone(),
+            e2b_metrics: Arc::default(),
+            deletes: Arc::default(),
         };
         let tls = match &state.config.tls {
             Some(tls_config) => {
