@@ -529,6 +529,22 @@ fn hammer(server: &TestServer, id: &str) -> Vec<tokio::task::JoinHandle<()>> {
         .collect()
 }
 
+/// Waits until the sandbox's row is gone (a delete removes it last, after the tombstone).
+async fn wait_gone(server: &TestServer, id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server
+        .get(&format!("/v1/sandboxes/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 404
+    {
+        assert!(std::time::Instant::now() < deadline, "{id} not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn tombstones_of(server: &TestServer, id: &str) -> usize {
     let list: Value = server
         .get("/v1/tombstones")
@@ -629,6 +645,8 @@ async fn deletes_forget_the_sandbox_and_are_idempotent() {
         task.await.unwrap();
     }
     for id in [&native, &killed, &timed_out, &expired] {
+        // The racing requests see 404 as soon as the delete has begun; its row goes last.
+        wait_gone(&server, id).await;
         assert_eq!(tombstones_of(&server, id).await, 1, "{id}");
     }
     // Nothing is tracked any more, and over several idle periods (1 s) the idle timer tries
