@@ -30,4 +30,6 @@ pub struct AppState {
     pub e2b_metrics: Arc<crate::e2b::metrics::MetricsRing>,
     /// Deletes in flight, one per sandbox: a second delete waits for the first.
     pub deletes: Arc<crate::service::DeletesInFlight>,
+    /// API key uses not yet written to the store (`last_used_at`).
+    pub key_uses: Arc<crate::auth::KeyUses>,
 }

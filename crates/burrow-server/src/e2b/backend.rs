@@ -270,9 +270,12 @@ fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), BackendError> {
 impl E2bBackend for E2bService {
     async fn authenticate(&self, api_key: &str) -> Result<Principal, BackendError> {
         match self.state.store.find_api_key(api_key).await {
-            Ok(Some(_)) => Ok(Principal {
-                id: PRINCIPAL.to_string(),
-            }),
+            Ok(Some(record)) => {
+                self.state.key_uses.used(&record.id);
+                Ok(Principal {
+                    id: PRINCIPAL.to_string(),
+                })
+            }
             Ok(None) => Err(BackendError::Unauthorized),
             Err(e) => Err(BackendError::Internal(format!("state database: {e}"))),
         }
