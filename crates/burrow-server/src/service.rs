@@ -492,6 +492,9 @@ pub async fn standby_if_idle(state: &AppState, id: &str) -> Result<(), HttpError
     let Some(power) = state.power.get(id) else {
         return Ok(());
     };
+    if state.deletes.in_flight(id) {
+        return Ok(());
+    }
     match state.store.get_sandbox(id).await? {
         Some(record) if record.state == SandboxState::Running => {}
         // Failed (its processes died): nothing to freeze; it stays until deleted.
