@@ -198,6 +198,62 @@ fn bad_input_gets_clear_errors() {
 }
 
 #[test]
+fn key_create_ls_rm() {
+    require_sandboxes!();
+    let server = TestServer::start();
+    let created: serde_json::Value =
+        serde_json::from_str(&server.ok(&["key", "create", "--name", "ci", "--e2b", "--json"]))
+            .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let key = created["key"].as_str().unwrap().to_string();
+
+    let table = server.ok(&["key", "ls"]);
+    assert!(
+        table.contains("LAST USED") && table.contains(&id),
+        "{table}"
+    );
+    assert!(
+        !table.contains(&key),
+        "the key itself is never listed: {table}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&server.ok(&["key", "ls", "--json"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let operator = listed.iter().find(|k| k["operator"] == true).unwrap();
+    let ci = listed.iter().find(|k| k["id"] == id.as_str()).unwrap();
+    assert_eq!(ci["kind"], "e2b");
+    assert_eq!(ci["name"], "ci");
+
+    // The new key works until it is revoked, then it is refused.
+    let as_ci = || {
+        std::process::Command::new(common::burrow_bin())
+            .args(["ls"])
+            .env("BURROW_URL", &server.url)
+            .env("BURROW_API_KEY", &key)
+            .output()
+            .unwrap()
+    };
+    assert!(as_ci().status.success());
+    server.ok(&["key", "rm", &id]);
+    let out = as_ci();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    // The operator key stays; a key (not an id) is refused before it reaches a URL.
+    let out = server.cli(&["key", "rm", operator["id"].as_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("operator key cannot be deleted"), "{err}");
+    let out = server.cli(&["key", "rm", &key]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a key id"));
+    let out = server.cli(&["key", "rm", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
+
+#[test]
 fn standby_resume_and_idle_timeout() {
     require_sandboxes!();
     let server = TestServer::start();

@@ -48,6 +48,7 @@ pub async fn require_api_key(
             "invalid API key",
         ));
     };
+    state.key_uses.used(&record.id);
     let mut request = request;
     request.extensions_mut().insert(Caller(record.id));
     Ok(next.run(request).await)
@@ -56,3 +57,47 @@ pub async fn require_api_key(
 /// The id (`key_…`) of the API key that authenticated a request; audit records name it.
 #[derive(Debug, Clone)]
 pub struct Caller(pub String);
+
+/// When each API key was last used, kept in memory and written to the store in batches (every
+/// [`KEY_USE_FLUSH`] and before keys are listed), so a request costs no extra write.
+#[derive(Debug, Default)]
+pub struct KeyUses {
+    pending: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// How often key uses are written to the store.
+pub const KEY_USE_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl KeyUses {
+    pub fn used(&self, key_id: &str) {
+        let now = crate::retention::now_rfc3339();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.get_mut(key_id) {
+            Some(at) => *at = now,
+            None => {
+                pending.insert(key_id.to_string(), now);
+            }
+        }
+    }
+
+    /// Writes the uses seen since the last flush.
+    pub async fn flush(&self, store: &burrow_store::Store) -> Result<(), burrow_store::StoreError> {
+        let uses: Vec<(String, String)> =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
+        store.record_api_key_uses(uses).await
+    }
+}
+
+/// Flushes key uses every [`KEY_USE_FLUSH`]. Runs until aborted.
+pub async fn key_use_loop(state: AppState) {
+    let mut tick = tokio::time::interval(KEY_USE_FLUSH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.key_uses.flush(&state.store).await {
+            tracing::warn!("recording API key uses: {e}");
+        }
+    }
+}

@@ -136,6 +136,9 @@ impl Server {
             metrics: Arc::default(),
             sampler: Arc::default(),
             e2b_lifecycles: e2b_lifecycles.clone(),
+            e2b_metrics: Arc::default(),
+            deletes: Arc::default(),
+            key_uses: Arc::default(),
         };
         let tls = match &state.config.tls {
             Some(tls_config) => {
@@ -189,6 +192,7 @@ impl Server {
         let idle_timer = AbortOnDrop(tokio::spawn(standby::idle_loop(self.state.clone())));
         let _expiry = AbortOnDrop(tokio::spawn(retention::expiry_loop(self.state.clone())));
         let _meter = AbortOnDrop(tokio::spawn(metering::meter_loop(self.state.clone())));
+        let _key_uses = AbortOnDrop(tokio::spawn(auth::key_use_loop(self.state.clone())));
         let resume_marked = AbortOnDrop(tokio::spawn(shutdown::resume_marked(self.state.clone())));
         let e2b_timeouts = AbortOnDrop(tokio::spawn(e2b::run_timeouts(
             self.e2b.clone(),
@@ -239,6 +243,9 @@ impl Server {
         };
         drop(idle_timer);
         drop(e2b_timeouts);
+        if let Err(e) = self.state.key_uses.flush(&self.state.store).await {
+            tracing::warn!("recording API key uses: {e}");
+        }
         drop(resume_marked);
         shutdown::deep_on_shutdown(
             &self.state,
@@ -314,7 +321,11 @@ fn router(state: AppState, e2b: e2b::E2bRouter) -> Router {
             "/v1/sandboxes/{id}/ports/{port}/tunnel",
             get(api::tunnel::tunnel),
         )
-        .route("/v1/api-keys", post(api::keys::create))
+        .route("/v1/api-keys", post(api::keys::create).get(api::keys::list))
+        .route(
+            "/v1/api-keys/{id}",
+            axum::routing::delete(api::keys::revoke),
+        )
         .route(
             "/v1/sandboxes/{id}/expiration",
             axum::routing::put(api::retention::set_expiration),

@@ -236,6 +236,7 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct Metrics {
     creates: AtomicU64,
+    idle_standby_failures: AtomicU64,
     deletes: Mutex<BTreeMap<&'static str, u64>>,
     standby: Histogram,
     resume: Histogram,
@@ -253,6 +254,10 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(reason)
             .or_default() += 1;
+    }
+
+    pub fn idle_standby_failed(&self) {
+        self.idle_standby_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn slept(&self, elapsed: Duration) {
@@ -286,6 +291,21 @@ pub async fn render(state: &AppState) -> Result<String, crate::error::HttpError>
             "burrow_sandbox_deletes_total{{reason=\"{reason}\"}} {n}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP burrow_idle_standby_failures_total Standbys started by the idle timer that failed.\n\
+         # TYPE burrow_idle_standby_failures_total counter\n\
+         burrow_idle_standby_failures_total {}",
+        m.idle_standby_failures.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP burrow_power_tracked_sandboxes Sandboxes whose power state the idle and deep-after \
+         timers track (one per existing running sandbox).\n\
+         # TYPE burrow_power_tracked_sandboxes gauge\n\
+         burrow_power_tracked_sandboxes {}",
+        state.power.len()
+    );
     m.standby.render(
         &mut out,
         "burrow_standby_seconds",

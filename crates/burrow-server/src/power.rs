@@ -560,6 +560,10 @@ impl PowerRegistry {
         self.lock().remove(id);
     }
 
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     pub fn all(&self) -> Vec<(String, Arc<SandboxPower>)> {
         self.lock()
             .iter()

@@ -1,7 +1,7 @@
 //! The sandbox service: create, delete, look up and reconcile sandboxes, keeping the store and the
 //! runtime consistent. HTTP handlers stay thin on top of it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,6 +174,7 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
         Ok(false) => {
             // Deleted while being created: honour the delete.
             let _ = state.runtime.destroy(&record.id).await;
+            forget(state, &record.id);
             return Err(HttpError::sandbox_not_found(&record.id));
         }
         Err(e) => {
@@ -259,6 +260,7 @@ async fn abandon(state: &AppState, id: &str) {
     if let Err(e) = state.store.delete_sandbox(id).await {
         tracing::error!(sandbox = id, "removing the row of a failed create: {e}");
     }
+    forget(state, id);
 }
 
 /// The sandbox's record, or 404.
@@ -334,14 +336,21 @@ pub async fn running_as(
     })
 }
 
-/// The power state of a sandbox, created (awake, default timeout) if the registry lacks it.
-fn power_of(state: &AppState, id: &str) -> Arc<SandboxPower> {
+/// The power state of a running sandbox. Only create and reconcile register one, and a delete
+/// forgets it: a request that raced with a delete must not bring it back (the idle timer would
+/// then try to freeze a sandbox that no longer exists, forever).
+fn power_of(state: &AppState, id: &str) -> Result<Arc<SandboxPower>, HttpError> {
     if let Some(power) = state.power.get(id) {
-        return power;
+        return Ok(power);
     }
-    let power = SandboxPower::new(state.config.default_idle_timeout, Power::Awake);
-    state.power.insert(id, power.clone());
-    power
+    if state.deletes.in_flight(id) {
+        return Err(HttpError::sandbox_not_found(id));
+    }
+    Err(HttpError::new(
+        StatusCode::CONFLICT,
+        codes::SANDBOX_NOT_RUNNING,
+        format!("sandbox '{id}' is still starting (or was just deleted); retry in a moment"),
+    ))
 }
 
 /// Opens a stream on the sandbox, waking it first if it sleeps. Concurrent callers share one
@@ -352,7 +361,7 @@ async fn enter(
     id: &str,
     source: &'static str,
 ) -> Result<(ActivityGuard, bool), HttpError> {
-    let power = power_of(state, id);
+    let power = power_of(state, id)?;
     let mut restored = false;
     loop {
         match power.enter(source) {
@@ -424,7 +433,7 @@ pub async fn standby(state: &AppState, id: &str, deep: bool) -> Result<(), HttpE
     if deep {
         return deep_standby(state, id, None).await;
     }
-    let power = power_of(state, id);
+    let power = power_of(state, id)?;
     loop {
         match power.begin_sleep(false) {
             SleepClaim::Claimed => break,
@@ -451,7 +460,7 @@ pub async fn deep_standby(
             format!("deep standby of sandbox {id} is not available: {e}"),
         ));
     }
-    let power = power_of(state, id);
+    let power = power_of(state, id)?;
     loop {
         match power.begin_deep(only_if_warm_for) {
             DeepClaim::FromAwake | DeepClaim::FromWarm => break,
@@ -483,6 +492,29 @@ pub async fn standby_if_idle(state: &AppState, id: &str) -> Result<(), HttpError
     let Some(power) = state.power.get(id) else {
         return Ok(());
     };
+    if state.deletes.in_flight(id) {
+        return Ok(());
+    }
+    match state.store.get_sandbox(id).await? {
+        Some(record) if record.state == SandboxState::Running => {}
+        // Failed (its processes died): nothing to freeze; it stays until deleted.
+        Some(_) => {
+            state.power.remove(id);
+            return Ok(());
+        }
+        // A delete forgets the sandbox itself; this is the backstop, so the timer can never
+        // retry a sandbox that is gone, forever.
+        None => {
+            if !state.deletes.in_flight(id) {
+                tracing::warn!(
+                    sandbox = id,
+                    "idle timer: the sandbox is gone; forgetting it"
+                );
+                forget(state, id);
+            }
+            return Ok(());
+        }
+    }
     if state.store.sandbox_policy(id).await?.zdr {
         // Its memory must never leave RAM: at idle timeout a ZDR sandbox is deleted instead.
         if power.idle_due() {
@@ -531,7 +563,7 @@ async fn sleep(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), H
 /// Wakes a sleeping sandbox; returns whether it was asleep. Counts as activity.
 pub async fn resume(state: &AppState, id: &str) -> Result<bool, HttpError> {
     running_record(state, id).await?;
-    let power = power_of(state, id);
+    let power = power_of(state, id)?;
     let mut was_asleep = false;
     loop {
         match power.enter("resume") {
@@ -582,18 +614,29 @@ pub async fn delete(state: &AppState, id: &str) -> Result<(), HttpError> {
 }
 
 /// Destroys a sandbox's processes and resources, discards the freed blocks, deletes its row and
-/// leaves a tombstone: when, why (`reason`), by whom, and what was erased.
+/// leaves a tombstone: when, why (`reason`), by whom, and what was erased. Every delete (API,
+/// E2B kill and timeout, expiry, ZDR idle) comes here, and ends with [`forget`].
+///
+/// Idempotent under concurrency: a delete of a sandbox that is being deleted waits for that delete
+/// and then succeeds as if it had done it; a delete of a sandbox that is already gone is a 404.
 pub async fn delete_because(
     state: &AppState,
     id: &str,
     reason: &'static str,
     deleted_by: &str,
 ) -> Result<(), HttpError> {
+    if !burrow_types::is_valid_sandbox_id(id) {
+        return Err(HttpError::sandbox_not_found(id));
+    }
+    let turn = state.deletes.wait_turn(id).await;
+    if turn.waited && state.store.get_sandbox(id).await?.is_none() {
+        // The delete we waited for did it.
+        return Ok(());
+    }
     let record = get(state, id).await?;
     let policy = state.store.sandbox_policy(id).await?;
     // The last usage sample covers the time up to the delete.
     crate::metering::sample(state, id, record.handle_json.as_deref()).await;
-    state.power.remove(id);
     let swapped = standby::memcg_bytes(&state.runtime, id).map_or(0, |(_, swap)| swap);
     let processes =
         std::fs::read_to_string(state.runtime.cgroup_dir("pids", id).join("pids.current"))
@@ -605,6 +648,9 @@ pub async fn delete_because(
         tokio::task::spawn_blocking(move || retention::measure(&dir, swapped, processes))
             .await
             .map_err(|e| HttpError::internal(format!("measuring the sandbox: {e}")))?;
+    // From here on the timers leave it alone (a request racing with the delete cannot register
+    // it again: see `power_of`).
+    state.power.remove(id);
     // The runtime kills frozen sandboxes too (it freezes, kills, then thaws).
     state.runtime.destroy(id).await?;
     let sandboxes_dir = state.config.data_dir.join("sandboxes");
@@ -635,9 +681,85 @@ pub async fn delete_because(
     // The tombstone first: a crash in between leaves a record, never an unrecorded deletion.
     state.store.insert_tombstone(&tombstone).await?;
     state.store.delete_sandbox(id).await?;
-    crate::metering::forget(state, id);
+    forget(state, id);
     state.metrics.deleted(reason);
+    drop(turn);
     Ok(())
+}
+
+/// Drops everything kept in memory about a sandbox that no longer exists: its power state (so the
+/// idle and deep-after timers stop looking at it), its usage meter, its E2B lifecycle (end time)
+/// and E2B metric samples. Every path that removes a sandbox's row calls it.
+pub fn forget(state: &AppState, id: &str) {
+    state.power.remove(id);
+    crate::metering::forget(state, id);
+    state.e2b_lifecycles.remove(id);
+    state.e2b_metrics.forget(id);
+}
+
+/// The deletes in flight, one per sandbox id, so that concurrent deletes of one sandbox run one
+/// after the other: the later ones find it gone and succeed without touching the runtime (whose
+/// destroy refuses a sandbox that is already being destroyed).
+#[derive(Debug, Default)]
+pub struct DeletesInFlight {
+    map: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A delete's turn on one sandbox; the next waiting delete goes when it is dropped.
+pub struct DeleteTurn<'a> {
+    deletes: &'a DeletesInFlight,
+    id: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Another delete of this sandbox ran first.
+    pub waited: bool,
+}
+
+impl DeletesInFlight {
+    fn lock_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until no other delete of `id` runs, and claims the turn.
+    pub async fn wait_turn(&self, id: &str) -> DeleteTurn<'_> {
+        let lock = self.lock_map().entry(id.to_string()).or_default().clone();
+        // The turn exists before the wait, so a cancelled waiter still cleans up (Drop).
+        let mut turn = DeleteTurn {
+            deletes: self,
+            id: id.to_string(),
+            lock: lock.clone(),
+            guard: None,
+            waited: false,
+        };
+        turn.guard = Some(match lock.clone().try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
+                turn.waited = true;
+                lock.lock_owned().await
+            }
+        });
+        turn
+    }
+
+    /// Whether a delete of `id` is running or waiting.
+    pub fn in_flight(&self, id: &str) -> bool {
+        self.lock_map().contains_key(id)
+    }
+}
+
+impl Drop for DeleteTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.deletes.lock_map();
+        // Only the map and this turn hold the lock: no delete of this id waits any more.
+        if Arc::strong_count(&self.lock) == 2
+            && map
+                .get(&self.id)
+                .is_some_and(|l| Arc::ptr_eq(l, &self.lock))
+        {
+            map.remove(&self.id);
+        }
+    }
 }
 
 /// Reason recorded for sandboxes whose processes died while the daemon was down.
@@ -660,6 +782,7 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
         );
         state.runtime.destroy(&rec.id).await?;
         state.store.delete_sandbox(&rec.id).await?;
+        forget(state, &rec.id);
     }
     let known = state.store.sandbox_ids().await?;
     let report = state.runtime.reconcile(&known).await?;

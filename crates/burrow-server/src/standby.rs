@@ -278,6 +278,7 @@ pub async fn idle_loop(state: AppState) {
                 let state = state.clone();
                 tokio::spawn(async move {
                     if let Err(e) = crate::service::standby_if_idle(&state, &id).await {
+                        state.metrics.idle_standby_failed();
                         tracing::warn!(sandbox = id, "idle standby failed: {e}");
                     }
                 });

@@ -28,4 +28,10 @@ pub struct AppState {
     /// E2B end times and pause state; the proxy asks it whether traffic may wake a sandbox
     /// (E2B's `autoResume`).
     pub e2b_lifecycles: Arc<crate::e2b::lifecycle::Lifecycles>,
+    /// E2B's per-sandbox metric samples (`GET /sandboxes/{id}/metrics`).
+    pub e2b_metrics: Arc<crate::e2b::metrics::MetricsRing>,
+    /// Deletes in flight, one per sandbox: a second delete waits for the first.
+    pub deletes: Arc<crate::service::DeletesInFlight>,
+    /// API key uses not yet written to the store (`last_used_at`).
+    pub key_uses: Arc<crate::auth::KeyUses>,
 }

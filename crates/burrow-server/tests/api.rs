@@ -191,6 +191,123 @@ async fn api_key_is_required_and_checked() {
     server.stop().await;
 }
 
+/// Issue 12 item 14: keys are listed (never the key or its hash) with their last use, revoked
+/// keys are refused at once on the native and the E2B API, and the operator key stays.
+#[tokio::test]
+async fn api_keys_are_listed_with_last_use_and_revoked_at_once() {
+    let dir = common::TestEnv::new();
+    let server = TestServer::start(dir.path()).await;
+    let mut issued = Vec::new();
+    for (name, format) in [("worker", "burrow"), ("sdk", "e2b")] {
+        let resp = server
+            .post("/v1/api-keys")
+            .json(&json!({"name": name, "format": format}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let created: Value = resp.json().await.unwrap();
+        issued.push((
+            created["id"].as_str().unwrap().to_string(),
+            created["key"].as_str().unwrap().to_string(),
+        ));
+    }
+    let (worker_id, worker_key) = issued[0].clone();
+    let (sdk_id, sdk_key) = issued[1].clone();
+    let native = |key: &str| {
+        server
+            .http
+            .get(server.url("/v1/sandboxes"))
+            .bearer_auth(key)
+            .send()
+    };
+    let e2b = |key: &str| {
+        server
+            .http
+            .get(server.url("/v2/sandboxes"))
+            .header("host", "api.burrow.test")
+            .header("x-api-key", key)
+            .send()
+    };
+    assert_eq!(e2b(&sdk_key).await.unwrap().status(), 200);
+
+    let resp = server.get("/v1/api-keys").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    for (_, key) in &issued {
+        assert!(!text.contains(key.as_str()), "a key is listed: {text}");
+        assert!(
+            !text.contains(&burrow_store::hash_api_key(key)[12..]),
+            "a hash is listed: {text}"
+        );
+    }
+    let list: Value = serde_json::from_str(&text).unwrap();
+    let keys = list["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 3, "{list}");
+    let find = |id: &str| keys.iter().find(|k| k["id"] == id).unwrap().clone();
+    let operator = keys[0].clone();
+    assert_eq!(operator["operator"], true, "{list}");
+    assert!(
+        operator["last_used_at"].is_string(),
+        "it listed the keys: {list}"
+    );
+    assert_eq!(find(&sdk_id)["kind"], "e2b");
+    assert!(find(&sdk_id)["last_used_at"].is_string(), "{list}");
+    assert_eq!(find(&worker_id)["kind"], "burrow");
+    assert!(
+        find(&worker_id)["last_used_at"].is_null(),
+        "never used: {list}"
+    );
+    assert_eq!(find(&worker_id)["operator"], false);
+
+    // Revoked: refused at once, on both APIs; the other keys still work.
+    assert_eq!(native(&worker_key).await.unwrap().status(), 200);
+    for id in [&worker_id, &sdk_id] {
+        let resp = server
+            .delete(&format!("/v1/api-keys/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+    }
+    for key in [&worker_key, &sdk_key] {
+        expect_error(native(key).await.unwrap(), 401, "unauthorized").await;
+        assert_eq!(e2b(key).await.unwrap().status(), 401);
+    }
+    assert_eq!(native(&server.key).await.unwrap().status(), 200);
+    assert_eq!(e2b(&server.key).await.unwrap().status(), 200);
+    let resp = server
+        .delete(&format!("/v1/api-keys/{worker_id}"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "not_found").await;
+    let resp = server
+        .delete("/v1/api-keys/key_nosuch")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "not_found").await;
+    let operator_id = operator["id"].as_str().unwrap();
+    let resp = server
+        .delete(&format!("/v1/api-keys/{operator_id}"))
+        .send()
+        .await
+        .unwrap();
+    let msg = expect_error(resp, 400, "invalid_request").await;
+    assert!(msg.contains("operator key cannot be deleted"), "{msg}");
+    let list: Value = server
+        .get("/v1/api-keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["keys"].as_array().unwrap().len(), 1, "{list}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bad_input_gets_exact_status_and_code() {
     let dir = common::TestEnv::new();

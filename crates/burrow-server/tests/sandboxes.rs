@@ -483,3 +483,256 @@ async fn templates_built_with_run_steps_and_imported_from_a_rootfs() {
     );
     server.stop().await;
 }
+
+/// One value of the server's Prometheus text (`GET /metrics`).
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = server
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// The E2B API (Host `api.{domain}`, `X-API-Key`).
+fn e2b_request(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    server
+        .http
+        .request(method, server.url(path))
+        .header("host", "api.burrow.test")
+        .header("x-api-key", &server.key)
+}
+
+/// Requests that wake and use the sandbox, in a loop, until it is gone: they race with its
+/// delete (the way an SDK's in-flight calls do when it kills a sandbox).
+fn hammer(server: &TestServer, id: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..3)
+        .map(|_| {
+            let http = server.http.clone();
+            let url = server.url(&format!("/v1/sandboxes/{id}/files?path=/etc/hostname"));
+            let key = server.key.clone();
+            tokio::spawn(async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while std::time::Instant::now() < deadline {
+                    let status = http
+                        .get(&url)
+                        .bearer_auth(&key)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    if status == 404 {
+                        return;
+                    }
+                }
+                panic!("{url} still answers after 60 s");
+            })
+        })
+        .collect()
+}
+
+/// Waits until the sandbox's row is gone (a delete removes it last, after the tombstone).
+async fn wait_gone(server: &TestServer, id: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server
+        .get(&format!("/v1/sandboxes/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 404
+    {
+        assert!(std::time::Instant::now() < deadline, "{id} not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn tombstones_of(server: &TestServer, id: &str) -> usize {
+    let list: Value = server
+        .get("/v1/tombstones")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["tombstones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["id"] == id)
+        .count()
+}
+
+/// Issue 12 items 12 and 13: every delete path (native DELETE, E2B kill, E2B timeout, expiry)
+/// forgets the sandbox's power state even with requests racing the delete, so the idle timer
+/// never retries a deleted sandbox; and concurrent deletes of one sandbox all succeed, with one
+/// tombstone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_forget_the_sandbox_and_are_idempotent() {
+    let dir = common::TestEnv::new();
+    if !install_test_template(dir.path()) {
+        return;
+    }
+    let mut config = common::config(dir.path());
+    config.default_idle_timeout = Duration::from_secs(1);
+    let server = TestServer::start_with(config).await;
+    let create_native = |body: Value| {
+        let server = &server;
+        async move {
+            let resp = server
+                .post("/v1/sandboxes")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 201);
+            let sb: Value = resp.json().await.unwrap();
+            sb["id"].as_str().unwrap().to_string()
+        }
+    };
+    let create_e2b = |timeout: u64| {
+        let server = &server;
+        async move {
+            let resp = e2b_request(server, reqwest::Method::POST, "/sandboxes")
+                .json(&json!({"templateID": "base", "timeout": timeout}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 201);
+            let sb: Value = resp.json().await.unwrap();
+            sb["sandboxID"].as_str().unwrap().to_string()
+        }
+    };
+
+    // Each delete path, with requests racing it.
+    let native = create_native(json!({})).await;
+    let racing = hammer(&server, &native);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let resp = server
+        .delete(&format!("/v1/sandboxes/{native}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let delete_takes = started.elapsed();
+    for task in racing {
+        task.await.unwrap();
+    }
+
+    let killed = create_native(json!({})).await;
+    let racing = hammer(&server, &killed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = e2b_request(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/sandboxes/{killed}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 204);
+    for task in racing {
+        task.await.unwrap();
+    }
+
+    let timed_out = create_e2b(2).await;
+    let expired = create_native(json!({"expiration": {"ttl_max_age": 2}})).await;
+    let racing: Vec<_> = hammer(&server, &timed_out)
+        .into_iter()
+        .chain(hammer(&server, &expired))
+        .collect();
+    for task in racing {
+        task.await.unwrap();
+    }
+    for id in [&native, &killed, &timed_out, &expired] {
+        // The racing requests see 404 as soon as the delete has begun; its row goes last.
+        wait_gone(&server, id).await;
+        assert_eq!(tombstones_of(&server, id).await, 1, "{id}");
+    }
+    // Nothing is tracked any more, and over several idle periods (1 s) the idle timer tries
+    // nothing.
+    assert_eq!(metric(&server, "burrow_power_tracked_sandboxes").await, 0.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(metric(&server, "burrow_power_tracked_sandboxes").await, 0.0);
+    assert_eq!(
+        metric(&server, "burrow_idle_standby_failures_total").await,
+        0.0
+    );
+
+    // Concurrent deletes: native + native, E2B + E2B, native + E2B; the second one comes while
+    // the first is under way (a quarter into a delete's usual time), or at the very same time.
+    // Both succeed, and the one tombstone is the first's (it measured live processes; a second
+    // erasure would have found none). A delete of a deleted sandbox stays a 404 on both APIs.
+    for (first_e2b, second_e2b, stagger) in [
+        (false, false, delete_takes / 4),
+        (true, true, delete_takes / 4),
+        (false, true, delete_takes / 4),
+        (true, false, Duration::ZERO),
+    ] {
+        let id = create_native(json!({})).await;
+        let delete = |e2b: bool, after: Duration| {
+            let path = if e2b {
+                format!("/sandboxes/{id}")
+            } else {
+                format!("/v1/sandboxes/{id}")
+            };
+            let request = if e2b {
+                e2b_request(&server, reqwest::Method::DELETE, &path)
+            } else {
+                server.delete(&path)
+            };
+            async move {
+                tokio::time::sleep(after).await;
+                let resp = request.send().await.unwrap();
+                (resp.status().as_u16(), resp.text().await.unwrap())
+            }
+        };
+        let (a, b) = tokio::join!(
+            delete(first_e2b, Duration::ZERO),
+            delete(second_e2b, stagger)
+        );
+        assert_eq!(
+            (a.0, b.0),
+            (204, 204),
+            "e2b: {first_e2b} {second_e2b}, second after {stagger:?}: {a:?} {b:?}"
+        );
+        let list: Value = server
+            .get("/v1/tombstones")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let tombstones: Vec<&Value> = list["tombstones"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["id"] == id.as_str())
+            .collect();
+        assert_eq!(tombstones.len(), 1, "{tombstones:?}");
+        assert!(
+            tombstones[0]["erased"]["processes_killed"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "the tombstone is the first delete's: {}",
+            tombstones[0]
+        );
+        assert_eq!(delete(false, Duration::ZERO).await.0, 404);
+        assert_eq!(delete(true, Duration::ZERO).await.0, 404);
+    }
+    assert_eq!(metric(&server, "burrow_power_tracked_sandboxes").await, 0.0);
+    server.stop().await;
+}

@@ -1,16 +1,35 @@
-//! API keys: only their sha256 is stored.
+//! API keys: only their sha256 is stored. A key is revoked, never deleted: audit records
+//! (tombstones) name keys by id.
 
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use crate::{Store, StoreError, now_rfc3339};
 
-/// An API key's stored record.
+/// An API key's stored record (never the key, nor its hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
+    /// Public: `key_` + the first 12 hex digits of the key's sha256.
     pub id: String,
     pub name: String,
+    /// The key's format: `burrow` (`bw_…`) or `e2b` (`e2b_…`). Keys made before this was
+    /// recorded are `burrow`.
+    pub kind: String,
     pub created_at: String,
+    /// Written at most every few seconds (the server batches uses in memory).
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// What [`Store::revoke_api_key`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    Revoked,
+    /// No such key, or it is revoked already.
+    NotFound,
+    /// The first key (the operator's, also in `<data_dir>/client.key`) is never revoked, so
+    /// nobody locks themselves out.
+    OperatorKey,
 }
 
 /// Lowercase hex sha256 of a key, as stored.
@@ -18,22 +37,47 @@ pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+const COLUMNS: &str = "id, name, kind, created_at, last_used_at, revoked_at";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        created_at: r.get(3)?,
+        last_used_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
+
+/// The operator key: the first one created.
+const OPERATOR_KEY_ID: &str = "SELECT id FROM api_keys ORDER BY created_at, rowid LIMIT 1";
+
 impl Store {
-    /// Stores the hash of `key` under `name`; returns the key's record.
-    pub async fn insert_api_key(&self, name: &str, key: &str) -> Result<ApiKeyRecord, StoreError> {
+    /// Stores the hash of `key` under `name`; `kind` is its format (`burrow` or `e2b`).
+    pub async fn insert_api_key(
+        &self,
+        name: &str,
+        kind: &str,
+        key: &str,
+    ) -> Result<ApiKeyRecord, StoreError> {
         let hash = hash_api_key(key);
         let record = ApiKeyRecord {
             // The id is public (listable) so it must not reveal the key: a prefix of its hash is
             // fine because sha256 preimages are infeasible.
             id: format!("key_{}", &hash[..12]),
             name: name.to_string(),
+            kind: kind.to_string(),
             created_at: now_rfc3339(),
+            last_used_at: None,
+            revoked_at: None,
         };
         let rec = record.clone();
         self.call(move |c| {
             c.execute(
-                "INSERT INTO api_keys (id, name, key_sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![rec.id, rec.name, hash, rec.created_at],
+                "INSERT INTO api_keys (id, name, kind, key_sha256, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![rec.id, rec.name, rec.kind, hash, rec.created_at],
             )?;
             Ok(())
         })
@@ -41,26 +85,84 @@ impl Store {
         Ok(record)
     }
 
-    /// The record of `key` if it is a known API key.
+    /// The record of `key` if it is a known API key that is not revoked.
     pub async fn find_api_key(&self, key: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         let hash = hash_api_key(key);
         self.call(move |c| {
             Ok(c.query_row(
-                "SELECT id, name, created_at FROM api_keys WHERE key_sha256 = ?1",
+                &format!(
+                    "SELECT {COLUMNS} FROM api_keys WHERE key_sha256 = ?1 AND revoked_at IS NULL"
+                ),
                 [hash],
-                |r| {
-                    Ok(ApiKeyRecord {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        created_at: r.get(2)?,
-                    })
-                },
+                from_row,
             )
             .optional()?)
         })
         .await
     }
 
+    /// Every key that is not revoked, oldest first.
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, rowid"
+            ))?;
+            let rows = stmt.query_map([], from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The id of the operator key (the first key created), if there is a key.
+    pub async fn operator_key_id(&self) -> Result<Option<String>, StoreError> {
+        self.call(|c| Ok(c.query_row(OPERATOR_KEY_ID, [], |r| r.get(0)).optional()?))
+            .await
+    }
+
+    /// Revokes key `id`: it authenticates nothing from now on.
+    pub async fn revoke_api_key(&self, id: &str) -> Result<Revoke, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let operator: Option<String> =
+                tx.query_row(OPERATOR_KEY_ID, [], |r| r.get(0)).optional()?;
+            if operator.as_deref() == Some(id.as_str()) {
+                return Ok(Revoke::OperatorKey);
+            }
+            let changed = tx.execute(
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, now_rfc3339()],
+            )?;
+            tx.commit()?;
+            Ok(if changed == 1 {
+                Revoke::Revoked
+            } else {
+                Revoke::NotFound
+            })
+        })
+        .await
+    }
+
+    /// Records when keys were last used: `(id, rfc3339 time)` pairs, in one transaction.
+    pub async fn record_api_key_uses(&self, uses: Vec<(String, String)>) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1")?;
+                for (id, at) in uses {
+                    stmt.execute(params![id, at])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Keys ever created, revoked ones included.
     pub async fn api_key_count(&self) -> Result<u64, StoreError> {
         self.call(|c| Ok(c.query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0))?))
             .await

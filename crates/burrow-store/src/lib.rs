@@ -16,7 +16,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use error::StoreError;
-pub use keys::{ApiKeyRecord, hash_api_key};
+pub use keys::{ApiKeyRecord, Revoke, hash_api_key};
 pub use retention::SandboxPolicy;
 pub use sandboxes::{SandboxFilter, SandboxRecord};
 

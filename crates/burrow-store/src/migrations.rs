@@ -59,6 +59,12 @@ const MIGRATIONS: &[&str] = &[
         standby_seconds             REAL NOT NULL
     );
     "#,
+    // 3: API key kind, last use and revocation (revoked keys stay, for audit records naming them)
+    r#"
+    ALTER TABLE api_keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'burrow';
+    ALTER TABLE api_keys ADD COLUMN last_used_at TEXT;
+    ALTER TABLE api_keys ADD COLUMN revoked_at TEXT;
+    "#,
 ];
 
 pub(crate) fn current_version(conn: &Connection) -> Result<u32, StoreError> {

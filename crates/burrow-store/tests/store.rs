@@ -1,6 +1,6 @@
 //! The store against a real SQLite file in a temp dir.
 
-use burrow_store::{SandboxFilter, SandboxRecord, Store, StoreError, hash_api_key};
+use burrow_store::{Revoke, SandboxFilter, SandboxRecord, Store, StoreError, hash_api_key};
 use burrow_types::SandboxState;
 
 async fn open_temp() -> (tempfile::TempDir, Store) {
@@ -26,14 +26,14 @@ async fn migrations_are_applied_once_and_reopen_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("burrow.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     store
         .insert_sandbox(&record("iaaa", "base", &[]))
         .await
         .unwrap();
     drop(store);
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 2);
+    assert_eq!(store.schema_version().await.unwrap(), 3);
     assert_eq!(store.sandbox_ids().await.unwrap(), vec!["iaaa".to_string()]);
     let mode: String = rusqlite::Connection::open(&path)
         .unwrap()
@@ -145,7 +145,10 @@ async fn api_keys_are_stored_hashed() {
     let store = Store::open(&path).await.unwrap();
     assert_eq!(store.api_key_count().await.unwrap(), 0);
     let key = "bw_0123456789abcdef0123456789abcdef01234567";
-    let rec = store.insert_api_key("default", key).await.unwrap();
+    let rec = store
+        .insert_api_key("default", "burrow", key)
+        .await
+        .unwrap();
     assert_eq!(store.api_key_count().await.unwrap(), 1);
     assert_eq!(store.find_api_key(key).await.unwrap(), Some(rec));
     assert_eq!(store.find_api_key("bw_wrong").await.unwrap(), None);
@@ -159,6 +162,89 @@ async fn api_keys_are_stored_hashed() {
     assert!(
         contains(&wal, hash_api_key(key).as_bytes())
             || contains(&raw, hash_api_key(key).as_bytes())
+    );
+}
+
+#[tokio::test]
+async fn api_keys_are_listed_used_and_revoked_but_never_the_first() {
+    let (_dir, store) = open_temp().await;
+    let operator = store
+        .insert_api_key("default", "burrow", "bw_operator")
+        .await
+        .unwrap();
+    let e2b = store
+        .insert_api_key("sdk", "e2b", "e2b_other")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.operator_key_id().await.unwrap(),
+        Some(operator.id.clone())
+    );
+    store
+        .record_api_key_uses(vec![(e2b.id.clone(), "2030-01-01T00:00:00.000Z".into())])
+        .await
+        .unwrap();
+    let listed = store.list_api_keys().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, operator.id);
+    assert_eq!(listed[0].last_used_at, None);
+    assert_eq!(listed[1].kind, "e2b");
+    assert_eq!(
+        listed[1].last_used_at.as_deref(),
+        Some("2030-01-01T00:00:00.000Z")
+    );
+
+    assert_eq!(
+        store.revoke_api_key(&operator.id).await.unwrap(),
+        Revoke::OperatorKey
+    );
+    assert_eq!(
+        store.revoke_api_key(&e2b.id).await.unwrap(),
+        Revoke::Revoked
+    );
+    assert_eq!(
+        store.revoke_api_key(&e2b.id).await.unwrap(),
+        Revoke::NotFound
+    );
+    assert_eq!(
+        store.revoke_api_key("key_nosuch").await.unwrap(),
+        Revoke::NotFound
+    );
+    assert_eq!(store.find_api_key("e2b_other").await.unwrap(), None);
+    assert!(store.find_api_key("bw_operator").await.unwrap().is_some());
+    let listed = store.list_api_keys().await.unwrap();
+    assert_eq!(listed.len(), 1, "revoked keys are not listed");
+    assert_eq!(store.api_key_count().await.unwrap(), 2, "but kept");
+}
+
+#[tokio::test]
+async fn keys_of_a_version_2_database_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("burrow.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version (version) VALUES (2);
+             CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL,
+                 key_sha256 TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+             INSERT INTO api_keys VALUES ('key_old', 'default', '{}', '2026-01-01T00:00:00.000Z');",
+            hash_api_key("bw_old")
+        ))
+        .unwrap();
+    }
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), 3);
+    let found = store
+        .find_api_key("bw_old")
+        .await
+        .unwrap()
+        .expect("still valid");
+    assert_eq!(found.id, "key_old");
+    assert_eq!(found.kind, "burrow");
+    assert_eq!(
+        store.operator_key_id().await.unwrap().as_deref(),
+        Some("key_old")
     );
 }
 

@@ -1,4 +1,5 @@
-//! `burrow key create`: issues an API key (printed once; the server stores only its hash).
+//! `burrow key create|ls|rm`: issue an API key (printed once; the server stores only its hash),
+//! list keys (never the keys themselves), revoke one.
 
 use std::process::ExitCode;
 
@@ -6,11 +7,30 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::client::ApiClient;
+use crate::output;
 
 #[derive(Subcommand)]
 pub enum KeyCommand {
     /// Create an API key and print it (it cannot be shown again).
     Create(CreateKeyArgs),
+    /// List the API keys that are not revoked, with their last use.
+    Ls(ListKeysArgs),
+    /// Revoke an API key by its id (`key_…`, from `burrow key ls`); it is refused at once.
+    /// The operator key (the first one) cannot be revoked.
+    Rm(RemoveKeyArgs),
+}
+
+#[derive(Args)]
+pub struct ListKeysArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RemoveKeyArgs {
+    /// The key's id (`key_…`), not the key.
+    pub id: String,
 }
 
 #[derive(Args)]
@@ -44,6 +64,43 @@ pub async fn run(api: &ApiClient, command: KeyCommand) -> anyhow::Result<ExitCod
                     .ok_or_else(|| anyhow::anyhow!("the server's answer has no key: {created}"))?;
                 println!("{key}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCommand::Ls(args) => {
+            let list: Value = api.get_json("/v1/api-keys").await?;
+            let keys = list["keys"].as_array().cloned().unwrap_or_default();
+            if args.json {
+                output::json(&Value::Array(keys));
+            } else {
+                output::table(
+                    &keys,
+                    &[
+                        ("ID", "id"),
+                        ("NAME", "name"),
+                        ("KIND", "kind"),
+                        ("CREATED", "created_at"),
+                        ("LAST USED", "last_used_at"),
+                        ("OPERATOR", "operator"),
+                    ],
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCommand::Rm(args) => {
+            // Ids are `key_` + hex: anything else (a key pasted by mistake included) never
+            // reaches a URL.
+            if !args.id.starts_with("key_")
+                || !args
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                anyhow::bail!(
+                    "'{}' is not a key id: pass the id shown by `burrow key ls` (key_…), not the key",
+                    args.id.escape_debug()
+                );
+            }
+            api.delete(&format!("/v1/api-keys/{}", args.id)).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

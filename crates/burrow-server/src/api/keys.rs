@@ -1,7 +1,9 @@
-//! `POST /v1/api-keys`: issues an API key (shown once; only its hash is stored).
+//! `/v1/api-keys`: issue an API key (shown once; only its hash is stored), list keys (never the
+//! key nor its hash), revoke one. The first key (the operator key, in `<data_dir>/client.key`)
+//! cannot be revoked. A revoked key is refused from the next request on, on every surface.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +59,11 @@ pub async fn create(
         KeyFormat::Burrow => keys::generate_api_key(),
         KeyFormat::E2b => keys::generate_e2b_api_key(),
     };
-    let record = state.store.insert_api_key(name, &key).await?;
+    let kind = match req.format {
+        KeyFormat::Burrow => "burrow",
+        KeyFormat::E2b => "e2b",
+    };
+    let record = state.store.insert_api_key(name, kind, &key).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedApiKey {
@@ -68,4 +74,66 @@ pub async fn create(
             key,
         }),
     ))
+}
+
+/// A key as listed.
+#[derive(Debug, Serialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub name: String,
+    /// `burrow` or `e2b` (the key's format).
+    pub kind: String,
+    pub created_at: String,
+    /// Up to ~10 s late; null if never used.
+    pub last_used_at: Option<String>,
+    /// The first key: it cannot be revoked.
+    pub operator: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApiKeyList {
+    pub keys: Vec<ApiKeyInfo>,
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<ApiKeyList>, HttpError> {
+    // Up to date: uses batched in memory are written first.
+    state.key_uses.flush(&state.store).await?;
+    let operator = state.store.operator_key_id().await?;
+    let keys = state
+        .store
+        .list_api_keys()
+        .await?
+        .into_iter()
+        .map(|k| ApiKeyInfo {
+            operator: operator.as_deref() == Some(k.id.as_str()),
+            id: k.id,
+            name: k.name,
+            kind: k.kind,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+        })
+        .collect();
+    Ok(Json(ApiKeyList { keys }))
+}
+
+/// Revokes a key (the calling key too, if asked: this request still completes).
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, HttpError> {
+    match state.store.revoke_api_key(&id).await? {
+        burrow_store::Revoke::Revoked => Ok(StatusCode::NO_CONTENT),
+        burrow_store::Revoke::NotFound => Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            burrow_types::codes::NOT_FOUND,
+            format!(
+                "no API key '{}' (or it is revoked already); list keys with GET /v1/api-keys",
+                id.escape_debug()
+            ),
+        )),
+        burrow_store::Revoke::OperatorKey => Err(HttpError::bad_request(format!(
+            "the operator key cannot be deleted: '{id}' is the first key (in \
+             <data_dir>/client.key); revoke other keys instead"
+        ))),
+    }
 }

@@ -26,7 +26,7 @@ const PRINCIPAL: &str = "burrow";
 pub struct E2bService {
     state: AppState,
     lifecycles: Arc<Lifecycles>,
-    metrics: MetricsRing,
+    metrics: Arc<MetricsRing>,
     /// Idempotency key → sandbox id; the lock also serialises creates that carry a key.
     idempotency: tokio::sync::Mutex<HashMap<String, String>>,
 }
@@ -35,8 +35,8 @@ impl E2bService {
     pub fn new(state: AppState) -> Self {
         Self {
             lifecycles: state.e2b_lifecycles.clone(),
+            metrics: state.e2b_metrics.clone(),
             state,
-            metrics: MetricsRing::default(),
             idempotency: tokio::sync::Mutex::default(),
         }
     }
@@ -179,13 +179,14 @@ impl E2bService {
                         return;
                     }
                 }
-                self.forget(id);
+                // Also after a 404: its lifecycle entry must not outlive it.
+                service::forget(&self.state, id);
             }
             TimeoutAction::Pause { .. } => {
                 tracing::info!(sandbox = id, "E2B timeout reached: pausing");
                 if let Err(e) = self.pause_sandbox(id).await {
                     match e {
-                        BackendError::SandboxNotFound(_) => self.forget(id),
+                        BackendError::SandboxNotFound(_) => service::forget(&self.state, id),
                         // Retried later; never kill instead of pausing.
                         e => {
                             tracing::error!(sandbox = id, "pausing a timed-out sandbox: {e}");
@@ -202,11 +203,6 @@ impl E2bService {
     fn retry_later(&self, id: &str) {
         let retry_at = after(Utc::now(), EXPIRY_RETRY);
         self.lifecycles.update(id, |l| l.end_at = retry_at);
-    }
-
-    fn forget(&self, id: &str) {
-        self.lifecycles.remove(id);
-        self.metrics.forget(id);
     }
 }
 
@@ -274,9 +270,12 @@ fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), BackendError> {
 impl E2bBackend for E2bService {
     async fn authenticate(&self, api_key: &str) -> Result<Principal, BackendError> {
         match self.state.store.find_api_key(api_key).await {
-            Ok(Some(_)) => Ok(Principal {
-                id: PRINCIPAL.to_string(),
-            }),
+            Ok(Some(record)) => {
+                self.state.key_uses.used(&record.id);
+                Ok(Principal {
+                    id: PRINCIPAL.to_string(),
+                })
+            }
             Ok(None) => Err(BackendError::Unauthorized),
             Err(e) => Err(BackendError::Internal(format!("state database: {e}"))),
         }
@@ -364,12 +363,11 @@ impl E2bBackend for E2bService {
     }
 
     async fn kill(&self, _principal: &Principal, id: &str) -> Result<(), BackendError> {
-        // Any state may be killed, including failed sandboxes E2B does not list.
+        // Any state may be killed, including failed sandboxes E2B does not list. A kill racing
+        // with another delete of the same sandbox waits for it and succeeds too.
         service::delete(&self.state, id)
             .await
-            .map_err(|e| backend_error(e, id))?;
-        self.forget(id);
-        Ok(())
+            .map_err(|e| backend_error(e, id))
     }
 
     async fn set_timeout(
