@@ -1465,6 +1465,11 @@ fn reconcile_blocking(
                     report.adopted.push(h);
                 }
             }
+            handle if handle.is_none() && !dir.join("upper").is_dir() => {
+                // Nothing to keep (a ZDR sandbox's tmpfs after a host reboot is an empty dir).
+                teardown(shared, &id, None)?;
+                report.dead.push(id);
+            }
             handle => {
                 // Processes gone and no image: the files stay (a restart from them, or a
                 // deletion, decides their fate); only what lived in the kernel goes.

@@ -330,6 +330,7 @@ pub struct ChildDaemon {
 impl ChildDaemon {
     /// Starts it with extra environment `env` and waits until it serves.
     pub async fn start(dir: &Path, env: &[(&str, &str)]) -> Self {
+        choose_high_instance(dir);
         let addr_file = dir.join("addr");
         let _ = std::fs::remove_file(&addr_file);
         let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
@@ -385,6 +386,30 @@ impl ChildDaemon {
         self.child.wait().unwrap();
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
         lock
+    }
+}
+
+/// Records a free runtime instance number from the top of the range for a data dir that has
+/// none yet. Fresh data dirs (other tests' servers) take the lowest free number, so one of
+/// them cannot take this dir's number while its daemon is dead between a kill and a restart.
+fn choose_high_instance(dir: &Path) {
+    let record = dir.join("instance");
+    if record.exists() {
+        return;
+    }
+    std::fs::create_dir_all("/run/burrow").unwrap();
+    for n in (30..=55).rev() {
+        let lock = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(format!("/run/burrow/instance-{n}.lock"))
+            .unwrap();
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+        {
+            std::fs::write(&record, format!("{n}\n")).unwrap();
+            return;
+        }
     }
 }
 
