@@ -405,8 +405,7 @@ fn choose_high_instance(dir: &Path) {
             .write(true)
             .open(format!("/run/burrow/instance-{n}.lock"))
             .unwrap();
-        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
-        {
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
             std::fs::write(&record, format!("{n}\n")).unwrap();
             return;
         }
