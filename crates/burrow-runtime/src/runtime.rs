@@ -247,7 +247,7 @@ impl Runtime {
     ) -> Result<SandboxHandle, RuntimeError> {
         spec.validate()?;
         if !self.claim_busy(&spec.id).await {
-            return Err(RuntimeError::Invalid(format!(
+            return Err(RuntimeError::Busy(format!(
                 "sandbox {} is being created, destroyed, checkpointed or restored right now",
                 spec.id
             )));
@@ -282,7 +282,10 @@ impl Runtime {
             )));
         }
         let Some(old) = known.or_else(|| state::load(&dir)) else {
-            return Err(RuntimeError::NotFound(spec.id.clone()));
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {} has no runtime state (runtime.json) to restart from",
+                spec.id
+            )));
         };
         let index = state::index_of(old.uid_base).ok_or_else(|| {
             RuntimeError::Invalid(format!("sandbox {}: bad uid base in runtime.json", spec.id))

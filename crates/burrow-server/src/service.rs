@@ -262,7 +262,13 @@ pub async fn restart(state: &AppState, id: &str) -> Result<Sandbox, HttpError> {
         default_workdir: template.workdir.clone(),
         zdr: policy.zdr,
     };
-    let handle = state.runtime.restart_from_files(spec).await?;
+    let handle = match state.runtime.restart_from_files(spec).await {
+        Ok(handle) => handle,
+        Err(burrow_runtime::RuntimeError::Busy(why)) => {
+            return Err(restart_refused(id, &why));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let handle_json = serde_json::to_string(&handle).expect("a handle always serialises");
     let ip = handle.ip.to_string();
     if !state
