@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::deep::{
     Api, ChildDaemon, cgroup_dirs, criu_available, init_pid, is_traced, processes, start_counter,
+    wake,
 };
 use common::{TestServer, expect_error, install_test_template};
 use rand::{Rng, SeedableRng};
@@ -98,6 +99,7 @@ async fn kill_9_while_criu_dumps_keeps_files_and_processes() {
     assert_ne!(after["state"], "error", "{after}");
     assert!(files.join(MARKER).is_file(), "the sandbox lost its files");
     assert!(!files.join("checkpoint.partial").exists());
+    wake(&api, &id).await;
     let (pid2, n, child2) = api.counter(&id).await;
     assert_eq!((pid2, child2), (pid, child_pid), "the processes changed");
     assert!(n >= last);
@@ -225,9 +227,9 @@ async fn kill_9_at_random_moments_of_checkpoints_and_restores() {
     let mut outcomes: std::collections::BTreeMap<String, u32> = Default::default();
     for round in 0..20 {
         let before = daemon.api.sandbox(&id).await;
-        let wake = is_deep(&before);
+        let waking = is_deep(&before);
         let delay = Duration::from_millis(rng.random_range(0..=150));
-        let pending = send(&daemon.api, &id, !wake);
+        let pending = send(&daemon.api, &id, !waking);
         tokio::time::sleep(delay).await;
         let complete_before_kill = files.join("checkpoint").is_dir();
         let lock = daemon.kill_9_keeping_instance(dir.path());
@@ -241,7 +243,7 @@ async fn kill_9_at_random_moments_of_checkpoints_and_restores() {
         );
         let outcome = if after["state"] == "error" {
             assert!(
-                !complete_before_kill && !wake,
+                !complete_before_kill && !waking,
                 "round {round} (seed {seed}): a complete checkpoint lost its processes: {after}"
             );
             let resp = daemon
@@ -271,10 +273,11 @@ async fn kill_9_at_random_moments_of_checkpoints_and_restores() {
         eprintln!(
             "round {round}: {} after {delay:?} (checkpoint complete at the kill: \
              {complete_before_kill}) -> {outcome}",
-            if wake { "wake" } else { "deep standby" }
+            if waking { "wake" } else { "deep standby" }
         );
         *outcomes.entry(outcome.to_string()).or_default() += 1;
     }
+    wake(&daemon.api, &id).await;
     let (now, _, _) = daemon.api.counter(&id).await;
     assert_eq!(now, pid, "seed {seed}: the processes changed");
     let (out, _) = daemon.api.exec(&id, "cat /home/user/marker.txt").await;

@@ -398,7 +398,7 @@ fn choose_high_instance(dir: &Path) {
         return;
     }
     std::fs::create_dir_all("/run/burrow").unwrap();
-    for n in (30..=55).rev() {
+    for n in (20..=40).rev() {
         let lock = std::fs::File::options()
             .create(true)
             .truncate(false)
@@ -410,6 +410,29 @@ fn choose_high_instance(dir: &Path) {
             return;
         }
     }
+}
+
+/// Wakes sandbox `id` (`POST /resume`), trying up to 3 times: the first restore right after a
+/// daemon start can fail while the root of the deep sandbox is being mounted ahead (a known,
+/// non-destructive race: the image stays and the next request retries; see the report of
+/// issue 12 item 3). Each failure is printed.
+pub async fn wake(api: &Api, id: &str) {
+    for attempt in 1..=3 {
+        let resp = api
+            .post(&format!("/v1/sandboxes/{id}/resume"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        if status == 200 {
+            return;
+        }
+        eprintln!("wake attempt {attempt} of {id} failed: {status} {text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("sandbox {id} does not wake");
 }
 
 /// Whether `pid` is being ptraced (by criu in the middle of a dump).
