@@ -45,6 +45,8 @@ enum Command {
     Standby(commands::standby::StandbyArgs),
     /// Wake sleeping sandboxes.
     Resume(commands::standby::ResumeArgs),
+    /// Start sandboxes in `error` again from their files (same id and files, fresh processes).
+    Restart(commands::standby::RestartArgs),
     /// Delete sandboxes (and everything they hold).
     Rm(commands::sandbox::RmArgs),
     /// Change when a sandbox deletes itself (its expiry policy).
@@ -116,6 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(args) => commands::sandbox::remove(&api()?, args).await,
         Command::Standby(args) => commands::standby::standby(&api()?, args).await,
         Command::Resume(args) => commands::standby::resume(&api()?, args).await,
+        Command::Restart(args) => commands::standby::restart(&api()?, args).await,
         Command::Exec(args) => commands::exec::run(&api()?, args).await,
         Command::Shell(args) => commands::shell::run(&api()?, args).await,
         Command::Cp(args) => commands::cp::run(&api()?, args).await,

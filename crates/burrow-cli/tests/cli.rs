@@ -613,3 +613,69 @@ fn template_imports_upload_rootfs_and_oci_dirs() {
     );
     std::fs::remove_dir_all(&work).unwrap();
 }
+
+#[test]
+fn restart_brings_an_error_sandbox_back_with_its_files() {
+    require_sandboxes!();
+    let server = TestServer::start();
+    let id = server
+        .ok(&["create", "--idle-timeout", "0"])
+        .trim()
+        .to_string();
+    server.ok(&[
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /home/user/marker",
+    ]);
+    let info = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&server.ok(&["info", id, "--json"])).unwrap()
+    };
+    let token = info(&id)["envd_access_token"].clone();
+    // Its init dies (killed from the host): the sandbox is `error`, its files stay.
+    let runtime: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            server
+                .data_dir
+                .join("sandboxes")
+                .join(&id)
+                .join("runtime.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let init = runtime["init_pid"].as_i64().unwrap() as i32;
+    // SAFETY: kill with the pid of the sandbox's init, which this test owns.
+    unsafe { libc::kill(init, libc::SIGKILL) };
+    let start = std::time::Instant::now();
+    while info(&id)["state"] != "error" {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "not error after its init was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let refused = server.cli(&["exec", &id, "--", "true"]);
+    assert_eq!(refused.status.code(), Some(1));
+
+    assert_eq!(server.ok(&["restart", &id]), format!("{id}  running\n"));
+    assert_eq!(
+        server.ok(&["exec", &id, "--", "cat", "/home/user/marker"]),
+        "kept\n"
+    );
+    assert_eq!(info(&id)["envd_access_token"], token);
+    // Only a sandbox in `error` restarts; an unknown one is a 404.
+    let running = server.cli(&["restart", &id]);
+    assert_eq!(running.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&running.stderr).contains("restart_refused"),
+        "{}",
+        String::from_utf8_lossy(&running.stderr)
+    );
+    let missing = server.cli(&["restart", "inosuchsandbox000000"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    server.ok(&["rm", &id]);
+}

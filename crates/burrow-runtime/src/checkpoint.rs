@@ -218,6 +218,103 @@ pub fn dump(
     })
 }
 
+/// Written by CRIU into the images dir only after a dump succeeded, i.e. once every image
+/// is complete and the dumped tree has been killed (`cr_dump_finish` → `write_stats`).
+const DUMP_STATS_FILE: &str = "stats-dump";
+/// How long reconcile waits for a `criu` orphaned by a daemon crash to finish its dump or
+/// restore (a 4 GiB sandbox dumps in well under a minute).
+const ORPHANED_CRIU_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Whether the dump in `partial` ran to completion: CRIU finished (and killed the tree) but
+/// the daemon died before it could declare the image complete.
+pub fn dump_completed(partial: &Path) -> bool {
+    partial.join(DUMP_STATS_FILE).is_file()
+}
+
+/// Finishes, after a daemon crash, what [`dump`] does after CRIU answered OK: ownership and
+/// mode for the restore, on disk, then renamed to `checkpoint/`. Only for a
+/// [`dump_completed`] image whose tree is gone.
+pub fn complete_interrupted_dump(sandbox_dir: &Path, uid_base: u32) -> Result<(), RuntimeError> {
+    let partial = sandbox_dir.join(PARTIAL_DIR);
+    let images = checkpoint_dir(sandbox_dir);
+    chown_tree(&partial, uid_base)?;
+    set_mode(&partial, 0o711)?;
+    sync_filesystem(&partial)?;
+    std::fs::rename(&partial, &images)
+        .map_err(io_err(format!("rename {partial:?} to {images:?}")))?;
+    sync_filesystem(sandbox_dir)
+}
+
+/// Waits until no other process has the sandbox's images dirs (`checkpoint.partial/`,
+/// `checkpoint/`) open or as its working directory: a `criu swrk` worker whose daemon was
+/// killed goes on with the dump or restore it was asked for (and a dump ends by killing the
+/// sandbox's processes), so what is on disk and in `/proc` is only final once it has exited.
+/// Criu is never killed here: in the middle of a dump its parasite code runs inside the
+/// sandbox's processes. Returns false on timeout.
+pub fn wait_for_orphaned_criu(sandbox_dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let targets: Vec<(u64, u64)> = [sandbox_dir.join(PARTIAL_DIR), checkpoint_dir(sandbox_dir)]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    if targets.is_empty() {
+        return true;
+    }
+    let deadline = std::time::Instant::now() + ORPHANED_CRIU_TIMEOUT;
+    let mut logged = false;
+    loop {
+        let Some(pid) = process_using(&targets) else {
+            return true;
+        };
+        if !logged {
+            tracing::warn!(dir = %sandbox_dir.display(), pid,
+                "a criu left by a crashed daemon is still working on this sandbox: waiting for it");
+            logged = true;
+        }
+        if std::time::Instant::now() > deadline {
+            tracing::error!(dir = %sandbox_dir.display(), pid, "criu did not finish in time");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process (not this one) with an open fd or working directory on one of `targets`
+/// (device, inode).
+fn process_using(targets: &[(u64, u64)]) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::process::id() as i32;
+    let matches = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .is_some_and(|m| targets.contains(&(m.dev(), m.ino())))
+    };
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let proc_dir = entry.path();
+        if matches(&proc_dir.join("cwd")) {
+            return Some(pid);
+        }
+        let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
+            continue;
+        };
+        if fds.flatten().any(|fd| matches(&fd.path())) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
 /// The dump proper (see [`dump`]); leaves the sandbox running as it was found on failure.
 fn dump_into(
     images: &Path,

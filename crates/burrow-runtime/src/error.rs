@@ -20,6 +20,9 @@ pub enum RuntimeError {
     /// The caller asked for something invalid (bad id, limits out of range, duplicate id).
     #[error("invalid sandbox request: {0}")]
     Invalid(String),
+    /// The sandbox is being created, destroyed, checkpointed or restored right now.
+    #[error("{0}")]
+    Busy(String),
     /// A host command (ip, nft, mkfs.btrfs, mount, btrfs) failed.
     #[error("{0}")]
     Command(String),

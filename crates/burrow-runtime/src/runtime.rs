@@ -190,7 +190,7 @@ impl Runtime {
         let started = Instant::now();
         let (index, slot) = self.reserve(&spec.id).await?;
         let reserved = started.elapsed();
-        let result = self.build(&spec, index, slot).await;
+        let result = self.build(&spec, index, slot, Over::NewFiles).await;
         let outcome = match result {
             Ok(handle) => {
                 let mut alloc = self.shared.lock_alloc();
@@ -234,6 +234,125 @@ impl Runtime {
             .map_err(|e| RuntimeError::Launch(format!("destroy panicked: {e}")))?;
         self.shared.refill.notify_one();
         result
+    }
+
+    /// Restart from files: starts sandbox `spec.id`, whose processes are gone (it is not
+    /// running, adopted or checkpointed), afresh over the files it kept (same dir, upper dir,
+    /// uid range and network slot, so the same address). A new init and agent; cgroups and the
+    /// network namespace are made anew with the spec's limits. On failure the files are kept
+    /// and the kernel resources released again.
+    pub async fn restart_from_files(
+        &self,
+        spec: SandboxSpec,
+    ) -> Result<SandboxHandle, RuntimeError> {
+        spec.validate()?;
+        if !self.claim_busy(&spec.id).await {
+            return Err(RuntimeError::Busy(format!(
+                "sandbox {} is being created, destroyed, checkpointed or restored right now",
+                spec.id
+            )));
+        }
+        let result = self.restart_claimed(&spec).await;
+        let mut alloc = self.shared.lock_alloc();
+        alloc.busy.remove(&spec.id);
+        if let Ok(handle) = &result {
+            alloc.sandboxes.insert(spec.id.clone(), handle.clone());
+        }
+        drop(alloc);
+        self.shared.refill.notify_one();
+        result
+    }
+
+    async fn restart_claimed(&self, spec: &SandboxSpec) -> Result<SandboxHandle, RuntimeError> {
+        let dir = self.sandbox_dir(&spec.id);
+        let known = self.shared.lock_alloc().sandboxes.get(&spec.id).cloned();
+        if let Some(h) = &known
+            && self.is_alive(h)
+        {
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {} is running: only a sandbox whose processes are gone can be \
+                 restarted from its files",
+                spec.id
+            )));
+        }
+        if checkpoint::checkpoint_dir(&dir).exists() {
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {} is in deep standby: wake it instead (its processes come back)",
+                spec.id
+            )));
+        }
+        let Some(old) = known.or_else(|| state::load(&dir)) else {
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {} has no runtime state (runtime.json) to restart from",
+                spec.id
+            )));
+        };
+        let index = state::index_of(old.uid_base).ok_or_else(|| {
+            RuntimeError::Invalid(format!("sandbox {}: bad uid base in runtime.json", spec.id))
+        })?;
+        let slot = Slot::new(self.shared.naming, old.slot);
+        {
+            let mut alloc = self.shared.lock_alloc();
+            alloc.indexes.insert(index);
+            alloc.slots_in_use.insert(slot.k);
+            alloc.sandboxes.remove(&spec.id);
+        }
+        let shared = self.shared.clone();
+        let id = spec.id.clone();
+        // Old processes (an init that exited leaves none, but be sure), then a clean slot.
+        tokio::task::spawn_blocking(move || {
+            release_kernel_resources(&shared, &id, Some(&old))?;
+            net::create_slots(&[slot], shared.slot_kind())
+        })
+        .await
+        .map_err(|e| RuntimeError::Launch(format!("restart preparation panicked: {e}")))??;
+        let result = self.build(spec, index, slot, Over::ExistingFiles).await;
+        if let Err(e) = &result {
+            tracing::warn!(id = %spec.id, error = %e, "restart from files failed; keeping the files");
+            let shared = self.shared.clone();
+            let id = spec.id.clone();
+            let placeholder = SandboxHandle {
+                id: spec.id.clone(),
+                slot: slot.k,
+                uid_base: state::uid_base(index),
+                ip: slot.sandbox_ip(),
+                init_pid: 0,
+                init_start_time: 0,
+            };
+            let cleanup =
+                tokio::task::spawn_blocking(move || release_dead(&shared, &id, Some(&placeholder)))
+                    .await;
+            if let Ok(Err(ce)) = cleanup {
+                tracing::error!(id = %spec.id, error = %ce, "cleanup after a failed restart failed");
+            }
+        } else {
+            tracing::info!(id = %spec.id, "sandbox restarted from its files");
+        }
+        result
+    }
+
+    /// Kills the sandbox's processes and releases its kernel resources (cgroups, network
+    /// namespace) but keeps its files, uid range and slot: it can be restarted from its files
+    /// ([`Runtime::restart_from_files`]) or destroyed later.
+    pub async fn stop_keeping_files(&self, id: &str) -> Result<(), RuntimeError> {
+        validate_id(id)?;
+        if !self.claim_busy(id).await {
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {id} is being created or destroyed right now"
+            )));
+        }
+        let shared = self.shared.clone();
+        let owned = id.to_owned();
+        let result = tokio::task::spawn_blocking(move || {
+            let dir = shared.sandboxes_dir.join(&owned);
+            let known = shared.lock_alloc().sandboxes.get(&owned).cloned();
+            let handle = known.or_else(|| state::load(&dir));
+            release_dead(&shared, &owned, handle.as_ref())
+        })
+        .await
+        .map_err(|e| RuntimeError::Launch(format!("stop panicked: {e}")));
+        self.end_power_change(id);
+        result?
     }
 
     /// Deep standby: checkpoints every process of the sandbox with CRIU into
@@ -614,14 +733,16 @@ impl Runtime {
         spec: &SandboxSpec,
         index: u32,
         slot: Slot,
+        over: Over,
     ) -> Result<SandboxHandle, RuntimeError> {
         let t = Instant::now();
         let shared = self.shared.clone();
         let owned = spec.clone();
-        let launch_spec =
-            tokio::task::spawn_blocking(move || prepare_sandbox(&shared, &owned, index, slot))
-                .await
-                .map_err(|e| RuntimeError::Launch(format!("prepare panicked: {e}")))??;
+        let launch_spec = tokio::task::spawn_blocking(move || {
+            prepare_sandbox(&shared, &owned, index, slot, over)
+        })
+        .await
+        .map_err(|e| RuntimeError::Launch(format!("prepare panicked: {e}")))??;
         if self.shared.netns_mode == NetnsMode::Sandbox {
             checkpoint::save_launch_spec(&self.sandbox_dir(&spec.id), &launch_spec)?;
             // The launcher creates the host end: one left from a Full slot would be in the way.
@@ -883,15 +1004,35 @@ async fn fill_pool_forever(shared: Weak<Shared>) {
     }
 }
 
-/// Blocking part of create: dirs, quota, cgroups, and the launch spec.
+/// What a launch starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    /// A new sandbox: its dir, quota, upper and work dirs are made.
+    NewFiles,
+    /// A restart from files: the sandbox's dir and upper dir exist and are kept.
+    ExistingFiles,
+}
+
+/// Blocking part of create (and of a restart from files): dirs, quota, cgroups, and the
+/// launch spec.
 fn prepare_sandbox(
     shared: &Shared,
     spec: &SandboxSpec,
     index: u32,
     slot: Slot,
+    over: Over,
 ) -> Result<LaunchSpec, RuntimeError> {
     let dir = shared.sandboxes_dir.join(&spec.id);
-    if spec.zdr {
+    if over == Over::ExistingFiles {
+        // A restart from files: the dir, its quota and its upper dir are kept as they are.
+        let upper = dir.join("upper");
+        if !upper.is_dir() {
+            return Err(RuntimeError::Invalid(format!(
+                "sandbox {} has no files to restart from ({upper:?} is missing)",
+                spec.id
+            )));
+        }
+    } else if spec.zdr {
         // Zero data retention: a tmpfs of the disk limit, so upper and work never touch the disk.
         std::fs::DirBuilder::new()
             .mode(0o700)
@@ -918,17 +1059,24 @@ fn prepare_sandbox(
     state::save(&dir, &placeholder)?;
     let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
     for d in [&upper, &work] {
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(d)
-            .map_err(io_err(format!("create {d:?}")))?;
+        match std::fs::DirBuilder::new().mode(0o755).create(d) {
+            Err(e)
+                if over == Over::ExistingFiles && e.kind() == std::io::ErrorKind::AlreadyExists => {
+            }
+            r => r.map_err(io_err(format!("create {d:?}")))?,
+        }
         chown(d, Some(uid_base), Some(uid_base)).map_err(io_err(format!("chown {d:?}")))?;
     }
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&rootfs)
-        .map_err(io_err(format!("create {rootfs:?}")))?;
+    match std::fs::DirBuilder::new().mode(0o755).create(&rootfs) {
+        Err(e) if over == Over::ExistingFiles && e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        r => r.map_err(io_err(format!("create {rootfs:?}")))?,
+    }
     let cgroups = shared.cgroups(&spec.id);
+    if over == Over::ExistingFiles {
+        // Whatever a dead init left in them goes; they are made anew with the spec's limits.
+        cgroups.kill_all()?;
+        cgroups.remove()?;
+    }
     cgroups.create(Limits {
         memory_bytes: spec.memory_mb << 20,
         cpus: spec.cpus,
@@ -1158,6 +1306,123 @@ fn teardown_resources(
     }
 }
 
+/// Kills what is left of sandbox `id`'s processes and removes its cgroups and network
+/// namespace (the slot number stays reserved for a restart). Files are not touched.
+fn release_kernel_resources(
+    shared: &Shared,
+    id: &str,
+    handle: Option<&SandboxHandle>,
+) -> Result<(), RuntimeError> {
+    drop(shared.lock_alloc().held_roots.remove(id));
+    if let Some(h) = handle
+        && process_matches(h.init_pid, h.init_start_time)
+    {
+        // SAFETY: kill has no memory-safety preconditions; pid and start time were checked.
+        unsafe { libc::kill(h.init_pid, libc::SIGKILL) };
+    }
+    let cgroups = shared.cgroups(id);
+    cgroups.kill_all()?;
+    if let Some(h) = handle
+        && h.init_pid > 0
+    {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out-pointer; ECHILD if it is not our child.
+        unsafe { libc::waitpid(h.init_pid, &mut status, libc::WNOHANG) };
+    }
+    cgroups.remove()?;
+    if let Some(h) = handle {
+        net::delete_slot(Slot::new(shared.naming, h.slot))?;
+        let _ = crate::host::run_command("conntrack", &["-D", "-s", &h.ip.to_string()], None);
+    }
+    Ok(())
+}
+
+/// A sandbox whose processes are gone and which has no complete image: the kernel resources
+/// go, its files stay (upper dir, logs, launch spec) for a restart from files or a deletion.
+/// `runtime.json` keeps its uid range (which owns the files) and slot, with no init.
+fn release_dead(
+    shared: &Shared,
+    id: &str,
+    handle: Option<&SandboxHandle>,
+) -> Result<(), RuntimeError> {
+    release_kernel_resources(shared, id, handle)?;
+    let dir = shared.sandboxes_dir.join(id);
+    let partial = dir.join(checkpoint::PARTIAL_DIR);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(io_err(format!("remove {partial:?}")))?;
+    }
+    checkpoint::remove_used_images(&dir);
+    let mut alloc = shared.lock_alloc();
+    alloc.sandboxes.remove(id);
+    if let Some(h) = handle {
+        let dead = SandboxHandle {
+            init_pid: 0,
+            init_start_time: 0,
+            ..h.clone()
+        };
+        state::save(&dir, &dead)?;
+        if let Some(index) = state::index_of(h.uid_base) {
+            alloc.indexes.insert(index);
+        }
+        alloc.slots_in_use.insert(h.slot);
+    }
+    Ok(())
+}
+
+/// After a daemon crash in the middle of a restore, CRIU may have brought the tree back
+/// although `runtime.json` still names the init of before the checkpoint: the live init in
+/// the sandbox's cgroup (pid 1 of a pid namespace) is adopted, and the used images go.
+fn adopt_restored_tree(
+    shared: &Shared,
+    dir: &Path,
+    old: &SandboxHandle,
+) -> Result<Option<SandboxHandle>, RuntimeError> {
+    let mut pids = BTreeSet::new();
+    for procs in shared.cgroups(&old.id).procs_files() {
+        if let Ok(text) = std::fs::read_to_string(&procs) {
+            pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    let inits: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|pid| is_pid_namespace_init(*pid) && !pids.contains(&parent_pid(*pid)))
+        .collect();
+    let [init_pid] = inits[..] else {
+        return Ok(None);
+    };
+    let Some(init_start_time) = process_start_time(init_pid) else {
+        return Ok(None);
+    };
+    tracing::warn!(id = %old.id, init_pid, "adopting a sandbox restored while the daemon was down");
+    let handle = SandboxHandle {
+        init_pid,
+        init_start_time,
+        ..old.clone()
+    };
+    state::save(dir, &handle)?;
+    Ok(Some(handle))
+}
+
+/// Whether `pid` is pid 1 of a pid namespace below ours (`NSpid: <host pid> ... 1`).
+fn is_pid_namespace_init(pid: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>())
+        .is_some_and(|ids| ids.len() >= 2 && ids.last() == Some(&"1"))
+}
+
+fn parent_pid(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .and_then(|rest| rest.split(' ').nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
 fn reconcile_blocking(
     shared: &Shared,
     known: &BTreeSet<String>,
@@ -1180,20 +1445,46 @@ fn reconcile_blocking(
             }
         }
         on_disk.insert(id.clone());
-        let handle = state::load(&entry.path());
-        let alive = handle
+        let dir = entry.path();
+        if !known.contains(&id) {
+            // No row: what is left of a deleted sandbox (or of a create that never got one).
+            checkpoint::wait_for_orphaned_criu(&dir);
+            teardown(shared, &id, None)?;
+            report.orphans_removed.push(format!("sandbox {id}"));
+            continue;
+        }
+        // A criu orphaned by a daemon crash may still be dumping (and will then kill the
+        // sandbox's processes) or restoring (and will then start them): judge its outcome.
+        checkpoint::wait_for_orphaned_criu(&dir);
+        let mut handle = state::load(&dir);
+        let mut alive = handle
             .as_ref()
             .is_some_and(|h| process_matches(h.init_pid, h.init_start_time));
-        // A dump the daemon did not see through (crash): never a valid image.
-        let partial = entry.path().join(checkpoint::PARTIAL_DIR);
-        let interrupted_dump = partial.exists();
-        if interrupted_dump {
-            std::fs::remove_dir_all(&partial).map_err(io_err(format!("remove {partial:?}")))?;
+        if !alive
+            && let Some(h) = &handle
+            && let Some(restored) = adopt_restored_tree(shared, &dir, h)?
+        {
+            handle = Some(restored);
+            alive = true;
         }
-        let images = checkpoint::checkpoint_dir(&entry.path());
+        let partial = dir.join(checkpoint::PARTIAL_DIR);
+        let interrupted_dump = partial.exists();
+        let images = checkpoint::checkpoint_dir(&dir);
+        if interrupted_dump {
+            match &handle {
+                // CRIU finished the dump (and killed the processes) after the daemon died.
+                Some(h) if !alive && !images.exists() && checkpoint::dump_completed(&partial) => {
+                    tracing::warn!(%id, "completing a checkpoint whose daemon died after the dump");
+                    checkpoint::complete_interrupted_dump(&dir, h.uid_base)?;
+                }
+                // A dump that did not finish: never a valid image.
+                _ => std::fs::remove_dir_all(&partial)
+                    .map_err(io_err(format!("remove {partial:?}")))?,
+            }
+        }
         let checkpointed = !alive && images.is_dir();
-        match (known.contains(&id), alive || checkpointed, handle) {
-            (true, true, Some(h)) => {
+        match handle {
+            Some(h) if alive || checkpointed => {
                 {
                     let mut alloc = shared.lock_alloc();
                     if let Some(index) = state::index_of(h.uid_base) {
@@ -1219,13 +1510,16 @@ fn reconcile_blocking(
                     report.adopted.push(h);
                 }
             }
-            (true, _, _) => {
+            handle if handle.is_none() && !dir.join("upper").is_dir() => {
+                // Nothing to keep (a ZDR sandbox's tmpfs after a host reboot is an empty dir).
                 teardown(shared, &id, None)?;
                 report.dead.push(id);
             }
-            (false, _, _) => {
-                teardown(shared, &id, None)?;
-                report.orphans_removed.push(format!("sandbox {id}"));
+            handle => {
+                // Processes gone and no image: the files stay (a restart from them, or a
+                // deletion, decides their fate); only what lived in the kernel goes.
+                release_dead(shared, &id, handle.as_ref())?;
+                report.dead.push(id);
             }
         }
     }

@@ -55,6 +55,7 @@ async fn create_destroy_reconcile() {
     let kept = rt.create(spec("keep", &rootfs)).await.expect("create keep");
     let lost = rt.create(spec("lost", &rootfs)).await.expect("create lost");
     let gone = rt.create(spec("gone", &rootfs)).await.expect("create gone");
+    assert_eq!(sh(&gone, "echo kept > /root/f && cat /root/f").1, "kept\n");
     drop(rt);
     // `gone` dies while the daemon is down.
     // SAFETY: plain kill of a pid we just created.
@@ -73,6 +74,28 @@ async fn create_destroy_reconcile() {
         "{report:?}"
     );
     assert_no_leftovers(&data_dir, "lost", lost.uid_base);
+    // `gone` keeps its files (only its kernel resources are released) and starts again from
+    // them: same uid range and slot, a new init.
+    assert!(
+        data_dir.join("sandboxes/gone/upper/root/f").is_file(),
+        "a dead sandbox keeps its files"
+    );
+    assert!(!rt.cgroup_dir("freezer", "gone").exists());
+    let restarted = rt
+        .restart_from_files(spec("gone", &rootfs))
+        .await
+        .expect("restart gone from its files");
+    assert_eq!(
+        (restarted.uid_base, restarted.slot),
+        (gone.uid_base, gone.slot)
+    );
+    assert_ne!(restarted.init_pid, gone.init_pid);
+    assert_eq!(sh(&restarted, "cat /root/f").1, "kept\n");
+    assert!(
+        rt.restart_from_files(spec("gone", &rootfs)).await.is_err(),
+        "a running sandbox does not restart"
+    );
+    rt.destroy("gone").await.expect("destroy gone");
     assert_no_leftovers(&data_dir, "gone", gone.uid_base);
     // The adopted sandbox still works and can be destroyed normally.
     assert_eq!(sh(&kept, "cat /etc/hostname").1, "keep\n");

@@ -101,6 +101,11 @@ impl From<RuntimeError> for HttpError {
             ),
             RuntimeError::NotFound(id) => Self::sandbox_not_found(id),
             RuntimeError::Invalid(msg) => Self::bad_request(msg.clone()),
+            RuntimeError::Busy(msg) => Self::new(
+                StatusCode::CONFLICT,
+                codes::INVALID_REQUEST,
+                format!("{msg}; retry when it is done"),
+            ),
             _ => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 codes::RUNTIME_ERROR,

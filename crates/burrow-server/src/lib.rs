@@ -300,6 +300,7 @@ fn router(state: AppState, e2b: e2b::E2bRouter) -> Router {
         .route("/v1/sandboxes/{id}/exec", post(api::exec::exec))
         .route("/v1/sandboxes/{id}/standby", post(api::standby::standby))
         .route("/v1/sandboxes/{id}/resume", post(api::standby::resume))
+        .route("/v1/sandboxes/{id}/restart", post(api::standby::restart))
         .route(
             "/v1/sandboxes/{id}/leases",
             post(api::standby::create_lease),

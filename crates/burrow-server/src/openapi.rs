@@ -24,6 +24,7 @@ use crate::api;
         api::tunnel::tunnel,
         api::standby::standby,
         api::standby::resume,
+        api::standby::restart,
         api::standby::create_lease,
         api::standby::delete_lease,
         api::templates::list,

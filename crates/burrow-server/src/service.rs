@@ -209,6 +209,112 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
     Ok(sandbox)
 }
 
+/// Restart from files: a sandbox in `error` (its processes are gone, e.g. after a crash that
+/// left no complete checkpoint) starts again with the same id, envd access token, files (its
+/// upper dir), limits, env, labels and policy; fresh processes (init, agent, then the
+/// template's start command, as at create). E2B's filesystem-only resume.
+pub async fn restart(state: &AppState, id: &str) -> Result<Sandbox, HttpError> {
+    let record = get(state, id).await?;
+    match record.state {
+        SandboxState::Error => {}
+        SandboxState::Creating => {
+            return Err(restart_refused(id, "it is being created"));
+        }
+        other => {
+            return Err(restart_refused(
+                id,
+                &format!(
+                    "it is {} (its processes exist or sleep); restart is for a sandbox in `error`",
+                    other.as_str()
+                ),
+            ));
+        }
+    }
+    let template = {
+        let templates = state.templates.clone();
+        let name = record.template.clone();
+        tokio::task::spawn_blocking(move || templates.get(&name))
+            .await
+            .map_err(|e| HttpError::internal(format!("template lookup task: {e}")))?
+            .map_err(|e| {
+                HttpError::new(
+                    StatusCode::CONFLICT,
+                    codes::RESTART_REFUSED,
+                    format!(
+                        "sandbox {id} cannot restart: its template {:?} is not available ({e}); \
+                         its files stay until you delete it",
+                        record.template
+                    ),
+                )
+            })?
+    };
+    let policy = state.store.sandbox_policy(id).await?;
+    let spec = SandboxSpec {
+        id: record.id.clone(),
+        template: template.name.clone(),
+        layers: template.layers.clone(),
+        cpus: record.cpus,
+        memory_mb: record.memory_mb,
+        disk_mb: record.disk_mb,
+        pids_max: PIDS_MAX,
+        env: record.env.clone(),
+        access_token: record.access_token.clone(),
+        default_user: template.user.clone(),
+        default_workdir: template.workdir.clone(),
+        zdr: policy.zdr,
+    };
+    let handle = match state.runtime.restart_from_files(spec).await {
+        Ok(handle) => handle,
+        Err(burrow_runtime::RuntimeError::Busy(why)) => {
+            return Err(restart_refused(id, &why));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let handle_json = serde_json::to_string(&handle).expect("a handle always serialises");
+    let ip = handle.ip.to_string();
+    if !state
+        .store
+        .mark_sandbox_running(id, &handle_json, &ip)
+        .await?
+    {
+        // Deleted meanwhile: honour the delete.
+        let _ = state.runtime.destroy(id).await;
+        return Err(HttpError::sandbox_not_found(id));
+    }
+    let sandbox_dir = state.runtime.sandbox_dir(id);
+    let idle_timeout = load_idle_timeout(&sandbox_dir).unwrap_or(state.config.default_idle_timeout);
+    state
+        .power
+        .insert(id, SandboxPower::new(idle_timeout, Power::Awake));
+    if let Some(start) = &template.start {
+        let token = record.access_token.as_deref().unwrap_or_default();
+        if let Err(e) = crate::template_start::run(id, &handle, token, start).await {
+            // Keep the files: back to `error`, with the reason, restartable again.
+            state.power.remove(id);
+            let _ = state.runtime.stop_keeping_files(id).await;
+            state
+                .store
+                .mark_sandbox_error(id, &format!("restart: {e}"))
+                .await?;
+            return Err(e);
+        }
+    }
+    if let Err(e) = standby::create_lease_dir(&sandbox_dir, handle.uid_base) {
+        tracing::warn!(sandbox = id, "creating /run/burrow/leases: {e}");
+    }
+    crate::metering::started(state, id);
+    tracing::info!(sandbox = id, "sandbox restarted from its files");
+    describe_full(state, get(state, id).await?).await
+}
+
+fn restart_refused(id: &str, why: &str) -> HttpError {
+    HttpError::new(
+        StatusCode::CONFLICT,
+        codes::RESTART_REFUSED,
+        format!("sandbox {id} cannot be restarted: {why}"),
+    )
+}
+
 /// Fills the retention fields of an API sandbox.
 pub fn with_policy(sandbox: &mut Sandbox, policy: burrow_store::SandboxPolicy) {
     sandbox.expiration = (!policy.expiration.is_empty()).then_some(policy.expiration);
@@ -763,7 +869,7 @@ impl Drop for DeleteTurn<'_> {
 }
 
 /// Reason recorded for sandboxes whose processes died while the daemon was down.
-pub const GONE_AFTER_RESTART: &str = "sandbox processes were gone after a restart";
+pub const GONE_AFTER_RESTART: &str = "sandbox processes were gone after a restart; its files are kept: restart it (POST /v1/sandboxes/{id}/restart, `burrow restart ID`) or delete it";
 
 /// After a start: rows left in `creating` by a crash are destroyed and removed; the runtime adopts
 /// live sandboxes and releases dead ones, which are marked `error`.

@@ -12,307 +12,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use burrow_envd::EnvdClient;
-use burrow_envd::proto::process::{ProcessConfig, ProcessEvent, StartRequest};
+use common::deep::{
+    Api, CHILD_DIR_VAR, ChildDaemon, cgroup_dirs, criu_available, freezer_state, processes,
+    start_counter,
+};
 use common::{TestServer, install_test_template};
-use futures::StreamExt;
 use serde_json::{Value, json};
-
-/// Counts in memory every 20 ms, keeps a child process, answers `GET /` with
-/// "<pid> <count> <child pid>".
-const COUNTER_PY: &str = r#"
-import http.server, os, subprocess, threading, time
-child = subprocess.Popen(["sleep", "100000"])
-n = 0
-def tick():
-    global n
-    while True:
-        n += 1
-        time.sleep(0.02)
-threading.Thread(target=tick, daemon=True).start()
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = f"{os.getpid()} {n} {child.pid}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("0.0.0.0", 8080), H).serve_forever()
-"#;
-
-/// A request to a sandbox in deep standby waits for the restore: fail rather than hang.
-const WAKE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Set in the child process that runs a daemon for the kill -9 test.
-const CHILD_DIR_VAR: &str = "BURROW_TEST_DEEP_CHILD_DIR";
-
-fn criu_available() -> bool {
-    let criu = std::env::var_os("BURROW_CRIU_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/burrow/criu/criu"));
-    if criu.exists() && std::env::var("BURROW_NETNS_MODE").as_deref() != Ok("host") {
-        return true;
-    }
-    eprintln!("SKIPPED: deep standby needs CRIU at {criu:?} and BURROW_NETNS_MODE unset/sandbox");
-    false
-}
-
-/// A minimal API client (the kill -9 test talks to a daemon in another process).
-#[derive(Clone)]
-struct Api {
-    base: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn of(server: &TestServer) -> Self {
-        Self {
-            base: server.url(""),
-            key: server.key.clone(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// An authenticated request to the API.
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-    }
-
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.request(reqwest::Method::POST, path)
-            .timeout(WAKE_TIMEOUT)
-    }
-
-    async fn sandbox(&self, id: &str) -> Value {
-        let resp = self
-            .request(reqwest::Method::GET, &format!("/v1/sandboxes/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json().await.unwrap()
-    }
-
-    async fn create(&self, body: Value) -> Value {
-        let resp = self.post("/v1/sandboxes").json(&body).send().await.unwrap();
-        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-        resp.json().await.unwrap()
-    }
-
-    async fn standby(&self, id: &str, deep: bool) -> Value {
-        let resp = self
-            .post(&format!("/v1/sandboxes/{id}/standby"))
-            .json(&json!({"deep": deep}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-        resp.json().await.unwrap()
-    }
-
-    async fn delete(&self, id: &str) {
-        let resp = self
-            .request(reqwest::Method::DELETE, &format!("/v1/sandboxes/{id}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 204);
-    }
-
-    async fn exec(&self, id: &str, command: &str) -> (String, i64) {
-        let resp = self
-            .post(&format!("/v1/sandboxes/{id}/exec"))
-            .json(&json!({"command": command}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-        let text = resp.text().await.unwrap();
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let mut out = Vec::new();
-        let mut code = None;
-        for line in text.lines() {
-            let event: Value = serde_json::from_str(line).unwrap();
-            match event["type"].as_str().unwrap() {
-                "stdout" => out.extend(b64.decode(event["data"].as_str().unwrap()).unwrap()),
-                "exit" => code = event["exit_code"].as_i64(),
-                "error" => panic!("exec error: {event}"),
-                _ => {}
-            }
-        }
-        (String::from_utf8(out).unwrap(), code.expect("exit event"))
-    }
-
-    /// `GET /` of the counter through the proxy: (pid, count, child pid).
-    async fn counter(&self, id: &str) -> (u32, u64, u32) {
-        let resp = self
-            .http
-            .get(format!("{}/", self.base))
-            .header("Host", format!("8080-{id}.burrow.test"))
-            .timeout(WAKE_TIMEOUT)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert_eq!(status, 200, "{text}");
-        let mut it = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
-        let (pid, n, child) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
-        (pid as u32, n, child as u32)
-    }
-
-    /// An envd Connect-RPC unary call through the proxy.
-    async fn envd_call(&self, id: &str, token: &str, method: &str, body: Value) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}/{method}", self.base))
-            .header("Host", format!("49983-{id}.burrow.test"))
-            .header("X-Access-Token", token)
-            .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .timeout(WAKE_TIMEOUT)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        assert_eq!(status, 200, "{method}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    /// envd's process table through the proxy.
-    async fn envd_pids(&self, id: &str, token: &str) -> Vec<u64> {
-        let resp = self
-            .http
-            .post(format!("{}/process.Process/List", self.base))
-            .header("Host", format!("49983-{id}.burrow.test"))
-            .header("X-Access-Token", token)
-            .header("Content-Type", "application/json")
-            .body("{}")
-            .timeout(WAKE_TIMEOUT)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let body: Value = resp.json().await.unwrap();
-        body["processes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["pid"].as_u64().unwrap())
-            .collect()
-    }
-}
-
-/// The cgroup v1 dirs of sandbox `id` (whatever the runtime instance's parent is called).
-fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    for controller in ["freezer", "memory", "cpu", "cpuacct", "pids"] {
-        let Ok(parents) = std::fs::read_dir(Path::new("/sys/fs/cgroup").join(controller)) else {
-            continue;
-        };
-        for parent in parents.flatten() {
-            let dir = parent.path().join(id);
-            if dir.is_dir() {
-                dirs.push(dir);
-            }
-        }
-    }
-    dirs
-}
-
-fn processes(id: &str) -> usize {
-    cgroup_dirs(id)
-        .iter()
-        .find(|d| d.starts_with("/sys/fs/cgroup/pids"))
-        .map(|d| {
-            std::fs::read_to_string(d.join("cgroup.procs"))
-                .unwrap()
-                .lines()
-                .count()
-        })
-        .unwrap_or(0)
-}
-
-fn freezer_state(id: &str) -> String {
-    let dir = cgroup_dirs(id)
-        .into_iter()
-        .find(|d| d.starts_with("/sys/fs/cgroup/freezer"))
-        .expect("freezer cgroup");
-    std::fs::read_to_string(dir.join("freezer.state"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// Starts the counter through envd (so envd's process table knows it) and waits until it
-/// answers through the proxy. Returns (envd pid, (pid, count, child pid)).
-async fn start_counter(api: &Api, sb: &Value) -> (u64, (u32, u64, u32)) {
-    let id = sb["id"].as_str().unwrap();
-    let token = sb["envd_access_token"].as_str().unwrap().to_string();
-    let put = api
-        .http
-        .put(format!(
-            "{}/v1/sandboxes/{id}/files?path=/home/user/counter.py",
-            api.base
-        ))
-        .bearer_auth(&api.key)
-        .body(COUNTER_PY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
-    let ip: std::net::Ipv4Addr = sb["ip"].as_str().unwrap().parse().unwrap();
-    let envd = EnvdClient::new((ip, 49983).into(), Some(token)).unwrap();
-    let mut events = envd
-        .start(
-            StartRequest {
-                process: ProcessConfig {
-                    cmd: "python3".into(),
-                    args: vec!["/home/user/counter.py".into()],
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-            None,
-            None,
-        )
-        .await
-        .unwrap();
-    let envd_pid = loop {
-        match events.next().await {
-            Some(Ok(ProcessEvent::Start(s))) => break u64::from(s.pid),
-            Some(Ok(_)) => continue,
-            other => panic!("no start event: {other:?}"),
-        }
-    };
-    // Disconnecting does not stop an envd process: the deep standby cuts this stream anyway.
-    drop(events);
-    let start = Instant::now();
-    loop {
-        let resp = api
-            .http
-            .get(format!("{}/", api.base))
-            .header("Host", format!("8080-{id}.burrow.test"))
-            .send()
-            .await
-            .unwrap();
-        if resp.status() == 200 {
-            return (envd_pid, api.counter(id).await);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "counter never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// After a wake: same processes, counter continued from `last` (and did not run while
 /// checkpointed), file intact, clock right, envd still lists the process.
@@ -617,14 +322,7 @@ async fn deep_standby_end_to_end() {
 #[tokio::test]
 #[ignore = "run by kill_9_during_checkpoint in a child process"]
 async fn child_daemon() {
-    let Some(dir) = std::env::var_os(CHILD_DIR_VAR).map(PathBuf::from) else {
-        return;
-    };
-    let server = burrow_server::Server::bind(common::config(&dir))
-        .await
-        .expect("child daemon starts");
-    std::fs::write(dir.join("addr"), server.local_addr().to_string()).unwrap();
-    server.run(std::future::pending()).await.unwrap();
+    common::deep::run_child_daemon().await;
 }
 
 #[tokio::test]
@@ -636,33 +334,11 @@ async fn kill_9_during_checkpoint() {
     if !install_test_template(dir.path()) || !criu_available() {
         return;
     }
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_daemon", "--ignored", "--nocapture"])
-        .env(CHILD_DIR_VAR, dir.path())
-        .env("BURROW_TEST_CHECKPOINT_PAUSE_MS", "60000")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr_file = dir.path().join("addr");
     let t0 = Instant::now();
-    let start = Instant::now();
-    while !addr_file.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "child daemon did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let child =
+        ChildDaemon::start(dir.path(), &[("BURROW_TEST_CHECKPOINT_PAUSE_MS", "60000")]).await;
     eprintln!("child daemon up after {:?}", t0.elapsed());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let api = Api {
-        base: format!("http://{}", std::fs::read_to_string(&addr_file).unwrap()),
-        key: std::fs::read_to_string(dir.path().join(burrow_server::CLIENT_KEY_FILE))
-            .unwrap()
-            .trim()
-            .to_string(),
-        http: reqwest::Client::new(),
-    };
+    let api = child.api.clone();
     let sb = api.create(json!({"idle_timeout": 0})).await;
     let id = sb["id"].as_str().unwrap().to_string();
     let token = sb["envd_access_token"].as_str().unwrap().to_string();
@@ -701,8 +377,7 @@ async fn kill_9_during_checkpoint() {
     }
     eprintln!("checkpoint stalled after {:?}", t0.elapsed());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill_9();
     assert!(
         pending.await.unwrap().is_err(),
         "the request died with the daemon"
@@ -723,7 +398,7 @@ async fn kill_9_during_checkpoint() {
     check_intact(&api, &id, &token, envd_pid, (pid, child_pid), last).await;
 
     // Processes gone and no complete image (e.g. killed while the daemon was down): `error`
-    // with a message, never a restore from a half image.
+    // with a message, never a restore from a half image, and the files are kept.
     api.standby(&id, false).await;
     server.stop().await;
     std::fs::create_dir(&partial).unwrap();
@@ -764,6 +439,19 @@ async fn kill_9_during_checkpoint() {
     );
     assert_eq!(gone["state"], "error", "{gone}");
     assert!(gone["error"].as_str().unwrap().contains("gone"), "{gone}");
+    let files = dir.path().join("sandboxes").join(&id);
+    assert!(!partial.exists(), "the half image is discarded");
+    assert!(
+        files.join("upper/home/user/state.txt").is_file(),
+        "the sandbox's files are kept"
+    );
+    assert!(cgroup_dirs(&id).is_empty(), "its cgroups are released");
+    // Deleting it erases the files.
+    api.delete(&id).await;
+    assert!(
+        !files.exists(),
+        "deleting an error sandbox erases its files"
+    );
     server.stop().await;
 }
 

@@ -186,7 +186,21 @@ async fn sandbox_lifecycle_end_to_end() {
         .await
         .unwrap();
     assert_eq!(dead["state"], "error", "{dead}");
-    assert_eq!(dead["error"], "sandbox processes were gone after a restart");
+    assert!(
+        dead["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("sandbox processes were gone after a restart; its files are kept"),
+        "{dead}"
+    );
+    assert!(
+        dir.path()
+            .join("sandboxes")
+            .join(&doomed_id)
+            .join("upper")
+            .is_dir(),
+        "a dead sandbox keeps its files until it is deleted"
+    );
     let exec = server
         .post(&format!("/v1/sandboxes/{doomed_id}/exec"))
         .json(&json!({"command": "true"}))

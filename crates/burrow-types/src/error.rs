@@ -80,4 +80,7 @@ pub mod codes {
     pub const STANDBY_REFUSED: &str = "standby_refused";
     /// 502: the template's start command exited, or was not ready in time (the sandbox is gone).
     pub const START_FAILED: &str = "start_failed";
+    /// 409: a restart from files was asked of a sandbox that is not in `error` (it is being
+    /// created, or its processes run or sleep).
+    pub const RESTART_REFUSED: &str = "restart_refused";
 }

@@ -1,4 +1,5 @@
-//! `standby` and `resume`: put a sandbox to sleep now, or wake it.
+//! `standby`, `resume` and `restart`: put a sandbox to sleep now, wake it, or start one in
+//! `error` again from its files.
 
 use std::process::ExitCode;
 
@@ -26,6 +27,13 @@ pub struct ResumeArgs {
     pub ids: Vec<String>,
 }
 
+#[derive(Args)]
+pub struct RestartArgs {
+    /// Sandbox ids (sandboxes in `error`).
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
 pub async fn standby(api: &ApiClient, args: StandbyArgs) -> anyhow::Result<ExitCode> {
     let body = json!({"deep": args.deep});
     for_each_id(&args.ids, |id| {
@@ -44,6 +52,17 @@ pub async fn resume(api: &ApiClient, args: ResumeArgs) -> anyhow::Result<ExitCod
     for_each_id(&args.ids, |id| async move {
         let sandbox: Value = api
             .post_json(&format!("/v1/sandboxes/{id}/resume"), &json!({}))
+            .await?;
+        Ok(format!("{id}  {}", output::cell(&sandbox, "state")))
+    })
+    .await
+}
+
+/// Restart from files: same id, token and files, fresh processes.
+pub async fn restart(api: &ApiClient, args: RestartArgs) -> anyhow::Result<ExitCode> {
+    for_each_id(&args.ids, |id| async move {
+        let sandbox: Value = api
+            .post_json(&format!("/v1/sandboxes/{id}/restart"), &json!({}))
             .await?;
         Ok(format!("{id}  {}", output::cell(&sandbox, "state")))
     })

@@ -151,3 +151,23 @@ pub async fn delete_lease(
         ))
     }
 }
+
+/// Restart from files: a sandbox in `error` (its processes are gone and no checkpoint can bring
+/// them back, e.g. after a host crash) starts again with the same id, access token, files,
+/// limits, env, labels and policy, and fresh processes (the template's start command runs as
+/// at create). E2B's filesystem-only resume.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/restart", tag = "sandboxes",
+    params(("id" = String, Path, description = "Sandbox id")),
+    responses(
+        (status = 200, description = "The sandbox runs again over its files", body = Sandbox),
+        (status = 400, description = "`invalid_request`: the runtime cannot restart it (e.g. its files are missing)", body = ApiError),
+        (status = 404, description = "`sandbox_not_found`", body = ApiError),
+        (status = 409, description = "`restart_refused`: it is being created, or it runs or sleeps (only a sandbox in `error` restarts), or its template is gone", body = ApiError),
+        (status = 502, description = "`start_failed`: the template's start command failed (the sandbox is `error` again, files kept)", body = ApiError),
+    ))]
+pub async fn restart(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Sandbox>, HttpError> {
+    Ok(Json(service::restart(&state, &id).await?))
+}
