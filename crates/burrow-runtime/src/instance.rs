@@ -15,6 +15,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::error::{RuntimeError, io_err};
@@ -55,7 +56,10 @@ impl Instance {
                 lock = try_lock(n)?;
             }
             return match lock {
-                Some(lock) => Ok(Self { n, _lock: lock }),
+                Some(lock) => {
+                    record_owner(n, data_dir)?;
+                    Ok(Self { n, _lock: lock })
+                }
                 None => Err(RuntimeError::Invalid(format!(
                     "runtime instance {n} (recorded in {record:?}) is held by another running burrow server"
                 ))),
@@ -69,11 +73,17 @@ impl Instance {
             1
         };
         for n in first..=MAX_INSTANCE {
-            if let Some(lock) = try_lock(n)? {
-                let mut f = File::create(&record).map_err(io_err(format!("create {record:?}")))?;
-                writeln!(f, "{n}").map_err(io_err(format!("write {record:?}")))?;
-                return Ok(Self { n, _lock: lock });
+            let Some(lock) = try_lock(n)? else { continue };
+            // Free of a running server, but maybe another data dir's whose server is down: its
+            // sandboxes' cgroups and namespaces carry this number, and a new owner's start-up
+            // would remove them as leftovers.
+            if owned_by_another(n, data_dir) {
+                continue;
             }
+            let mut f = File::create(&record).map_err(io_err(format!("create {record:?}")))?;
+            writeln!(f, "{n}").map_err(io_err(format!("write {record:?}")))?;
+            record_owner(n, data_dir)?;
+            return Ok(Self { n, _lock: lock });
         }
         Err(RuntimeError::Exhausted)
     }
@@ -124,6 +134,35 @@ impl Naming {
     }
 }
 
+/// `/run/burrow/instance-<n>.owner`: the data dir that claimed instance `n` since the host
+/// booted (the same lifetime as the cgroups and namespaces named after it).
+fn owner_file(n: u8) -> std::path::PathBuf {
+    Path::new(LOCK_DIR).join(format!("instance-{n}.owner"))
+}
+
+fn record_owner(n: u8, data_dir: &Path) -> Result<(), RuntimeError> {
+    let path = owner_file(n);
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    std::fs::write(&path, dir.as_os_str().as_bytes()).map_err(io_err(format!("write {path:?}")))
+}
+
+/// Whether instance `n` belongs to another data dir that still exists and still records `n`
+/// (a server of it may start again and expect its sandboxes' host resources intact).
+fn owned_by_another(n: u8, data_dir: &Path) -> bool {
+    let Ok(owner) = std::fs::read(owner_file(n)) else {
+        return false;
+    };
+    let owner = Path::new(std::ffi::OsStr::from_bytes(&owner));
+    let ours = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    if owner == ours {
+        return false;
+    }
+    std::fs::read_to_string(owner.join("instance"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u8>().ok())
+        == Some(n)
+}
+
 /// Takes the instance's lock without waiting; `None` if another process holds it.
 fn try_lock(n: u8) -> Result<Option<File>, RuntimeError> {
     let path = Path::new(LOCK_DIR).join(format!("instance-{n}.lock"));
@@ -164,5 +203,40 @@ mod tests {
             "interface names are at most 15 bytes"
         );
         assert!(!"burrow12-3".starts_with(&Naming(1).netns_prefix()));
+    }
+
+    /// A data dir whose server is down keeps its number: a new data dir does not take it (its
+    /// start-up would remove the sandboxes' cgroups as leftovers). Once the old data dir is
+    /// gone, its number is free again.
+    #[test]
+    fn a_stopped_servers_instance_is_not_taken_by_a_new_data_dir() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: needs root (/run/burrow)");
+            return;
+        }
+        let a = tempfile::tempdir().unwrap();
+        let n = Instance::claim(a.path()).unwrap().naming().0; // claimed, then released
+        let b = tempfile::tempdir().unwrap();
+        let taken = Instance::claim(b.path()).unwrap();
+        assert_ne!(
+            taken.naming().0,
+            n,
+            "the stopped server's instance was taken"
+        );
+        let again = Instance::claim(a.path()).unwrap();
+        assert_eq!(
+            again.naming().0,
+            n,
+            "the old data dir gets its own number back"
+        );
+        drop(again);
+        drop(a);
+        let c = tempfile::tempdir().unwrap();
+        let reused = Instance::claim(c.path()).unwrap();
+        assert!(
+            reused.naming().0 <= n,
+            "a removed data dir's number is free again"
+        );
     }
 }
