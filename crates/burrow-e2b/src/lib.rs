@@ -21,6 +21,7 @@ pub mod error;
 mod extract;
 mod handlers;
 mod list_query;
+mod network_config;
 pub mod tls;
 mod tls_listener;
 mod wire;

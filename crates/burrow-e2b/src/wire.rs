@@ -28,9 +28,10 @@ pub struct NewSandbox {
     pub allow_internet_access: Option<bool>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub env_vars: Option<BTreeMap<String, String>>,
+    /// Checked by `network_config`: only settings burrow provides anyway are accepted.
+    pub network: Option<serde_json::Value>,
     /// Accepted only when absent/null/empty: burrow does not implement these yet, and silently
     /// ignoring them would give a sandbox the client did not ask for.
-    pub network: Option<serde_json::Value>,
     pub mcp: Option<serde_json::Value>,
     pub iam: Option<serde_json::Value>,
     pub volume_mounts: Option<Vec<serde_json::Value>>,

@@ -198,7 +198,6 @@ async fn unknown_template_is_404_and_bad_input_is_400() {
         r#"{"templateID": 5}"#,
         r#"{"templateID":"base","timeout":"soon"}"#,
         r#"{"templateID":"base","autoResume":{"enabled":true}}"#,
-        r#"{"templateID":"base","volumeMounts":[{"name":"v","path":"/v"}]}"#,
     ] {
         let (status, body) = c.call(Method::POST, "/v2/sandboxes", Some(bad)).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST);
@@ -631,4 +630,96 @@ async fn v1_list_returns_every_running_sandbox_and_v2_pages_at_100() {
         .await;
     assert_eq!(page.as_array().unwrap().len(), 100);
     assert!(headers.contains_key("x-next-token"));
+}
+
+#[tokio::test]
+async fn network_config_burrow_provides_is_accepted_and_the_rest_is_501() {
+    let c = Client::start().await;
+    // What burrow does anyway (sandbox URLs need no traffic token, egress is open): accepted.
+    // `{"allowPublicTraffic": true}` is what the OpenAI Agents SDK's E2B provider sends.
+    for network in [
+        json!({"allowPublicTraffic": true}),
+        json!({}),
+        json!(null),
+        json!({"allowPublicTraffic": null, "allowOut": [], "denyOut": [], "rules": {}, "httpsPorts": [], "egressProxy": null}),
+    ] {
+        let body = json!({"templateID": "base", "network": network});
+        let (status, json) = c
+            .call(Method::POST, "/v2/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{network}: {json}");
+        let (status, json) = c
+            .call(Method::POST, "/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "v1 {network}: {json}");
+    }
+    // Valid E2B network settings burrow does not implement: 501 naming the field.
+    for (network, field) in [
+        (json!({"allowPublicTraffic": false}), "allowPublicTraffic"),
+        (json!({"denyOut": ["0.0.0.0/0"]}), "denyOut"),
+        (json!({"allowOut": ["10.0.0.0/8"]}), "allowOut"),
+        (
+            json!({"allowOut": ["example.com"], "denyOut": ["0.0.0.0/0"]}),
+            "allowOut",
+        ),
+        (json!({"dnsServers": ["1.1.1.1"]}), "dnsServers"),
+        (json!({"dnsServers": []}), "dnsServers"),
+        (
+            json!({"egressProxy": {"address": "proxy:1080"}}),
+            "egressProxy",
+        ),
+        (
+            json!({"maskRequestHost": "${PORT}-x.example.com"}),
+            "maskRequestHost",
+        ),
+        (json!({"httpsPorts": [8443]}), "httpsPorts"),
+        (
+            json!({"rules": {"api.example.com": [{"transform": {"headers": {"A": "b"}}}]}}),
+            "rules",
+        ),
+        (
+            json!({"allowPublicTraffic": true, "futureField": 1}),
+            "futureField",
+        ),
+    ] {
+        let body = json!({"templateID": "base", "network": network});
+        let (status, json) = c
+            .call(Method::POST, "/v2/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_error(status, &json, StatusCode::NOT_IMPLEMENTED);
+        let message = json["message"].as_str().unwrap();
+        assert!(message.contains(field), "{network}: {message}");
+    }
+    // Invalid input: 400, even when an unimplemented field is present too.
+    for network in [
+        json!("open"),
+        json!({"allowPublicTraffic": "yes"}),
+        json!({"allowOut": "10.0.0.0/8"}),
+        json!({"denyOut": ["example.com"]}),
+        json!({"denyOut": ["10.0.0.0/33"]}),
+        json!({"allowOut": ["example.com"]}),
+        json!({"httpsPorts": [0]}),
+    ] {
+        let body = json!({"templateID": "base", "network": network});
+        let (status, json) = c
+            .call(Method::POST, "/v2/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_error(status, &json, StatusCode::BAD_REQUEST);
+    }
+    // Other create fields burrow does not implement yet answer 501 as well.
+    for (field, value) in [
+        ("mcp", json!({"server": {}})),
+        (
+            "iam",
+            json!({"tokens": {"aws": {"audience": "sts.amazonaws.com", "tokenType": "JWT-SVID"}}}),
+        ),
+        ("volumeMounts", json!([{"name": "v", "path": "/data"}])),
+    ] {
+        let body = json!({"templateID": "base", field: value});
+        let (status, json) = c
+            .call(Method::POST, "/v2/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_error(status, &json, StatusCode::NOT_IMPLEMENTED);
+        assert!(json["message"].as_str().unwrap().contains(field), "{json}");
+    }
 }
