@@ -10,7 +10,7 @@ use crate::wire::ErrorBody;
 /// Python SDKs retry 502/503/504 responses that lack this header. burrow's creates are not
 /// retried blindly: a failed create may have consumed resources, and the SDK passes an
 /// `Idempotency-Key` only when the user asks for one.
-const SHOULD_RETRY: &str = "should-retry";
+pub(crate) const SHOULD_RETRY: &str = "should-retry";
 
 /// An error response of the E2B API.
 #[derive(Debug, Clone, PartialEq, Eq)]

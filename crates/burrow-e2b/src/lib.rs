@@ -39,11 +39,28 @@ pub use backend::{
 pub use error::ApiError;
 pub use tls_listener::{HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, TlsListener};
 
-use handlers::{lifecycle, sandboxes};
+use handlers::{lifecycle, sandboxes, unimplemented};
 
-/// The E2B API routes, ready to be mounted at the root of `api.{domain}`.
+/// First path segments of E2B's API (every route of [`router`] is under one of them), for servers
+/// that serve E2B's paths next to their own on a shared host.
+pub const PATH_PREFIXES: &[&str] = &[
+    "/sandboxes",
+    "/v2/sandboxes",
+    "/snapshots",
+    "/volumes",
+    "/volumecontent",
+    "/secrets",
+    "/templates",
+    "/v2/templates",
+    "/v3/templates",
+    "/default-templates",
+    "/unstable",
+];
+
+/// The E2B API routes, ready to be mounted at the root of `api.{domain}`. E2B routes burrow does
+/// not implement answer 501 with a message; only paths E2B does not have answer 404.
 pub fn router<S: E2bBackend>(backend: Arc<S>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(
             "/sandboxes",
             post(sandboxes::create_v1::<S>).get(sandboxes::list_v1::<S>),
@@ -65,7 +82,8 @@ pub fn router<S: E2bBackend>(backend: Arc<S>) -> Router {
             "/v2/sandboxes/{id}/connect",
             post(lifecycle::connect_v2::<S>),
         )
-        .route("/sandboxes/{id}/metrics", get(lifecycle::metrics::<S>))
+        .route("/sandboxes/{id}/metrics", get(lifecycle::metrics::<S>));
+    unimplemented::add(routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(backend)

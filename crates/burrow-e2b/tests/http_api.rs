@@ -723,3 +723,132 @@ async fn network_config_burrow_provides_is_accepted_and_the_rest_is_501() {
         assert!(json["message"].as_str().unwrap().contains(field), "{json}");
     }
 }
+
+/// Every route of E2B's control plane (e2b SDK 2.63/2.64 generated clients; research e2b.md §1.4,
+/// §1.6, next.md §1): burrow serves it, or answers 501 with a message. Never the router's 404,
+/// which SDKs read as "sandbox not found".
+const E2B_ROUTES: &[(&str, &str, bool)] = &[
+    // (method, path, implemented by burrow)
+    ("POST", "/sandboxes", true),
+    ("GET", "/sandboxes", true),
+    ("POST", "/v2/sandboxes", true),
+    ("GET", "/v2/sandboxes", true),
+    ("GET", "/sandboxes/inosuch", true),
+    ("DELETE", "/sandboxes/inosuch", true),
+    ("POST", "/sandboxes/inosuch/timeout", true),
+    ("POST", "/sandboxes/inosuch/refreshes", true),
+    ("POST", "/sandboxes/inosuch/pause", true),
+    ("POST", "/sandboxes/inosuch/resume", true),
+    ("POST", "/sandboxes/inosuch/connect", true),
+    ("POST", "/v2/sandboxes/inosuch/connect", true),
+    ("GET", "/sandboxes/inosuch/metrics", true),
+    ("GET", "/sandboxes/metrics", false),
+    ("GET", "/sandboxes/inosuch/logs", false),
+    ("GET", "/v2/sandboxes/inosuch/logs", false),
+    ("POST", "/sandboxes/inosuch/snapshots", false),
+    ("GET", "/snapshots", false),
+    ("POST", "/sandboxes/inosuch/fork", false),
+    ("PUT", "/sandboxes/inosuch/network", false),
+    ("GET", "/unstable/sandboxes/inosuch/record", false),
+    ("GET", "/volumes", false),
+    ("POST", "/volumes", false),
+    ("GET", "/volumes/vol-1", false),
+    ("DELETE", "/volumes/vol-1", false),
+    ("GET", "/secrets", false),
+    ("POST", "/secrets", false),
+    ("GET", "/secrets/sec_1", false),
+    ("POST", "/secrets/sec_1", false),
+    ("DELETE", "/secrets/sec_1", false),
+    ("GET", "/templates", false),
+    ("POST", "/templates", false),
+    ("GET", "/v2/templates", false),
+    ("POST", "/v3/templates", false),
+    ("GET", "/default-templates", false),
+    ("GET", "/templates/tpl1", false),
+    ("POST", "/templates/tpl1", false),
+    ("PATCH", "/templates/tpl1", false),
+    ("DELETE", "/templates/tpl1", false),
+    // delete_snapshot: the id is path-encoded and may contain '/' and ':'.
+    ("DELETE", "/templates/team%2Fsnap%3Adefault", false),
+    ("PATCH", "/v2/templates/tpl1", false),
+    ("POST", "/templates/tpl1/builds/b1", false),
+    ("POST", "/v2/templates/tpl1/builds/b1", false),
+    ("GET", "/templates/tpl1/builds/b1/status", false),
+    ("GET", "/templates/tpl1/builds/b1/logs", false),
+    (
+        "GET",
+        "/templates/tpl1/files/0000000000000000000000000000000000000000000000000000000000000000",
+        false,
+    ),
+    ("POST", "/templates/tags", false),
+    ("DELETE", "/templates/tags", false),
+    ("GET", "/templates/tpl1/tags", false),
+    ("GET", "/templates/tpl1/tags/count", false),
+    ("GET", "/templates/tpl1/tags/exists?tag=v1", false),
+    ("GET", "/templates/tpl1/tags/groups", false),
+    ("GET", "/templates/tpl1/tags/v1/assignments", false),
+];
+
+/// The volume content API (Bearer volume token, string error codes).
+const E2B_VOLUME_CONTENT_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/volumecontent/vol-1/path?path=/a"),
+    ("PATCH", "/volumecontent/vol-1/path?path=/a"),
+    ("DELETE", "/volumecontent/vol-1/path?path=/a"),
+    ("GET", "/volumecontent/vol-1/dir?path=/"),
+    ("POST", "/volumecontent/vol-1/dir?path=/a"),
+    ("GET", "/volumecontent/vol-1/file?path=/a"),
+    ("PUT", "/volumecontent/vol-1/file?path=/a"),
+];
+
+#[tokio::test]
+async fn every_e2b_route_is_served_or_answers_501_with_a_message() {
+    let c = Client::start().await;
+    for &(method, path, implemented) in E2B_ROUTES {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, body) = c.call(method.clone(), path, Some("{}")).await;
+        if implemented {
+            assert_ne!(
+                status,
+                StatusCode::NOT_IMPLEMENTED,
+                "{method} {path}: {body}"
+            );
+            assert!(
+                !body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("no such endpoint")),
+                "{method} {path}: {body}"
+            );
+            continue;
+        }
+        assert_error(status, &body, StatusCode::NOT_IMPLEMENTED);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("not supported by burrow"),
+            "{method} {path}: {body}"
+        );
+        // Like every E2B route, they need a valid API key first.
+        let (status, _, body) = c.call_as(None, method.clone(), path, None).await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED);
+    }
+    for &(method, path) in E2B_VOLUME_CONTENT_ROUTES {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, _, body) = c.call_as(None, method.clone(), path, None).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_IMPLEMENTED,
+            "{method} {path}: {body}"
+        );
+        assert_eq!(body["code"], "not_implemented", "string code: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("volumes"),
+            "{body}"
+        );
+    }
+    // Paths E2B does not have are still 404.
+    let (status, body) = c
+        .call(Method::GET, "/sandboxes/inosuch/nothing", None)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND);
+}

@@ -2,6 +2,7 @@
 
 pub mod lifecycle;
 pub mod sandboxes;
+pub mod unimplemented;
 
 use crate::backend::{E2bBackend, SandboxInfo};
 use crate::wire::{Sandbox, SandboxDetail};
