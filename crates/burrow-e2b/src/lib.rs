@@ -35,11 +35,12 @@ use axum::routing::{get, post};
 pub use backend::{
     BackendError, ConnectOptions, ConnectOutcome, CreateSandbox, DEFAULT_ENVD_VERSION, E2bBackend,
     ListFilter, OnTimeout, Order, Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState,
+    TemplateAlias,
 };
 pub use error::ApiError;
 pub use tls_listener::{HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, TlsListener};
 
-use handlers::{lifecycle, sandboxes, unimplemented};
+use handlers::{lifecycle, sandboxes, templates, unimplemented};
 
 /// First path segments of E2B's API (every route of [`router`] is under one of them), for servers
 /// that serve E2B's paths next to their own on a shared host.
@@ -82,7 +83,8 @@ pub fn router<S: E2bBackend>(backend: Arc<S>) -> Router {
             "/v2/sandboxes/{id}/connect",
             post(lifecycle::connect_v2::<S>),
         )
-        .route("/sandboxes/{id}/metrics", get(lifecycle::metrics::<S>));
+        .route("/sandboxes/{id}/metrics", get(lifecycle::metrics::<S>))
+        .route("/templates/aliases/{alias}", get(templates::alias::<S>));
     unimplemented::add(routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

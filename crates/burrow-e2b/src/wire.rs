@@ -141,6 +141,14 @@ pub struct Metric {
     pub disk_total: u64,
 }
 
+/// `TemplateAliasResponse` (`GET /templates/aliases/{alias}`).
+#[derive(Debug, Serialize)]
+pub struct TemplateAliasResponse {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    pub public: bool,
+}
+
 /// E2B's `Error`: `code` always equals the HTTP status (the JS SDK branches on it).
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {

@@ -742,6 +742,7 @@ const E2B_ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/sandboxes/inosuch/connect", true),
     ("POST", "/v2/sandboxes/inosuch/connect", true),
     ("GET", "/sandboxes/inosuch/metrics", true),
+    ("GET", "/templates/aliases/base", true),
     ("GET", "/sandboxes/metrics", false),
     ("GET", "/sandboxes/inosuch/logs", false),
     ("GET", "/v2/sandboxes/inosuch/logs", false),
@@ -851,4 +852,23 @@ async fn every_e2b_route_is_served_or_answers_501_with_a_message() {
         .call(Method::GET, "/sandboxes/inosuch/nothing", None)
         .await;
     assert_error(status, &body, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn template_alias_lookup_answers_e2b_shapes() {
+    let c = Client::start().await;
+    let (status, body) = c.call(Method::GET, "/templates/aliases/base", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"templateID": "base", "public": false}));
+    // Unknown, and names no burrow template can have (the SDK path-encodes `team/name:tag`).
+    for alias in ["nope", "team%2Fbase%3Av1"] {
+        let (status, body) = c
+            .call(Method::GET, &format!("/templates/aliases/{alias}"), None)
+            .await;
+        assert_error(status, &body, StatusCode::NOT_FOUND);
+    }
+    let (status, _, body) = c
+        .call_as(None, Method::GET, "/templates/aliases/base", None)
+        .await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED);
 }

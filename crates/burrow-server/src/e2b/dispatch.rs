@@ -1,7 +1,7 @@
 //! Sends E2B API requests to the E2B router: everything for `api.{domain}` except the native API's
 //! own paths (`/v1/…`, `/healthz`, `/openapi.json`), and E2B's paths (`/sandboxes…`,
-//! `/v2/sandboxes…`, `/templates…`, …: [`burrow_e2b::PATH_PREFIXES`]) on any other host, so `E2B_API_URL=http://127.0.0.1:7420` works without DNS
-//! or TLS. The two APIs' paths never overlap. Requests for the port proxy are routed before this
+//! `/v2/sandboxes…`, `/templates…`, …: [`burrow_e2b::PATH_PREFIXES`]) on any other host, so
+//! `E2B_API_URL=http://127.0.0.1:7420` works without DNS or TLS. The two APIs' paths never overlap. Requests for the port proxy are routed before this
 //! layer and never get here.
 
 use axum::Router;
