@@ -173,6 +173,8 @@ def test_list_exists_info(sandbox, workdir):
     d = sandbox.files.get_info(f"{workdir}/d")
     assert d.type == FileType.DIR
     assert d.permissions == "drwxr-xr-x"
+    # E2B's own SDK test: a directory's size is > 0 (envd on ext4: whole blocks).
+    assert d.size > 0 and d.size % 4096 == 0
 
 
 def test_make_dir_rename_remove(sandbox, workdir):

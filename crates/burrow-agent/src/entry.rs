@@ -81,6 +81,26 @@ fn file_type_of(ft: std::fs::FileType) -> FileType {
     }
 }
 
+/// Block size assumed when the filesystem reports none.
+const DEFAULT_BLOCK_SIZE: u64 = 4096;
+
+/// `st_size`, except that a directory reports whole blocks, at least one: what envd reports on
+/// E2B's ext4 (4096 for a small directory; E2B's SDK tests expect a directory's size > 0).
+/// Sandboxes write to btrfs, whose directory size counts name bytes (0 when empty).
+fn reported_size(meta: &std::fs::Metadata) -> i64 {
+    let size = meta.size();
+    let size = if meta.is_dir() {
+        let block = match meta.blksize() {
+            0 => DEFAULT_BLOCK_SIZE,
+            block => block,
+        };
+        size.max(1).div_ceil(block).saturating_mul(block)
+    } else {
+        size
+    };
+    i64::try_from(size).unwrap_or(i64::MAX)
+}
+
 /// Builds the EntryInfo of `path`. A symlink is described by its own metadata, except
 /// `type` (the target's type; `FILE_TYPE_SYMLINK` when dangling) and `symlinkTarget`
 /// (the absolute resolved target), like current E2B envd.
@@ -110,7 +130,7 @@ pub fn entry_info(path: &Path, names: &Names) -> io::Result<EntryInfo> {
             .unwrap_or_else(|| "/".into()),
         file_type,
         path: path.to_string_lossy().into_owned(),
-        size: meta.size() as i64,
+        size: reported_size(&meta),
         mode: meta.mode() & 0o7777,
         permissions: permissions_string(&meta),
         owner: names.user(meta.uid()),

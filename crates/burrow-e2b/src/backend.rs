@@ -84,6 +84,15 @@ pub enum Order {
     Desc,
 }
 
+/// A template found by [`E2bBackend::resolve_template`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateAlias {
+    /// The template's id, as sandboxes created from it report in `templateID`.
+    pub template_id: String,
+    /// Usable by every team (E2B's public templates). burrow has no teams: `false`.
+    pub public: bool,
+}
+
 /// Filters and pagination for [`E2bBackend::list`]. All filters must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListFilter {
@@ -257,6 +266,14 @@ pub trait E2bBackend: Send + Sync + 'static {
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<Vec<SandboxMetric>, BackendError>> + Send;
+
+    /// The template an E2B template name or alias (as in `templateID`) resolves to, for
+    /// `Template.exists`; [`BackendError::TemplateNotFound`] if there is none.
+    fn resolve_template(
+        &self,
+        principal: &Principal,
+        alias: &str,
+    ) -> impl Future<Output = Result<TemplateAlias, BackendError>> + Send;
 
     /// The domain SDKs use to build `{port}-{id}.{domain}` sandbox URLs (the `domain` response
     /// field). `None` lets the SDK fall back to its own `E2B_DOMAIN`.

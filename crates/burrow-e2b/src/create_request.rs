@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 
 use crate::backend::{CreateSandbox, OnTimeout};
 use crate::error::ApiError;
+use crate::network_config;
 use crate::wire::NewSandbox;
 
 /// v1 creates without a timeout live 15 s (E2B's `NewSandbox` default).
@@ -25,7 +26,8 @@ pub enum CreateVersion {
     V2,
 }
 
-/// Turns an E2B create request into a burrow [`CreateSandbox`], or a 400 naming the bad field.
+/// Turns an E2B create request into a burrow [`CreateSandbox`], or a 400 naming the bad field, or
+/// a 501 naming a field burrow does not implement yet.
 pub fn to_create_sandbox(
     body: NewSandbox,
     headers: &HeaderMap,
@@ -55,18 +57,22 @@ pub fn to_create_sandbox(
             "autoResume cannot be combined with autoPauseMemory=false (filesystem-only pause)",
         ));
     }
-    reject_unsupported("network", body.network.as_ref())?;
-    reject_unsupported("mcp", body.mcp.as_ref())?;
-    reject_unsupported("iam", body.iam.as_ref())?;
-    if body.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(ApiError::bad_request(
-            "volumeMounts are not supported by burrow yet",
-        ));
-    }
+    let unsupported_network = network_config::check(body.network.as_ref())?;
     let metadata = body.metadata.unwrap_or_default();
     validate_metadata(&metadata)?;
     let env_vars = body.env_vars.unwrap_or_default();
     validate_env_vars(&env_vars)?;
+    // Valid input asking for what burrow does not do yet: 501, checked after every 400.
+    if let Some(err) = unsupported_network {
+        return Err(err);
+    }
+    reject_unsupported("mcp", body.mcp.as_ref())?;
+    reject_unsupported("iam", body.iam.as_ref())?;
+    if body.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::not_implemented(
+            "volumeMounts are not supported by burrow yet (burrow has no E2B volumes)",
+        ));
+    }
     Ok(CreateSandbox {
         template,
         // Checked above: 1..=i32::MAX.
@@ -101,7 +107,7 @@ fn reject_unsupported(field: &str, value: Option<&serde_json::Value>) -> Result<
     match value {
         None | Some(serde_json::Value::Null) => Ok(()),
         Some(serde_json::Value::Object(map)) if map.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::bad_request(format!(
+        Some(_) => Err(ApiError::not_implemented(format!(
             "{field} is not supported by burrow yet"
         ))),
     }
@@ -191,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn contradictions_and_unsupported_fields_are_400() {
+    fn contradictions_and_bad_fields_are_400() {
         for body in [
             r#"{"templateID":""}"#,
             r#"{"templateID":"a b"}"#,
@@ -199,8 +205,7 @@ mod tests {
             r#"{"templateID":"base","timeout":-5}"#,
             r#"{"templateID":"base","autoResume":{"enabled":true}}"#,
             r#"{"templateID":"base","autoPause":true,"autoPauseMemory":false,"autoResume":{"enabled":true}}"#,
-            r#"{"templateID":"base","network":{"denyOut":["0.0.0.0/0"]}}"#,
-            r#"{"templateID":"base","volumeMounts":[{"name":"v","path":"/data"}]}"#,
+            r#"{"templateID":"base","network":{"denyOut":["example.com"]}}"#,
             r#"{"templateID":"base","envVars":{"A=B":"x"}}"#,
             r#"{"templateID":"base","metadata":{"":"x"}}"#,
         ] {

@@ -10,7 +10,7 @@ use crate::wire::ErrorBody;
 /// Python SDKs retry 502/503/504 responses that lack this header. burrow's creates are not
 /// retried blindly: a failed create may have consumed resources, and the SDK passes an
 /// `Idempotency-Key` only when the user asks for one.
-const SHOULD_RETRY: &str = "should-retry";
+pub(crate) const SHOULD_RETRY: &str = "should-retry";
 
 /// An error response of the E2B API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,11 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 501: valid E2B input for a feature burrow does not implement (yet).
+    pub fn not_implemented(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, message)
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {

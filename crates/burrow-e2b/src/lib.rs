@@ -21,6 +21,7 @@ pub mod error;
 mod extract;
 mod handlers;
 mod list_query;
+mod network_config;
 pub mod tls;
 mod tls_listener;
 mod wire;
@@ -34,15 +35,33 @@ use axum::routing::{get, post};
 pub use backend::{
     BackendError, ConnectOptions, ConnectOutcome, CreateSandbox, DEFAULT_ENVD_VERSION, E2bBackend,
     ListFilter, OnTimeout, Order, Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState,
+    TemplateAlias,
 };
 pub use error::ApiError;
 pub use tls_listener::{HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, TlsListener};
 
-use handlers::{lifecycle, sandboxes};
+use handlers::{lifecycle, sandboxes, templates, unimplemented};
 
-/// The E2B API routes, ready to be mounted at the root of `api.{domain}`.
+/// First path segments of E2B's API (every route of [`router`] is under one of them), for servers
+/// that serve E2B's paths next to their own on a shared host.
+pub const PATH_PREFIXES: &[&str] = &[
+    "/sandboxes",
+    "/v2/sandboxes",
+    "/snapshots",
+    "/volumes",
+    "/volumecontent",
+    "/secrets",
+    "/templates",
+    "/v2/templates",
+    "/v3/templates",
+    "/default-templates",
+    "/unstable",
+];
+
+/// The E2B API routes, ready to be mounted at the root of `api.{domain}`. E2B routes burrow does
+/// not implement answer 501 with a message; only paths E2B does not have answer 404.
 pub fn router<S: E2bBackend>(backend: Arc<S>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route(
             "/sandboxes",
             post(sandboxes::create_v1::<S>).get(sandboxes::list_v1::<S>),
@@ -65,6 +84,8 @@ pub fn router<S: E2bBackend>(backend: Arc<S>) -> Router {
             post(lifecycle::connect_v2::<S>),
         )
         .route("/sandboxes/{id}/metrics", get(lifecycle::metrics::<S>))
+        .route("/templates/aliases/{alias}", get(templates::alias::<S>));
+    unimplemented::add(routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(backend)

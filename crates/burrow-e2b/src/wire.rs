@@ -28,9 +28,10 @@ pub struct NewSandbox {
     pub allow_internet_access: Option<bool>,
     pub metadata: Option<BTreeMap<String, String>>,
     pub env_vars: Option<BTreeMap<String, String>>,
+    /// Checked by `network_config`: only settings burrow provides anyway are accepted.
+    pub network: Option<serde_json::Value>,
     /// Accepted only when absent/null/empty: burrow does not implement these yet, and silently
     /// ignoring them would give a sandbox the client did not ask for.
-    pub network: Option<serde_json::Value>,
     pub mcp: Option<serde_json::Value>,
     pub iam: Option<serde_json::Value>,
     pub volume_mounts: Option<Vec<serde_json::Value>>,
@@ -138,6 +139,14 @@ pub struct Metric {
     pub mem_cache: u64,
     pub disk_used: u64,
     pub disk_total: u64,
+}
+
+/// `TemplateAliasResponse` (`GET /templates/aliases/{alias}`).
+#[derive(Debug, Serialize)]
+pub struct TemplateAliasResponse {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    pub public: bool,
 }
 
 /// E2B's `Error`: `code` always equals the HTTP status (the JS SDK branches on it).

@@ -198,7 +198,6 @@ async fn unknown_template_is_404_and_bad_input_is_400() {
         r#"{"templateID": 5}"#,
         r#"{"templateID":"base","timeout":"soon"}"#,
         r#"{"templateID":"base","autoResume":{"enabled":true}}"#,
-        r#"{"templateID":"base","volumeMounts":[{"name":"v","path":"/v"}]}"#,
     ] {
         let (status, body) = c.call(Method::POST, "/v2/sandboxes", Some(bad)).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST);
@@ -631,4 +630,245 @@ async fn v1_list_returns_every_running_sandbox_and_v2_pages_at_100() {
         .await;
     assert_eq!(page.as_array().unwrap().len(), 100);
     assert!(headers.contains_key("x-next-token"));
+}
+
+#[tokio::test]
+async fn network_config_burrow_provides_is_accepted_and_the_rest_is_501() {
+    let c = Client::start().await;
+    // What burrow does anyway (sandbox URLs need no traffic token, egress is open): accepted.
+    // `{"allowPublicTraffic": true}` is what the OpenAI Agents SDK's E2B provider sends.
+    for network in [
+        json!({"allowPublicTraffic": true}),
+        json!({}),
+        json!(null),
+        json!({"allowPublicTraffic": null, "allowOut": [], "denyOut": [], "rules": {}, "httpsPorts": [], "egressProxy": null}),
+    ] {
+        let body = json!({"templateID": "base", "network": network});
+        let (status, json) = c
+            .call(Method::POST, "/v2/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{network}: {json}");
+        let (status, json) = c
+            .call(Method::POST, "/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "v1 {network}: {json}");
+    }
+    // Valid E2B network settings burrow does not implement: 501 naming the field.
+    for (network, field) in [
+        (json!({"allowPublicTraffic": false}), "allowPublicTraffic"),
+        (json!({"denyOut": ["0.0.0.0/0"]}), "denyOut"),
+        (json!({"allowOut": ["10.0.0.0/8"]}), "allowOut"),
+        (
+            json!({"allowOut": ["example.com"], "denyOut": ["0.0.0.0/0"]}),
+            "allowOut",
+        ),
+        (json!({"dnsServers": ["1.1.1.1"]}), "dnsServers"),
+        (json!({"dnsServers": []}), "dnsServers"),
+        (
+            json!({"egressProxy": {"address": "proxy:1080"}}),
+            "egressProxy",
+        ),
+        (
+            json!({"maskRequestHost": "${PORT}-x.example.com"}),
+            "maskRequestHost",
+        ),
+        (json!({"httpsPorts": [8443]}), "httpsPorts"),
+        (
+            json!({"rules": {"api.example.com": [{"transform": {"headers": {"A": "b"}}}]}}),
+            "rules",
+        ),
+        (
+            json!({"allowPublicTraffic": true, "futureField": 1}),
+            "futureField",
+        ),
+    ] {
+        let body = json!({"templateID": "base", "network": network});
+        let (status, json) = c
+            .call(Method::POST, "/v2/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_error(status, &json, StatusCode::NOT_IMPLEMENTED);
+        let message = json["message"].as_str().unwrap();
+        assert!(message.contains(field), "{network}: {message}");
+    }
+    // Invalid input: 400, even when an unimplemented field is present too.
+    for network in [
+        json!("open"),
+        json!({"allowPublicTraffic": "yes"}),
+        json!({"allowOut": "10.0.0.0/8"}),
+        json!({"denyOut": ["example.com"]}),
+        json!({"denyOut": ["10.0.0.0/33"]}),
+        json!({"allowOut": ["example.com"]}),
+        json!({"httpsPorts": [0]}),
+    ] {
+        let body = json!({"templateID": "base", "network": network});
+        let (status, json) = c
+            .call(Method::POST, "/v2/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_error(status, &json, StatusCode::BAD_REQUEST);
+    }
+    // Other create fields burrow does not implement yet answer 501 as well.
+    for (field, value) in [
+        ("mcp", json!({"server": {}})),
+        (
+            "iam",
+            json!({"tokens": {"aws": {"audience": "sts.amazonaws.com", "tokenType": "JWT-SVID"}}}),
+        ),
+        ("volumeMounts", json!([{"name": "v", "path": "/data"}])),
+    ] {
+        let body = json!({"templateID": "base", field: value});
+        let (status, json) = c
+            .call(Method::POST, "/v2/sandboxes", Some(&body.to_string()))
+            .await;
+        assert_error(status, &json, StatusCode::NOT_IMPLEMENTED);
+        assert!(json["message"].as_str().unwrap().contains(field), "{json}");
+    }
+}
+
+/// Every route of E2B's control plane (e2b SDK 2.63/2.64 generated clients; research e2b.md §1.4,
+/// §1.6, next.md §1): burrow serves it, or answers 501 with a message. Never the router's 404,
+/// which SDKs read as "sandbox not found".
+const E2B_ROUTES: &[(&str, &str, bool)] = &[
+    // (method, path, implemented by burrow)
+    ("POST", "/sandboxes", true),
+    ("GET", "/sandboxes", true),
+    ("POST", "/v2/sandboxes", true),
+    ("GET", "/v2/sandboxes", true),
+    ("GET", "/sandboxes/inosuch", true),
+    ("DELETE", "/sandboxes/inosuch", true),
+    ("POST", "/sandboxes/inosuch/timeout", true),
+    ("POST", "/sandboxes/inosuch/refreshes", true),
+    ("POST", "/sandboxes/inosuch/pause", true),
+    ("POST", "/sandboxes/inosuch/resume", true),
+    ("POST", "/sandboxes/inosuch/connect", true),
+    ("POST", "/v2/sandboxes/inosuch/connect", true),
+    ("GET", "/sandboxes/inosuch/metrics", true),
+    ("GET", "/templates/aliases/base", true),
+    ("GET", "/sandboxes/metrics", false),
+    ("GET", "/sandboxes/inosuch/logs", false),
+    ("GET", "/v2/sandboxes/inosuch/logs", false),
+    ("POST", "/sandboxes/inosuch/snapshots", false),
+    ("GET", "/snapshots", false),
+    ("POST", "/sandboxes/inosuch/fork", false),
+    ("PUT", "/sandboxes/inosuch/network", false),
+    ("GET", "/unstable/sandboxes/inosuch/record", false),
+    ("GET", "/volumes", false),
+    ("POST", "/volumes", false),
+    ("GET", "/volumes/vol-1", false),
+    ("DELETE", "/volumes/vol-1", false),
+    ("GET", "/secrets", false),
+    ("POST", "/secrets", false),
+    ("GET", "/secrets/sec_1", false),
+    ("POST", "/secrets/sec_1", false),
+    ("DELETE", "/secrets/sec_1", false),
+    ("GET", "/templates", false),
+    ("POST", "/templates", false),
+    ("GET", "/v2/templates", false),
+    ("POST", "/v3/templates", false),
+    ("GET", "/default-templates", false),
+    ("GET", "/templates/tpl1", false),
+    ("POST", "/templates/tpl1", false),
+    ("PATCH", "/templates/tpl1", false),
+    ("DELETE", "/templates/tpl1", false),
+    // delete_snapshot: the id is path-encoded and may contain '/' and ':'.
+    ("DELETE", "/templates/team%2Fsnap%3Adefault", false),
+    ("PATCH", "/v2/templates/tpl1", false),
+    ("POST", "/templates/tpl1/builds/b1", false),
+    ("POST", "/v2/templates/tpl1/builds/b1", false),
+    ("GET", "/templates/tpl1/builds/b1/status", false),
+    ("GET", "/templates/tpl1/builds/b1/logs", false),
+    (
+        "GET",
+        "/templates/tpl1/files/0000000000000000000000000000000000000000000000000000000000000000",
+        false,
+    ),
+    ("POST", "/templates/tags", false),
+    ("DELETE", "/templates/tags", false),
+    ("GET", "/templates/tpl1/tags", false),
+    ("GET", "/templates/tpl1/tags/count", false),
+    ("GET", "/templates/tpl1/tags/exists?tag=v1", false),
+    ("GET", "/templates/tpl1/tags/groups", false),
+    ("GET", "/templates/tpl1/tags/v1/assignments", false),
+];
+
+/// The volume content API (Bearer volume token, string error codes).
+const E2B_VOLUME_CONTENT_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/volumecontent/vol-1/path?path=/a"),
+    ("PATCH", "/volumecontent/vol-1/path?path=/a"),
+    ("DELETE", "/volumecontent/vol-1/path?path=/a"),
+    ("GET", "/volumecontent/vol-1/dir?path=/"),
+    ("POST", "/volumecontent/vol-1/dir?path=/a"),
+    ("GET", "/volumecontent/vol-1/file?path=/a"),
+    ("PUT", "/volumecontent/vol-1/file?path=/a"),
+];
+
+#[tokio::test]
+async fn every_e2b_route_is_served_or_answers_501_with_a_message() {
+    let c = Client::start().await;
+    for &(method, path, implemented) in E2B_ROUTES {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, body) = c.call(method.clone(), path, Some("{}")).await;
+        if implemented {
+            assert_ne!(
+                status,
+                StatusCode::NOT_IMPLEMENTED,
+                "{method} {path}: {body}"
+            );
+            assert!(
+                !body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("no such endpoint")),
+                "{method} {path}: {body}"
+            );
+            continue;
+        }
+        assert_error(status, &body, StatusCode::NOT_IMPLEMENTED);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("not supported by burrow"),
+            "{method} {path}: {body}"
+        );
+        // Like every E2B route, they need a valid API key first.
+        let (status, _, body) = c.call_as(None, method.clone(), path, None).await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED);
+    }
+    for &(method, path) in E2B_VOLUME_CONTENT_ROUTES {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let (status, _, body) = c.call_as(None, method.clone(), path, None).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_IMPLEMENTED,
+            "{method} {path}: {body}"
+        );
+        assert_eq!(body["code"], "not_implemented", "string code: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("volumes"),
+            "{body}"
+        );
+    }
+    // Paths E2B does not have are still 404.
+    let (status, body) = c
+        .call(Method::GET, "/sandboxes/inosuch/nothing", None)
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn template_alias_lookup_answers_e2b_shapes() {
+    let c = Client::start().await;
+    let (status, body) = c.call(Method::GET, "/templates/aliases/base", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"templateID": "base", "public": false}));
+    // Unknown, and names no burrow template can have (the SDK path-encodes `team/name:tag`).
+    for alias in ["nope", "team%2Fbase%3Av1"] {
+        let (status, body) = c
+            .call(Method::GET, &format!("/templates/aliases/{alias}"), None)
+            .await;
+        assert_error(status, &body, StatusCode::NOT_FOUND);
+    }
+    let (status, _, body) = c
+        .call_as(None, Method::GET, "/templates/aliases/base", None)
+        .await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED);
 }

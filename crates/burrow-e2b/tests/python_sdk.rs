@@ -179,6 +179,26 @@ async fn sdk_2_63_control_plane() {
         ],
     );
     assert_every_request_authenticated(&wire, "e2b_");
+    // network={"allow_public_traffic": True} is what burrow provides: created.
+    assert_eq!(ok(&steps, "create_public_network"), true);
+    assert!(
+        wire.iter().any(|r| r.target == "/v2/sandboxes"
+            && r.body.contains(r#""network":{"allowPublicTraffic":true}"#)),
+        "the SDK sends network.allowPublicTraffic"
+    );
+    // Network policies, snapshots: a clear "not supported", not "not found".
+    for step in ["create_deny_out", "create_snapshot"] {
+        let failure = failed(&steps, step);
+        assert!(
+            failure["message"]
+                .as_str()
+                .unwrap()
+                .contains("not supported by burrow"),
+            "{step}: {failure}"
+        );
+    }
+    assert_eq!(ok(&steps, "template_exists_base"), true);
+    assert_eq!(ok(&steps, "template_exists_nope"), false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -688,3 +688,50 @@ async fn start_reconciles_rows_left_by_a_crash() {
     );
     server.stop().await;
 }
+
+/// E2B routes burrow does not implement answer E2B's 501 on the plain listener too (where E2B's
+/// paths are recognised by prefix), never the native API's 404 with a string code.
+#[tokio::test]
+async fn e2b_routes_burrow_lacks_answer_501_on_any_host() {
+    let dir = common::TestEnv::new();
+    let server = TestServer::start(dir.path()).await;
+    for (method, path) in [
+        ("POST", "/sandboxes/inosuch/snapshots"),
+        ("GET", "/snapshots"),
+        ("POST", "/sandboxes/inosuch/fork"),
+        ("PUT", "/sandboxes/inosuch/network"),
+        ("GET", "/volumes"),
+        ("GET", "/secrets"),
+        ("POST", "/v3/templates"),
+        ("POST", "/v2/templates/t/builds/b"),
+        ("GET", "/default-templates"),
+        ("GET", "/unstable/sandboxes/inosuch/record"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        for host in [None, Some("api.burrow.test")] {
+            let mut request = server
+                .http
+                .request(method.clone(), server.url(path))
+                .header("X-API-KEY", &server.key)
+                .json(&json!({}));
+            if let Some(host) = host {
+                request = request.header("Host", host);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 501, "{method} {path} ({host:?})");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["code"], 501, "{method} {path}: {body}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not supported by burrow"),
+                "{body}"
+            );
+        }
+    }
+    // The native API's own paths are untouched.
+    let native = server.get("/v1/templates").send().await.unwrap();
+    assert_eq!(native.status(), 200);
+    server.stop().await;
+}

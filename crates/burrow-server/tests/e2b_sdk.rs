@@ -793,3 +793,51 @@ async fn python_sdk_over_plain_http_with_api_and_sandbox_urls() {
     );
     server.stop().await;
 }
+
+/// `Template.exists` (`GET /templates/aliases/{alias}`) with the real SDK, on the plain listener:
+/// True for burrow's `base` and for `code-interpreter-v1` (burrow's `code-interpreter`), False for
+/// an unknown name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_template_exists() {
+    let env = TestEnv::new();
+    if !install_test_template(env.path()) {
+        return;
+    }
+    // `code-interpreter`: the base template under that name (only its existence matters here).
+    let templates = env.path().join("templates");
+    std::os::unix::fs::symlink(
+        std::fs::canonicalize(templates.join("base")).unwrap(),
+        templates.join("code-interpreter"),
+    )
+    .unwrap();
+    let python = sdk_python(PYTHON_SDKS[0]).await;
+    let server = TestServer::start(env.path()).await;
+    let script = "from e2b import Template\n\
+                  for name in ['base', 'no-such-template', 'code-interpreter-v1']:\n\
+                  \x20   print(name, Template.exists(name))\n";
+    let base = format!("http://{}", server.addr);
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .env("E2B_API_URL", &base)
+        .env("E2B_API_KEY", &server.key)
+        .env_remove("E2B_DOMAIN")
+        .env_remove("E2B_DEBUG")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "base True",
+            "no-such-template False",
+            "code-interpreter-v1 True"
+        ]
+    );
+    server.stop().await;
+}

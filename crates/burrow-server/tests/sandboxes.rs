@@ -750,3 +750,68 @@ async fn deletes_forget_the_sandbox_and_are_idempotent() {
     assert_eq!(metric(&server, "burrow_power_tracked_sandboxes").await, 0.0);
     server.stop().await;
 }
+
+/// A directory's size is whole blocks, at least one (4096 for a new directory), as envd reports on
+/// E2B's ext4, although the sandbox's btrfs says 0 for an empty directory; files keep their size.
+#[tokio::test]
+async fn directories_report_their_size_in_blocks() {
+    let dir = common::TestEnv::new();
+    if !install_test_template(dir.path()) {
+        return;
+    }
+    let server = TestServer::start(dir.path()).await;
+    let resp = server
+        .post("/v1/sandboxes")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let sandbox: Value = resp.json().await.unwrap();
+    let id = sandbox["id"].as_str().unwrap().to_string();
+
+    let resp = server
+        .post(&format!(
+            "/v1/sandboxes/{id}/files/mkdir?path=/home/user/sized/empty"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = server
+        .put(&format!(
+            "/v1/sandboxes/{id}/files?path=/home/user/sized/a.txt"
+        ))
+        .body("12345")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let list: Vec<Value> = server
+        .get(&format!(
+            "/v1/sandboxes/{id}/files/list?path=/home/user/sized"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let size = |name: &str| {
+        list.iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {list:?}"))["size"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(size("empty"), 4096, "{list:?}");
+    assert_eq!(size("a.txt"), 5, "{list:?}");
+
+    let resp = server
+        .delete(&format!("/v1/sandboxes/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    server.stop().await;
+}

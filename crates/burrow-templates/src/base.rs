@@ -29,6 +29,8 @@ pub const BASE_PACKAGES: &[&str] = &[
     "less",
     "nano",
     "procps",
+    // `python` → python3, as on E2B's base image (agents and SDK examples call `python`).
+    "python-is-python3",
     "python3",
     "python3-pip",
     "python3-venv",

@@ -75,6 +75,9 @@ async fn base_has_user_sudo_python_and_git() {
     };
     let run = |args: &[&str]| run_as(None, args);
     assert!(run(&["python3", "-c", "import venv, ssl; print('ok')"]).contains("ok"));
+    // `python` and `pip` as on E2B's base image (python-is-python3, python3-pip).
+    assert!(run(&["python", "-V"]).starts_with("Python 3."));
+    assert!(run(&["pip", "--version"]).starts_with("pip "));
     assert!(run(&["git", "--version"]).starts_with("git version"));
     assert!(run(&["curl", "--version"]).starts_with("curl"));
     // Passwordless sudo for user, as the user.

@@ -2,6 +2,8 @@
 
 pub mod lifecycle;
 pub mod sandboxes;
+pub mod templates;
+pub mod unimplemented;
 
 use crate::backend::{E2bBackend, SandboxInfo};
 use crate::wire::{Sandbox, SandboxDetail};

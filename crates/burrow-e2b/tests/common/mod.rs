@@ -21,7 +21,7 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use burrow_e2b::{
     BackendError, ConnectOptions, ConnectOutcome, CreateSandbox, E2bBackend, ListFilter, OnTimeout,
-    Order, Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState,
+    Order, Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState, TemplateAlias,
 };
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -339,6 +339,21 @@ impl E2bBackend for MemoryBackend {
                 start.is_none_or(|s| sample.at >= s) && end.is_none_or(|e| sample.at <= e);
             Ok(if in_window { vec![sample] } else { vec![] })
         })
+    }
+
+    async fn resolve_template(
+        &self,
+        _principal: &Principal,
+        alias: &str,
+    ) -> Result<TemplateAlias, BackendError> {
+        if self.templates.contains(alias) {
+            Ok(TemplateAlias {
+                template_id: alias.to_string(),
+                public: false,
+            })
+        } else {
+            Err(BackendError::TemplateNotFound(alias.to_string()))
+        }
     }
 
     fn sandbox_domain(&self) -> Option<String> {

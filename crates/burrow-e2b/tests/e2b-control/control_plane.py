@@ -100,6 +100,28 @@ def main():
     run("get_info_killed", lambda: Sandbox.get_info(sid).state.value)
     run("create_unknown_template", lambda: Sandbox.create(template="nope").sandbox_id)
 
+    if "network" in Sandbox.create.__code__.co_varnames:
+        # What the OpenAI Agents SDK's E2B provider sends; burrow's sandboxes are like that.
+        def create_public():
+            public = Sandbox.create(template="base", network={"allow_public_traffic": True})
+            public.kill()
+            return public.sandbox_id is not None
+
+        run("create_public_network", create_public)
+        run(
+            "create_deny_out",
+            lambda: Sandbox.create(template="base", network={"deny_out": ["0.0.0.0/0"]}).sandbox_id,
+        )
+    if hasattr(Sandbox, "create_snapshot"):
+        run("create_snapshot", lambda: Sandbox.create_snapshot(sid).snapshot_id)
+    try:
+        from e2b import Template
+    except ImportError:
+        Template = None
+    if Template is not None and hasattr(Template, "exists"):
+        run("template_exists_base", lambda: Template.exists("base"))
+        run("template_exists_nope", lambda: Template.exists("nope"))
+
     os.environ["E2B_API_KEY"] = "e2b_" + "0" * 40
     run("list_bad_key", lambda: Sandbox.list().next_items())
 

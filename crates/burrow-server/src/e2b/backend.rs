@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use burrow_e2b::{
     BackendError, ConnectOptions, ConnectOutcome, CreateSandbox, E2bBackend, ListFilter, Order,
-    Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState as E2bState,
+    Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState as E2bState, TemplateAlias,
 };
 use burrow_runtime::SandboxHandle;
 use burrow_store::{SandboxFilter, SandboxRecord};
@@ -508,6 +508,33 @@ impl E2bBackend for E2bService {
             self.metrics.record(id, base, taken, &usage, limits);
         }
         Ok(self.metrics.window(id, start, end))
+    }
+
+    async fn resolve_template(
+        &self,
+        _principal: &Principal,
+        alias: &str,
+    ) -> Result<TemplateAlias, BackendError> {
+        let name = burrow_template_name(alias).to_string();
+        let templates = self.state.templates.clone();
+        let lookup = name.clone();
+        let exists = tokio::task::spawn_blocking(move || templates.exists(&lookup))
+            .await
+            .map_err(|e| BackendError::Internal(format!("template lookup task: {e}")))?;
+        match exists {
+            Ok(true) => Ok(TemplateAlias {
+                template_id: name,
+                // burrow has no teams: its templates are not "public" in E2B's sense.
+                public: false,
+            }),
+            // A name burrow cannot store (`team/name:tag`, …) names no burrow template either.
+            Ok(false) | Err(burrow_templates::TemplateError::InvalidName(_)) => {
+                Err(BackendError::TemplateNotFound(name))
+            }
+            Err(e) => Err(BackendError::Internal(format!(
+                "looking up template {name}: {e}"
+            ))),
+        }
     }
 
     fn sandbox_domain(&self) -> Option<String> {

@@ -1,7 +1,7 @@
 //! Sends E2B API requests to the E2B router: everything for `api.{domain}` except the native API's
 //! own paths (`/v1/…`, `/healthz`, `/openapi.json`), and E2B's paths (`/sandboxes…`,
-//! `/v2/sandboxes…`) on any other host, so `E2B_API_URL=http://127.0.0.1:7420` works without DNS
-//! or TLS. The two APIs' paths never overlap. Requests for the port proxy are routed before this
+//! `/v2/sandboxes…`, `/templates…`, …: [`burrow_e2b::PATH_PREFIXES`]) on any other host, so
+//! `E2B_API_URL=http://127.0.0.1:7420` works without DNS or TLS. The two APIs' paths never overlap. Requests for the port proxy are routed before this
 //! layer and never get here.
 
 use axum::Router;
@@ -35,9 +35,9 @@ fn is_native_path(path: &str) -> bool {
     path == "/v1" || path.starts_with("/v1/") || path == "/healthz" || path == "/openapi.json"
 }
 
-/// Paths of E2B's control plane that burrow serves.
+/// Paths of E2B's control plane (served, or answered 501 where burrow lacks the feature).
 fn is_e2b_path(path: &str) -> bool {
-    ["/sandboxes", "/v2/sandboxes"].iter().any(|prefix| {
+    burrow_e2b::PATH_PREFIXES.iter().any(|prefix| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     })
@@ -71,6 +71,10 @@ mod tests {
         assert!(e2b.handles(Some("localhost"), "/v2/sandboxes"));
         assert!(!e2b.handles(Some("localhost"), "/v1/sandboxes"));
         assert!(!e2b.handles(Some("localhost"), "/sandboxesx"));
+        assert!(e2b.handles(Some("127.0.0.1"), "/templates/aliases/base"));
+        assert!(e2b.handles(Some("127.0.0.1"), "/v3/templates"));
+        assert!(e2b.handles(Some("127.0.0.1"), "/volumes"));
+        assert!(!e2b.handles(Some("127.0.0.1"), "/metrics"));
         assert!(!e2b.handles(Some("x.burrow.localhost"), "/healthz"));
     }
 }
