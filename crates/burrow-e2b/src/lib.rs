@@ -36,7 +36,9 @@ pub use backend::{
     ListFilter, OnTimeout, Order, Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState,
 };
 pub use error::ApiError;
-pub use tls_listener::{HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, TlsListener};
+pub use tls_listener::{
+    HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, TlsConnection, TlsLimits, TlsListener,
+};
 
 use handlers::{lifecycle, sandboxes};
 
