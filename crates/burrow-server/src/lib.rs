@@ -251,7 +251,7 @@ fn validate_http_limits(config: &ServerConfig) -> Result<(), ServeError> {
     for (what, value) in [
         ("HTTP header timeout", config.http_header_timeout),
         ("HTTP idle timeout", config.http_idle_timeout),
-        ("HTTP write stall timeout", config.http_write_stall_timeout),
+        ("HTTP stall timeout", config.http_stall_timeout),
     ] {
         if value.is_zero() {
             return Err(ServeError::Config(format!("the {what} must be above zero")));
@@ -354,9 +354,15 @@ fn router(state: AppState, e2b: e2b::E2bRouter) -> Router {
             auth::require_api_key,
         ));
     // Outermost first: the port proxy, then the E2B API (by host or path), then the native API.
+    // Request bodies of the API and the E2B API are bounded by the stall timeout; proxied ones
+    // are not (a stream into a sandbox may pause for as long as the sandbox's protocol allows).
     api.layer(axum::middleware::from_fn_with_state(
         e2b,
         e2b::route_e2b_api,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.config.http_stall_timeout,
+        http_server::bound_request_body,
     ))
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),

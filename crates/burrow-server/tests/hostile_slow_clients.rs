@@ -27,7 +27,7 @@ fn config(dir: &TestEnv) -> burrow_server::ServerConfig {
     burrow_server::ServerConfig {
         http_header_timeout: LONG,
         http_idle_timeout: LONG,
-        http_write_stall_timeout: LONG,
+        http_stall_timeout: LONG,
         ..common::config(dir.path())
     }
 }
@@ -129,6 +129,27 @@ async fn half_sent_request_head_is_closed_after_the_header_timeout() {
         get_status(server.addr, PATIENCE).await.unwrap(),
         "HTTP/1.1 200 OK"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn silent_clients_and_half_h2_prefaces_are_closed_after_the_header_timeout() {
+    let dir = TestEnv::without_runtime_lock();
+    let server = TestServer::start_with(burrow_server::ServerConfig {
+        http_header_timeout: SHORT,
+        ..config(&dir)
+    })
+    .await;
+
+    let silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut half_preface = TcpStream::connect(server.addr).await.unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let opened = Instant::now();
+    let silent = tokio::spawn(wait_closed(silent, "client that sent nothing"));
+    let (_, closed) = wait_closed(half_preface, "half HTTP/2 preface").await;
+    assert!(closed - opened >= SHORT - Duration::from_millis(200));
+    let (_, closed) = silent.await.unwrap();
+    assert!(closed - opened >= SHORT - Duration::from_millis(200));
     server.stop().await;
 }
 
@@ -283,7 +304,7 @@ async fn idle_h2c_connection_is_closed_with_goaway() {
 async fn client_that_never_reads_its_responses_is_dropped() {
     let dir = TestEnv::without_runtime_lock();
     let server = TestServer::start_with(burrow_server::ServerConfig {
-        http_write_stall_timeout: SHORT,
+        http_stall_timeout: SHORT,
         ..config(&dir)
     })
     .await;
@@ -298,25 +319,61 @@ async fn client_that_never_reads_its_responses_is_dropped() {
         .unwrap()
         .len();
 
-    // Far more response bytes than the socket buffers hold: pipelined requests, never read.
+    // Far more response bytes than the socket buffers hold: pipelined requests, never read
+    // (a small receive buffer fills up sooner).
     let requests = (256 << 20) / document_len;
-    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(server.addr).await.unwrap();
     let pipelined = b"GET /openapi.json HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(requests);
-    let (mut reader, mut writer) = tcp.split();
-    let write = async {
-        // The server stops reading requests once its writes block; that is fine.
-        let _ = tokio::time::timeout(SHORT, writer.write_all(&pipelined)).await;
-    };
-    write.await;
-    tokio::time::sleep(SHORT * 2).await;
+    // The server stops reading requests once its writes block; that is fine.
+    let _ = tokio::time::timeout(SHORT, tcp.write_all(&pipelined)).await;
 
-    // Now read: what the buffers hold, then the end of a connection the server gave up on.
-    let (read, _) = wait_closed(&mut reader, "client that stopped reading").await;
+    // Reading would let the server go on, so watch the socket's TCP state instead: the server's
+    // FIN (CLOSE_WAIT) or reset (CLOSE) shows it gave up on the client.
+    let deadline = Instant::now() + PATIENCE * 2;
+    loop {
+        let state = tcp_state(&tcp);
+        if state != TCP_ESTABLISHED {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server kept a client that reads nothing for {:?}",
+            PATIENCE * 2
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (read, _) = wait_closed(&mut tcp, "client that stopped reading").await;
     assert!(
         read < requests * document_len,
         "all {requests} responses were delivered; the connection was not dropped"
     );
     server.stop().await;
+}
+
+/// `TCP_ESTABLISHED` of the kernel's `enum tcp_state` (include/net/tcp_states.h).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// The kernel's TCP state of a socket (`TCP_ESTABLISHED`, `TCP_CLOSE_WAIT`, …).
+fn tcp_state(tcp: &TcpStream) -> u8 {
+    use std::os::fd::AsRawFd;
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a writable tcp_info of `len` bytes, and the fd stays open while `tcp`
+    // is borrowed.
+    let rc = unsafe {
+        libc::getsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    // SAFETY: getsockopt succeeded and filled (a prefix of) the zero-initialised struct.
+    unsafe { info.assume_init() }.tcpi_state
 }
 
 #[tokio::test]
@@ -382,5 +439,133 @@ async fn tls_listener_bounds_handshakes_and_request_heads() {
     assert!(closed - silent_from >= SHORT - Duration::from_millis(200));
     let (_, closed) = half.await.unwrap();
     assert!(closed - half_from >= SHORT - Duration::from_millis(200));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn request_body_that_stops_half_way_is_answered_and_closed() {
+    let dir = TestEnv::without_runtime_lock();
+    let server = TestServer::start_with(burrow_server::ServerConfig {
+        http_stall_timeout: SHORT,
+        ..config(&dir)
+    })
+    .await;
+
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/sandboxes HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"template\":",
+        server.key
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let sent = Instant::now();
+    let mut response = Vec::new();
+    let read_all = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut response)).await;
+    let after = sent.elapsed();
+    assert!(
+        read_all.is_ok(),
+        "the server kept waiting for the rest of the body for {PATIENCE:?}"
+    );
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("no request body data"), "{response}");
+    assert!(
+        after >= SHORT - Duration::from_millis(200),
+        "answered too early: {after:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn h2_client_that_keeps_its_window_closed_is_dropped() {
+    let dir = TestEnv::without_runtime_lock();
+    let server = TestServer::start_with(burrow_server::ServerConfig {
+        http_idle_timeout: SHORT,
+        http_stall_timeout: SHORT,
+        ..config(&dir)
+    })
+    .await;
+
+    // A 1 KiB stream window the client never reopens: it does not read the body.
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(1024)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = http::Request::get(format!("http://{}/openapi.json", server.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let stalled_from = Instant::now();
+    let ended = tokio::time::timeout(PATIENCE, conn).await;
+    assert!(
+        ended.is_ok(),
+        "the server kept a connection whose client reads nothing open for {PATIENCE:?}"
+    );
+    assert!(stalled_from.elapsed() >= SHORT - Duration::from_millis(200));
+    drop(response);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn h2_client_that_stops_taking_an_exec_stream_is_dropped() {
+    let dir = TestEnv::new();
+    if !common::install_test_template(dir.path()) {
+        return;
+    }
+    let server = TestServer::start_with(burrow_server::ServerConfig {
+        http_stall_timeout: SHORT,
+        ..config(&dir)
+    })
+    .await;
+    let created = server
+        .post("/v1/sandboxes")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The stream stays open (the command runs for minutes) while the client keeps its 1 KiB
+    // window closed: the socket never stalls, only the stream does.
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(1024)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let body = serde_json::json!({"command": "yes | head -c 1000000000"}).to_string();
+    let request = http::Request::post(format!("http://{}/v1/sandboxes/{id}/exec", server.addr))
+        .header("authorization", format!("Bearer {}", server.key))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let stalled_from = Instant::now();
+    let ended = tokio::time::timeout(PATIENCE, conn).await;
+    assert!(
+        ended.is_ok(),
+        "the server kept streaming to a client that takes nothing for {PATIENCE:?}"
+    );
+    assert!(stalled_from.elapsed() >= SHORT - Duration::from_millis(200));
+    drop(response);
+
+    let deleted = server
+        .delete(&format!("/v1/sandboxes/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
     server.stop().await;
 }

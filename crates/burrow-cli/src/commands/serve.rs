@@ -93,9 +93,10 @@ pub struct ServeArgs {
     #[arg(long, env = "BURROW_HTTP_IDLE_TIMEOUT", default_value = "60", value_parser = positive_duration)]
     pub http_idle_timeout: std::time::Duration,
     /// A client that reads nothing of a response, stream or WebSocket for this long is
-    /// disconnected (`60s`, plain seconds).
-    #[arg(long, env = "BURROW_HTTP_WRITE_STALL_TIMEOUT", default_value = "60", value_parser = positive_duration)]
-    pub http_write_stall_timeout: std::time::Duration,
+    /// disconnected, and one that stops sending a request body the API is reading gets an error
+    /// (`60s`, plain seconds).
+    #[arg(long, env = "BURROW_HTTP_STALL_TIMEOUT", default_value = "60", value_parser = positive_duration)]
+    pub http_stall_timeout: std::time::Duration,
 }
 
 /// A duration above zero (a zero client timeout would close every connection at once).
@@ -140,7 +141,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         max_connections: args.max_connections as usize,
         http_header_timeout: args.http_header_timeout,
         http_idle_timeout: args.http_idle_timeout,
-        http_write_stall_timeout: args.http_write_stall_timeout,
+        http_stall_timeout: args.http_stall_timeout,
         deep_below_available: args
             .deep_below_available_mb
             .map(|mb| mb.saturating_mul(1 << 20))
