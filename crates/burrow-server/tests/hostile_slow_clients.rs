@@ -569,3 +569,75 @@ async fn h2_client_that_stops_taking_an_exec_stream_is_dropped() {
     assert_eq!(deleted.status(), 204);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn websocket_client_that_stops_reading_is_dropped() {
+    let dir = TestEnv::new();
+    if !common::install_test_template(dir.path()) {
+        return;
+    }
+    let server = TestServer::start_with(burrow_server::ServerConfig {
+        http_stall_timeout: SHORT,
+        ..config(&dir)
+    })
+    .await;
+    let created = server
+        .post("/v1/sandboxes")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A shell that prints without end to a client that reads none of it: after the upgrade only
+    // the connection's IO bound can notice.
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/v1/sandboxes/{id}/pty?cols=80&rows=24", server.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", server.key).parse().unwrap(),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(server.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::binary(
+        b"yes\n".to_vec(),
+    ))
+    .await
+    .unwrap();
+    // The server's FIN would queue behind the unread output, so the client pings now and then:
+    // a socket the server has closed answers that with a reset.
+    let deadline = Instant::now() + PATIENCE * 2;
+    while tcp_state(ws.get_ref()) == TCP_ESTABLISHED {
+        assert!(
+            Instant::now() < deadline,
+            "the server kept a WebSocket whose client reads nothing for {:?}",
+            PATIENCE * 2
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ping = tokio_tungstenite::tungstenite::Message::Ping(bytes::Bytes::from_static(b"?"));
+        if tokio::time::timeout(Duration::from_secs(1), ws.send(ping))
+            .await
+            .is_ok_and(|sent| sent.is_err())
+        {
+            break;
+        }
+    }
+    drop(ws);
+
+    let deleted = server
+        .delete(&format!("/v1/sandboxes/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    server.stop().await;
+}
