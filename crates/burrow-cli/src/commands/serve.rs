@@ -83,9 +83,10 @@ pub struct ServeArgs {
     /// the kernel's accept backlog until one closes.
     #[arg(long, env = "BURROW_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
-    /// Time a client gets for a TLS handshake and, on HTTP/1.1, for a complete request head
-    /// (counted from when the server starts waiting for it, so idle HTTP/1.1 keep-alive
-    /// connections close after it too; `30s`, plain seconds).
+    /// Time a client gets for a TLS handshake, for its first request after connecting and, on
+    /// HTTP/1.1, for each complete request head (counted from when the server starts waiting
+    /// for it, so idle HTTP/1.1 keep-alive connections close after it too; `30s`, plain
+    /// seconds).
     #[arg(long, env = "BURROW_HTTP_HEADER_TIMEOUT", default_value = "30", value_parser = positive_duration)]
     pub http_header_timeout: std::time::Duration,
     /// A connection with no request in flight this long is closed (HTTP/2: GOAWAY; `60s`,
