@@ -38,7 +38,9 @@ pub use backend::{
     TemplateAlias,
 };
 pub use error::ApiError;
-pub use tls_listener::{HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, TlsListener};
+pub use tls_listener::{
+    HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, TlsConnection, TlsLimits, TlsListener,
+};
 
 use handlers::{lifecycle, sandboxes, templates, unimplemented};
 

@@ -62,6 +62,31 @@ pub struct ServerConfig {
     /// How long the idle timer waits for a sandbox's pre-standby hook (`/etc/burrow/pre-standby`)
     /// before it is killed and the standby goes ahead; zero = hooks are never run. Default 10 s.
     pub standby_grace: std::time::Duration,
+    /// Open connections per listener (HTTP and HTTPS each); beyond it, new connections wait in
+    /// the kernel's accept backlog until one closes. Default 4096.
+    pub max_connections: usize,
+    /// Time a client gets for a TLS handshake, for its first request after connecting and, on
+    /// HTTP/1.1, for each complete request head, counted from when the server starts waiting
+    /// for it (so an idle HTTP/1.1 keep-alive connection is closed after it too). Default 30 s.
+    pub http_header_timeout: std::time::Duration,
+    /// A connection with no request in flight this long is closed (HTTP/2: GOAWAY). Default 60 s.
+    pub http_idle_timeout: std::time::Duration,
+    /// A client that reads nothing of what it is sent for this long is disconnected (responses,
+    /// exec streams, WebSockets, proxied traffic); a request body of the API or the E2B API that
+    /// brings nothing for this long while it is read fails. Default 60 s.
+    pub http_stall_timeout: std::time::Duration,
+}
+
+impl ServerConfig {
+    /// The bounds on clients of each listener.
+    pub(crate) fn http_limits(&self) -> crate::http_server::HttpLimits {
+        crate::http_server::HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout: self.http_header_timeout,
+            idle_timeout: self.http_idle_timeout,
+            stall_timeout: self.http_stall_timeout,
+        }
+    }
 }
 
 /// Which sandboxes a graceful shutdown sends to deep standby.
@@ -126,6 +151,10 @@ impl Default for ServerConfig {
             deep_below_available: crate::standby::default_deep_below_available(),
             standby_drop_cache: false,
             standby_grace: std::time::Duration::from_secs(10),
+            max_connections: 4096,
+            http_header_timeout: std::time::Duration::from_secs(30),
+            http_idle_timeout: std::time::Duration::from_secs(60),
+            http_stall_timeout: std::time::Duration::from_secs(60),
         }
     }
 }

@@ -9,6 +9,7 @@ mod config;
 mod e2b;
 mod error;
 mod extract;
+mod http_server;
 mod ids;
 mod json_errors;
 mod keys;
@@ -28,7 +29,7 @@ mod tls;
 mod uploads;
 mod validate;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -70,6 +71,7 @@ impl Server {
                 config.domain
             )));
         }
+        validate_http_limits(&config)?;
         std::fs::create_dir_all(&config.data_dir).map_err(ServeError::io(format!(
             "creating {}",
             config.data_dir.display()
@@ -142,7 +144,19 @@ impl Server {
         };
         let tls = match &state.config.tls {
             Some(tls_config) => {
-                Some(tls::bind(tls_config, &state.config.data_dir, &state.config.domain).await?)
+                let limits = burrow_e2b::TlsLimits {
+                    handshake_timeout: state.config.http_header_timeout,
+                    max_connections: Some(state.config.max_connections),
+                };
+                Some(
+                    tls::bind(
+                        tls_config,
+                        &state.config.data_dir,
+                        &state.config.domain,
+                        limits,
+                    )
+                    .await?,
+                )
             }
             None => None,
         };
@@ -203,28 +217,17 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let graceful = |mut stop_rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        };
+        let limits = self.state.config.http_limits();
         let https = self.tls.map(|tls| {
             let addr = axum::serve::Listener::local_addr(&tls.listener).ok();
             tracing::info!(?addr, "burrow HTTPS listening");
-            axum::serve(tls.listener, self.router.clone())
-                .with_graceful_shutdown(graceful(stop_rx.clone()))
-                .into_future()
+            http_server::serve_tls(tls.listener, self.router.clone(), limits, stop_rx.clone())
         });
-        // Small request/response exchanges must not wait for Nagle + delayed ACK (40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let http = axum::serve(listener, self.router)
-            .with_graceful_shutdown(graceful(stop_rx.clone()))
-            .into_future();
+        let http = http_server::serve_plain(self.listener, self.router, limits, stop_rx.clone());
         let serve = async move {
             match https {
                 Some(https) => {
-                    let (http, https) = tokio::join!(http, https);
-                    http.and(https)
+                    tokio::join!(http, https);
                 }
                 None => http.await,
             }
@@ -234,13 +237,12 @@ impl Server {
             let _ = deadline_rx.wait_for(|stop| *stop).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         };
-        let result = tokio::select! {
-            served = serve => served.map_err(ServeError::io("serving HTTP")),
+        tokio::select! {
+            () = serve => {}
             () = deadline => {
                 tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}; closing them");
-                Ok(())
             }
-        };
+        }
         drop(idle_timer);
         drop(e2b_timeouts);
         if let Err(e) = self.state.key_uses.flush(&self.state.store).await {
@@ -253,8 +255,29 @@ impl Server {
             DEEP_ON_SHUTDOWN_BUDGET,
         )
         .await;
-        result
+        Ok(())
     }
+}
+
+/// Rejects client bounds that would make the server unusable (a zero cap or timeout).
+fn validate_http_limits(config: &ServerConfig) -> Result<(), ServeError> {
+    if config.max_connections == 0 || config.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+        return Err(ServeError::Config(format!(
+            "max connections {} is out of range: use 1 to {}",
+            config.max_connections,
+            tokio::sync::Semaphore::MAX_PERMITS
+        )));
+    }
+    for (what, value) in [
+        ("HTTP header timeout", config.http_header_timeout),
+        ("HTTP idle timeout", config.http_idle_timeout),
+        ("HTTP stall timeout", config.http_stall_timeout),
+    ] {
+        if value.is_zero() {
+            return Err(ServeError::Config(format!("the {what} must be above zero")));
+        }
+    }
+    Ok(())
 }
 
 /// Aborts a background task when dropped.
@@ -362,9 +385,15 @@ fn router(state: AppState, e2b: e2b::E2bRouter) -> Router {
             auth::require_api_key,
         ));
     // Outermost first: the port proxy, then the E2B API (by host or path), then the native API.
+    // Request bodies of the API and the E2B API are bounded by the stall timeout; proxied ones
+    // are not (a stream into a sandbox may pause for as long as the sandbox's protocol allows).
     api.layer(axum::middleware::from_fn_with_state(
         e2b,
         e2b::route_e2b_api,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.config.http_stall_timeout,
+        http_server::bound_request_body,
     ))
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use burrow_e2b::TlsListener;
 use burrow_e2b::tls::{self, LocalCa};
+use burrow_e2b::{TlsLimits, TlsListener};
 use tokio::net::TcpListener;
 
 use crate::config::TlsConfig;
@@ -24,6 +24,7 @@ pub async fn bind(
     config: &TlsConfig,
     data_dir: &Path,
     domain: &str,
+    limits: TlsLimits,
 ) -> Result<BoundTls, ServeError> {
     let tls_error = |e: tls::TlsError| ServeError::Config(format!("TLS: {e}"));
     let (identity, ca_cert) = match &config.cert_and_key {
@@ -44,7 +45,7 @@ pub async fn bind(
             "listening (TLS) on {}",
             config.listen
         )))?;
-    let listener = TlsListener::new(tcp, server_config)
+    let listener = TlsListener::with_limits(tcp, server_config, limits)
         .map_err(ServeError::io(format!("TLS listener on {}", config.listen)))?;
     Ok(BoundTls { listener, ca_cert })
 }

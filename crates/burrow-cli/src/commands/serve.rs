@@ -83,6 +83,32 @@ pub struct ServeArgs {
     /// hooks).
     #[arg(long, env = "BURROW_STANDBY_GRACE", default_value = "10", value_parser = crate::args::duration)]
     pub standby_grace: std::time::Duration,
+    /// Open connections per listener (HTTP and HTTPS each); beyond it, new connections wait in
+    /// the kernel's accept backlog until one closes.
+    #[arg(long, env = "BURROW_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Time a client gets for a TLS handshake, for its first request after connecting and, on
+    /// HTTP/1.1, for each complete request head (counted from when the server starts waiting
+    /// for it, so idle HTTP/1.1 keep-alive connections close after it too; `30s`, plain
+    /// seconds).
+    #[arg(long, env = "BURROW_HTTP_HEADER_TIMEOUT", default_value = "30", value_parser = positive_duration)]
+    pub http_header_timeout: std::time::Duration,
+    /// A connection with no request in flight this long is closed (HTTP/2: GOAWAY; `60s`,
+    /// plain seconds).
+    #[arg(long, env = "BURROW_HTTP_IDLE_TIMEOUT", default_value = "60", value_parser = positive_duration)]
+    pub http_idle_timeout: std::time::Duration,
+    /// A client that reads nothing of a response, stream or WebSocket for this long is
+    /// disconnected, and one that stops sending a request body the API is reading gets an error
+    /// (`60s`, plain seconds).
+    #[arg(long, env = "BURROW_HTTP_STALL_TIMEOUT", default_value = "60", value_parser = positive_duration)]
+    pub http_stall_timeout: std::time::Duration,
+}
+
+/// A duration above zero (a zero client timeout would close every connection at once).
+fn positive_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let duration = crate::args::duration(text)?;
+    anyhow::ensure!(!duration.is_zero(), "must be above zero");
+    Ok(duration)
 }
 
 pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode> {
@@ -118,6 +144,10 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
         deep_on_shutdown: args.deep_on_shutdown,
         standby_drop_cache: args.standby_drop_cache,
         standby_grace: args.standby_grace,
+        max_connections: args.max_connections as usize,
+        http_header_timeout: args.http_header_timeout,
+        http_idle_timeout: args.http_idle_timeout,
+        http_stall_timeout: args.http_stall_timeout,
         deep_below_available: args
             .deep_below_available_mb
             .map(|mb| mb.saturating_mul(1 << 20))

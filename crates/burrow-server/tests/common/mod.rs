@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 /// (`<dir>/sandboxes`, a loop mount) is unmounted before the dir is removed.
 pub struct TestEnv {
     dir: tempfile::TempDir,
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
 }
 
 impl TestEnv {
@@ -25,7 +25,16 @@ impl TestEnv {
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("flock");
         Self {
             dir: tempfile::tempdir().unwrap(),
-            _lock: lock,
+            _lock: Some(lock),
+        }
+    }
+
+    /// A data dir without the host-wide lock, for tests that start a server but no sandbox:
+    /// the server's runtime instance (claimed per data dir) keeps its host state apart.
+    pub fn without_runtime_lock() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            _lock: None,
         }
     }
 
@@ -47,6 +56,8 @@ impl Drop for TestEnv {
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the config has one.
+    pub tls_addr: Option<SocketAddr>,
     pub key: String,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
@@ -92,6 +103,7 @@ impl TestServer {
         let data_dir = config.data_dir.clone();
         let server = Server::bind(config).await.expect("server starts");
         let addr = server.local_addr();
+        let tls_addr = server.tls_addr();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -107,6 +119,7 @@ impl TestServer {
             .to_string();
         Self {
             addr,
+            tls_addr,
             key,
             data_dir,
             http: reqwest::Client::new(),
