@@ -157,6 +157,7 @@ fn random_multipart_bodies_only_ever_write_the_target() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let root = PathBuf::from(scratch(&agent, "prop-multipart-random"));
     std::fs::create_dir_all(&root).unwrap();
+    own_by_test_user(&agent, &root);
     let target = root.join("target.bin");
     let mut runner = TestRunner::new(config(48));
     let (accepted, refused) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
@@ -249,6 +250,7 @@ fn part_filenames_land_exactly_where_they_resolve() {
         .run(&strategy, |(boundary, parts)| {
             let _ = std::fs::remove_dir_all(&root);
             std::fs::create_dir_all(&root).unwrap();
+            own_by_test_user(&agent, &root);
             let parts: Vec<Part> = parts
                 .into_iter()
                 .map(|(components, data)| Part {
@@ -333,6 +335,7 @@ fn encoding_and_metadata_headers_are_parsed_safely() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let root = PathBuf::from(scratch(&agent, "prop-headers"));
     std::fs::create_dir_all(&root).unwrap();
+    own_by_test_user(&agent, &root);
     let file = root.join("f.bin");
     let accept = prop::option::of(prop_oneof![
         "[ -~]{0,30}".prop_map(String::from),
@@ -454,4 +457,9 @@ fn encoding_and_metadata_headers_are_parsed_safely() {
         )
         .unwrap();
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// File operations run as the requesting user (the test user): the scratch dir is theirs.
+fn own_by_test_user(agent: &Agent, dir: &std::path::Path) {
+    std::os::unix::fs::chown(dir, Some(agent.user.uid), Some(agent.user.gid)).unwrap();
 }

@@ -556,6 +556,19 @@ impl PowerRegistry {
         self.lock().insert(id.to_string(), power);
     }
 
+    /// The entry of `id`, inserting `power` first if there is none.
+    pub fn get_or_insert(&self, id: &str, power: Arc<SandboxPower>) -> Arc<SandboxPower> {
+        self.lock().entry(id.to_string()).or_insert(power).clone()
+    }
+
+    /// Removes the entry of `id` if it is `power` (not one registered since).
+    pub fn remove_if(&self, id: &str, power: &Arc<SandboxPower>) {
+        let mut map = self.lock();
+        if map.get(id).is_some_and(|p| Arc::ptr_eq(p, power)) {
+            map.remove(id);
+        }
+    }
+
     pub fn remove(&self, id: &str) {
         self.lock().remove(id);
     }

@@ -442,21 +442,29 @@ pub async fn running_as(
     })
 }
 
-/// The power state of a running sandbox. Only create and reconcile register one, and a delete
-/// forgets it: a request that raced with a delete must not bring it back (the idle timer would
-/// then try to freeze a sandbox that no longer exists, forever).
-fn power_of(state: &AppState, id: &str) -> Result<Arc<SandboxPower>, HttpError> {
+/// The power state of a running sandbox. Create and reconcile register one; a running row
+/// without one (a row written by another process, a state this daemon did not track) gets an
+/// awake one here. A delete forgets it, and a request that raced with a delete must not bring
+/// it back (the idle timer would then try to freeze a sandbox that no longer exists, forever):
+/// so no entry while a delete is in flight, and a new entry stays only if the row is still
+/// there after it was inserted (a delete that finished before has forgotten the sandbox and
+/// would never remove it; one that removes the row later forgets it after).
+async fn power_of(state: &AppState, id: &str) -> Result<Arc<SandboxPower>, HttpError> {
     if let Some(power) = state.power.get(id) {
         return Ok(power);
     }
     if state.deletes.in_flight(id) {
         return Err(HttpError::sandbox_not_found(id));
     }
-    Err(HttpError::new(
-        StatusCode::CONFLICT,
-        codes::SANDBOX_NOT_RUNNING,
-        format!("sandbox '{id}' is still starting (or was just deleted); retry in a moment"),
-    ))
+    let fresh = SandboxPower::new(state.config.default_idle_timeout, Power::Awake);
+    let power = state.power.get_or_insert(id, fresh);
+    match state.store.get_sandbox(id).await? {
+        Some(rec) if rec.state == SandboxState::Running => Ok(power),
+        _ => {
+            state.power.remove_if(id, &power);
+            Err(HttpError::sandbox_not_found(id))
+        }
+    }
 }
 
 /// Opens a stream on the sandbox, waking it first if it sleeps. Concurrent callers share one
@@ -467,7 +475,7 @@ async fn enter(
     id: &str,
     source: &'static str,
 ) -> Result<(ActivityGuard, bool), HttpError> {
-    let power = power_of(state, id)?;
+    let power = power_of(state, id).await?;
     let mut restored = false;
     loop {
         match power.enter(source) {
@@ -539,7 +547,7 @@ pub async fn standby(state: &AppState, id: &str, deep: bool) -> Result<(), HttpE
     if deep {
         return deep_standby(state, id, None).await;
     }
-    let power = power_of(state, id)?;
+    let power = power_of(state, id).await?;
     loop {
         match power.begin_sleep(false) {
             SleepClaim::Claimed => break,
@@ -566,7 +574,7 @@ pub async fn deep_standby(
             format!("deep standby of sandbox {id} is not available: {e}"),
         ));
     }
-    let power = power_of(state, id)?;
+    let power = power_of(state, id).await?;
     loop {
         match power.begin_deep(only_if_warm_for) {
             DeepClaim::FromAwake | DeepClaim::FromWarm => break,
@@ -669,7 +677,7 @@ async fn sleep(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), H
 /// Wakes a sleeping sandbox; returns whether it was asleep. Counts as activity.
 pub async fn resume(state: &AppState, id: &str) -> Result<bool, HttpError> {
     running_record(state, id).await?;
-    let power = power_of(state, id)?;
+    let power = power_of(state, id).await?;
     let mut was_asleep = false;
     loop {
         match power.enter("resume") {

@@ -147,10 +147,18 @@ pub fn spawn(
     let (uid, gid) = (spec.user.uid, spec.user.gid);
     let groups: Vec<libc::gid_t> = spec.user.groups.clone();
     // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe syscalls (open/write/close/getrlimit/setrlimit/setsid/setpgid/ioctl/
+    // async-signal-safe syscalls (prctl/open/write/close/getrlimit/setrlimit/setsid/setpgid/ioctl/
     // setgroups/setgid/setuid) on data prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // The agent's file operations switch a thread's fsuid (creds.rs), which makes the
+            // whole agent non-dumpable; a non-dumpable process's /proc/self files belong to
+            // root of its mm's user namespace, which after a CRIU restore is the host's (criu
+            // forked the tree), so this child could not open its own oom_score_adj. Dumpable
+            // again for the moment before exec (which sets it from the new credentials anyway).
+            if libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             reset_oom_score()?;
             restore_nofile_soft_limit()?;
             if with_tty {
