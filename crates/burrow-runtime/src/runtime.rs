@@ -1391,9 +1391,25 @@ fn adopt_restored_tree(
     let [init_pid] = inits[..] else {
         return Ok(None);
     };
+    // CRIU may still hold the tree (its tasks ptrace-seized until it resumes them) or be about
+    // to abandon it: wait until no task of it is traced, then give it a moment. A tree that
+    // dies meanwhile was never really restored; the images, still complete, keep the sandbox
+    // deep (the caller deletes them only for a tree adopted here).
+    let deadline = Instant::now() + RESTORED_TREE_SETTLE_TIMEOUT;
+    while pids.iter().any(|pid| is_traced(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(RESTORED_TREE_SETTLE);
     let Some(init_start_time) = process_start_time(init_pid) else {
+        tracing::warn!(id = %old.id, init_pid, "a tree restored while the daemon was down died");
+        shared.cgroups(&old.id).kill_all()?;
         return Ok(None);
     };
+    if pids.iter().any(|pid| is_traced(*pid)) {
+        tracing::warn!(id = %old.id, init_pid, "a restored tree is still traced: not adopted");
+        shared.cgroups(&old.id).kill_all()?;
+        return Ok(None);
+    }
     tracing::warn!(id = %old.id, init_pid, "adopting a sandbox restored while the daemon was down");
     let handle = SandboxHandle {
         init_pid,
@@ -1402,6 +1418,20 @@ fn adopt_restored_tree(
     };
     state::save(dir, &handle)?;
     Ok(Some(handle))
+}
+
+/// How long reconcile waits for an orphaned CRIU to let go of a tree it restored.
+const RESTORED_TREE_SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a tree restored while the daemon was down must stay alive to be adopted.
+const RESTORED_TREE_SETTLE: Duration = Duration::from_millis(300);
+
+/// Whether `pid` is being ptraced (`TracerPid` in its status).
+fn is_traced(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .is_some_and(|v| v.trim() != "0")
 }
 
 /// Whether `pid` is pid 1 of a pid namespace below ours (`NSpid: <host pid> ... 1`).

@@ -933,6 +933,19 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
         }
     }
     for handle in &report.adopted {
+        // A restore that finished while the daemon was down gave init a new host pid: the
+        // row must name it, or the first look at the sandbox would find the old init gone.
+        let json = serde_json::to_string(handle)
+            .map_err(|e| crate::error::ServeError::Config(format!("sandbox handle: {e}")))?;
+        if let Some(rec) = state.store.get_sandbox(&handle.id).await?
+            && rec.state == SandboxState::Running
+            && rec.handle_json.as_deref() != Some(json.as_str())
+        {
+            state
+                .store
+                .mark_sandbox_running(&handle.id, &json, &handle.ip.to_string())
+                .await?;
+        }
         adopt_power(state, &handle.id).await;
     }
     for handle in &report.checkpointed {

@@ -242,6 +242,15 @@ async fn kill_9_at_random_moments_of_checkpoints_and_restores() {
             "round {round} (seed {seed}): the sandbox lost its files: {after}"
         );
         let outcome = if after["state"] == "error" {
+            if complete_before_kill || waking {
+                let log =
+                    std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(80).collect();
+                eprintln!(
+                    "daemon log (last lines, newest first):\n{}",
+                    tail.join("\n")
+                );
+            }
             assert!(
                 !complete_before_kill && !waking,
                 "round {round} (seed {seed}): a complete checkpoint lost its processes: {after}"

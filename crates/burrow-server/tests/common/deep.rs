@@ -314,6 +314,18 @@ pub async fn run_child_daemon() {
     let Some(dir) = std::env::var_os(CHILD_DIR_VAR).map(PathBuf::from) else {
         return;
     };
+    // The daemon's log, appended to `<dir>/daemon.log` across restarts (kept on failure).
+    if let Ok(log) = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("daemon.log"))
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("burrow_runtime=info,burrow_server=info,burrow_standby=info")
+            .with_writer(std::sync::Mutex::new(log))
+            .with_ansi(false)
+            .try_init();
+    }
     let server = burrow_server::Server::bind(super::config(&dir))
         .await
         .expect("child daemon starts");
@@ -386,6 +398,15 @@ impl ChildDaemon {
         self.child.wait().unwrap();
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
         lock
+    }
+}
+
+/// A test that fails half-way must not leave its daemon serving (and running idle timers)
+/// after it: killed on drop, like after `kill_9`.
+impl Drop for ChildDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
