@@ -1299,10 +1299,16 @@ fn teardown_resources(
     cgroups.remove()?;
     let dir = shared.sandboxes_dir.join(id);
     ram_dir::unmount_if_mounted(&dir)?;
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err(format!("remove {dir:?}"))(e)),
+    let mut attempt = 0;
+    loop {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !dir.exists() => return Ok(()),
+            // An entry deleted meanwhile by someone else (the background deletion of a restore's
+            // used images): go again, the tree must be gone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 5 => attempt += 1,
+            Err(e) => return Err(io_err(format!("remove {dir:?}"))(e)),
+        }
     }
 }
 

@@ -113,7 +113,8 @@ impl Api {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 204);
+        let status = resp.status();
+        assert_eq!(status, 204, "{}", resp.text().await.unwrap_or_default());
     }
 
     pub async fn exec(&self, id: &str, command: &str) -> (String, i64) {
