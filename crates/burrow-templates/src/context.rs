@@ -124,7 +124,7 @@ fn check_context(
 /// Whether `target`, read from directory `dir` (relative to the context root), stays inside the
 /// root: not absolute, and no `..` climbing above it. Lexical only; the server never follows
 /// symlinks in a context (see [`resolve_in_context`]), this keeps contexts self-contained.
-fn stays_inside(dir: &Path, target: &Path) -> bool {
+pub fn stays_inside(dir: &Path, target: &Path) -> bool {
     if target.has_root() || target.as_os_str().is_empty() {
         return false;
     }

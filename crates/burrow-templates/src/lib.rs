@@ -29,7 +29,7 @@ pub use base::{
     debootstrap_cache_name,
 };
 pub use build::{RUNTIME_OWNED_PATHS, copy_destination, strip_runtime_files, validate_steps};
-pub use context::{ContextKind, extract_context, resolve_in_context};
+pub use context::{ContextKind, extract_context, resolve_in_context, stays_inside};
 pub use error::TemplateError;
 pub use fsutil::disk_usage;
 pub use layer_writer::{ImportLimits, OPAQUE_XATTRS};

@@ -44,7 +44,7 @@ pub fn pack_copy_context(
         let kind = meta.file_type();
         if kind.is_symlink() {
             let target = std::fs::read_link(&full)?;
-            if !stays_inside(rel.parent().unwrap_or(Path::new("")), &target) {
+            if !burrow_templates::stays_inside(rel.parent().unwrap_or(Path::new("")), &target) {
                 bail!(
                     "{} is a symlink to {}, outside the build context ({}); COPY can only carry files inside it",
                     full.display(),
@@ -102,20 +102,6 @@ fn collect(root: &Path, rel: &Path, paths: &mut BTreeSet<PathBuf>) -> anyhow::Re
         }
     }
     Ok(())
-}
-
-/// Whether symlink `target`, in directory `dir` of the context, stays inside it (lexically).
-fn stays_inside(dir: &Path, target: &Path) -> bool {
-    let mut depth = dir.components().count();
-    for component in target.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir if depth > 0 => depth -= 1,
-            _ => return false,
-        }
-    }
-    !target.as_os_str().is_empty()
 }
 
 /// Packs directory `dir` as it is (owners, modes, symlinks as symlinks): a rootfs or an OCI
