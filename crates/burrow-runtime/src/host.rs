@@ -67,10 +67,16 @@ pub fn host_ca_bundle() -> Option<std::path::PathBuf> {
 
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/pid/stat).
 pub fn process_start_time(pid: i32) -> Option<u64> {
+    stat_field(pid, 22)?.parse().ok()
+}
+
+/// Field `n` (1-based, as in proc(5): 4 = ppid, 22 = starttime) of `/proc/<pid>/stat`, for
+/// `n` ≥ 3: the command name (field 2) may contain spaces, so fields are counted from the last
+/// `)`.
+pub fn stat_field(pid: i32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split(' ').nth(n.checked_sub(3)?).map(str::to_owned)
 }
 
 /// True if `pid` is alive (not a zombie) and started at `start_time`.

@@ -1451,10 +1451,7 @@ fn is_pid_namespace_init(pid: i32) -> bool {
 }
 
 fn parent_pid(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')')
-        .and_then(|i| stat.get(i + 2..))
-        .and_then(|rest| rest.split(' ').nth(1))
+    crate::host::stat_field(pid, 4)
         .and_then(|p| p.parse().ok())
         .unwrap_or(0)
 }
