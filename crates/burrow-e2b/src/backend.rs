@@ -18,6 +18,11 @@ pub const DEFAULT_ENVD_VERSION: &str = "0.6.13";
 pub struct Principal {
     /// Stable id of the API key (or team) the request is made for.
     pub id: String,
+    /// The team (burrow: workspace) whose sandboxes the caller sees; `None` = every team (the
+    /// server operator).
+    pub team_id: Option<String>,
+    /// A read-only key: the router refuses every call but reads with 403.
+    pub read_only: bool,
 }
 
 /// Lifecycle state of a sandbox as E2B exposes it.

@@ -31,6 +31,16 @@ impl<S: E2bBackend> FromRequestParts<Arc<S>> for Caller {
             .filter(|k| !k.is_empty() && k.len() <= MAX_API_KEY_LEN)
             .ok_or_else(|| ApiError::unauthorized("malformed X-API-KEY header"))?;
         let principal = backend.authenticate(key).await?;
+        if principal.read_only
+            && parts.method != axum::http::Method::GET
+            && parts.method != axum::http::Method::HEAD
+        {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "this API key is read-only (role viewer): it cannot create, change or kill \
+                 sandboxes",
+            ));
+        }
         Ok(Caller(principal))
     }
 }

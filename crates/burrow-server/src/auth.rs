@@ -1,9 +1,17 @@
-//! API key authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+//! API key authentication (`Authorization: Bearer <key>` or `X-API-Key: <key>`) and the wall
+//! between workspaces for the native API: one middleware every native route goes through. It
+//! resolves the key to a [`Principal`], refuses calls the key's role does not allow (403, inside
+//! its own workspace only), and answers 404 for any sandbox, template or workspace named in the
+//! path that belongs to another workspace, before a handler runs. Lists filter by the principal
+//! in their handlers; the E2B API goes through `E2bService::visible` the same way.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::RequestExt;
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use burrow_core::{CoreError, Principal, Role, Scope};
+use burrow_store::ApiKeyRecord;
 use burrow_types::codes;
 
 use crate::error::HttpError;
@@ -13,7 +21,7 @@ use crate::state::AppState;
 const PUBLIC_PATHS: &[&str] = &["/healthz", "/openapi.json"];
 
 /// The key a request presents, if any.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(value) = headers.get("x-api-key") {
         return value.to_str().ok().map(str::trim);
     }
@@ -22,6 +30,65 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then_some(token.trim())
+}
+
+/// The principal a stored key stands for.
+pub fn principal_of(record: &ApiKeyRecord) -> Principal {
+    let scope = match (&record.workspace_id, &record.workspace_name) {
+        (Some(id), Some(name)) => Scope::Workspace {
+            id: id.clone(),
+            name: name.clone(),
+            // Stored roles are written by this server; an unknown one gets the least.
+            role: Role::parse(&record.role).unwrap_or(Role::Viewer),
+        },
+        _ => Scope::Operator,
+    };
+    Principal {
+        key_id: record.id.clone(),
+        scope,
+    }
+}
+
+/// Resolves `key` to its principal (and records the use), or `None` if it is unknown or revoked.
+pub async fn authenticate(state: &AppState, key: &str) -> Result<Option<Principal>, HttpError> {
+    // Lookup is by sha256 of the presented key, so timing reveals nothing about stored keys.
+    let Some(record) = state.store.find_api_key(key).await? else {
+        return Ok(None);
+    };
+    state.key_uses.used(&record.id);
+    Ok(Some(principal_of(&record)))
+}
+
+/// What a route needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Role(Role),
+    Operator,
+}
+
+/// The one table of what each native route needs. Reads need `viewer`; anything that changes
+/// state or opens a shell or a tunnel needs `member`; keys and the audit log need `admin`;
+/// creating, changing and removing workspaces needs the operator key.
+fn need(method: &Method, route: &str) -> Need {
+    let read = method == Method::GET || method == Method::HEAD;
+    if route == "/v1/workspaces" || route.starts_with("/v1/workspaces/") {
+        return if read {
+            Need::Role(Role::Viewer)
+        } else {
+            Need::Operator
+        };
+    }
+    if route.starts_with("/v1/api-keys") || route == "/v1/audit" {
+        return Need::Role(Role::Admin);
+    }
+    if route.ends_with("/pty") || route.ends_with("/tunnel") {
+        return Need::Role(Role::Member);
+    }
+    if read {
+        Need::Role(Role::Viewer)
+    } else {
+        Need::Role(Role::Member)
+    }
 }
 
 pub async fn require_api_key(
@@ -40,23 +107,113 @@ pub async fn require_api_key(
              (the first key is in <data_dir>/client.key)",
         ));
     };
-    // Lookup is by sha256 of the presented key, so timing reveals nothing about stored keys.
-    let Some(record) = state.store.find_api_key(key).await? else {
+    let Some(principal) = authenticate(&state, key).await? else {
         return Err(HttpError::new(
             StatusCode::UNAUTHORIZED,
             codes::UNAUTHORIZED,
             "invalid API key",
         ));
     };
-    state.key_uses.used(&record.id);
     let mut request = request;
-    request.extensions_mut().insert(Caller(record.id));
+    // Unknown routes (no matched path) fall through to the 404 handler.
+    if let Some(route) = request.extensions().get::<MatchedPath>().cloned() {
+        match need(request.method(), route.as_str()) {
+            Need::Role(role) => principal.require(role)?,
+            Need::Operator => principal.require_operator()?,
+        }
+        let params = request
+            .extract_parts::<RawPathParams>()
+            .await
+            .map_err(|e| HttpError::bad_request(format!("path: {e}")))?;
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        wall(&state, &principal, route.as_str(), &params).await?;
+    }
+    request.extensions_mut().insert(principal);
     Ok(next.run(request).await)
 }
 
-/// The id (`key_…`) of the API key that authenticated a request; audit records name it.
-#[derive(Debug, Clone)]
-pub struct Caller(pub String);
+/// 404 for any object named in the path that the principal may not see.
+async fn wall(
+    state: &AppState,
+    principal: &Principal,
+    route: &str,
+    params: &[(String, String)],
+) -> Result<(), HttpError> {
+    if principal.is_operator() {
+        return Ok(());
+    }
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if route.starts_with("/v1/sandboxes/{id}")
+        && let Some(id) = param("id")
+    {
+        // A sandbox that does not exist is the handler's 404, with the same body.
+        if let Some(owner) = sandbox_owner(state, id).await? {
+            principal.check_sees(&owner, "sandbox", id)?;
+        }
+    }
+    if route.starts_with("/v1/templates/{name}")
+        && let Some(name) = param("name")
+        && let Some(owner) = state.store.template_owner(name).await?
+    {
+        principal.check_sees(&owner, "template", name)?;
+    }
+    if route.starts_with("/v1/workspaces/{name}")
+        && let Some(name) = param("name")
+        && principal.workspace_name() != Some(name)
+    {
+        return Err(CoreError::NotFound {
+            kind: "workspace",
+            id: name.to_string(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The workspace owning sandbox `id`, if it exists. A sandbox never changes owner, so answers
+/// are kept in memory (dropped when the sandbox is forgotten).
+pub async fn sandbox_owner(state: &AppState, id: &str) -> Result<Option<String>, HttpError> {
+    if let Some(owner) = state.sandbox_owners.get(id) {
+        return Ok(Some(owner));
+    }
+    if !burrow_types::is_valid_sandbox_id(id) {
+        return Ok(None);
+    }
+    let owner = state.store.sandbox_workspace(id).await?;
+    if let Some(owner) = &owner {
+        state.sandbox_owners.insert(id, owner);
+    }
+    Ok(owner)
+}
+
+/// Sandbox id → owning workspace, for the wall.
+#[derive(Debug, Default)]
+pub struct SandboxOwners {
+    map: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl SandboxOwners {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn get(&self, id: &str) -> Option<String> {
+        self.lock().get(id).cloned()
+    }
+    pub fn insert(&self, id: &str, owner: &str) {
+        self.lock().insert(id.to_string(), owner.to_string());
+    }
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
 
 /// When each API key was last used, kept in memory and written to the store in batches (every
 /// [`KEY_USE_FLUSH`] and before keys are listed), so a request costs no extra write.
@@ -99,5 +256,34 @@ pub async fn key_use_loop(state: AppState) {
         if let Err(e) = state.key_uses.flush(&state.store).await {
             tracing::warn!("recording API key uses: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_table_gives_each_route_its_role() {
+        let m = |m: &str| Method::from_bytes(m.as_bytes()).unwrap();
+        assert_eq!(need(&m("GET"), "/v1/sandboxes"), Need::Role(Role::Viewer));
+        assert_eq!(need(&m("POST"), "/v1/sandboxes"), Need::Role(Role::Member));
+        assert_eq!(
+            need(&m("POST"), "/v1/sandboxes/{id}/exec"),
+            Need::Role(Role::Member)
+        );
+        assert_eq!(
+            need(&m("GET"), "/v1/sandboxes/{id}/pty"),
+            Need::Role(Role::Member)
+        );
+        assert_eq!(
+            need(&m("GET"), "/v1/sandboxes/{id}/ports/{port}/tunnel"),
+            Need::Role(Role::Member)
+        );
+        assert_eq!(need(&m("GET"), "/v1/api-keys"), Need::Role(Role::Admin));
+        assert_eq!(need(&m("GET"), "/v1/audit"), Need::Role(Role::Admin));
+        assert_eq!(need(&m("POST"), "/v1/workspaces"), Need::Operator);
+        assert_eq!(need(&m("DELETE"), "/v1/workspaces/{name}"), Need::Operator);
+        assert_eq!(need(&m("GET"), "/v1/workspaces"), Need::Role(Role::Viewer));
     }
 }

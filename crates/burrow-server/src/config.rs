@@ -75,7 +75,14 @@ pub struct ServerConfig {
     /// exec streams, WebSockets, proxied traffic); a request body of the API or the E2B API that
     /// brings nothing for this long while it is read fails. Default 60 s.
     pub http_stall_timeout: std::time::Duration,
+    /// How long audit log entries are kept. Default 90 days.
+    pub audit_retention: std::time::Duration,
 }
+
+/// Tiers beyond the built-in ones (TOML, one table per tier), in the data dir.
+pub const TIERS_FILE: &str = "tiers.toml";
+/// Prices for cost projections (TOML), in the data dir; default: [`burrow_core::cost::Prices`].
+pub const PRICES_FILE: &str = "prices.toml";
 
 impl ServerConfig {
     /// The bounds on clients of each listener.
@@ -155,6 +162,7 @@ impl Default for ServerConfig {
             http_header_timeout: std::time::Duration::from_secs(30),
             http_idle_timeout: std::time::Duration::from_secs(60),
             http_stall_timeout: std::time::Duration::from_secs(60),
+            audit_retention: std::time::Duration::from_secs(90 * 86400),
         }
     }
 }

@@ -63,6 +63,30 @@ impl IntoResponse for HttpError {
     }
 }
 
+impl From<burrow_core::CoreError> for HttpError {
+    fn from(e: burrow_core::CoreError) -> Self {
+        use burrow_core::CoreError as E;
+        let (status, code) = match &e {
+            E::NotFound {
+                kind: "sandbox",
+                id,
+            } => return Self::sandbox_not_found(id),
+            E::NotFound {
+                kind: "workspace", ..
+            } => (StatusCode::NOT_FOUND, codes::WORKSPACE_NOT_FOUND),
+            E::NotFound {
+                kind: "template", ..
+            } => (StatusCode::NOT_FOUND, codes::TEMPLATE_NOT_FOUND),
+            E::NotFound { .. } => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            E::Forbidden { .. } | E::OperatorOnly => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
+            E::Quota { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::QUOTA_EXCEEDED),
+            E::Invalid(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
+            E::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
 impl From<StoreError> for HttpError {
     fn from(e: StoreError) -> Self {
         Self::internal(format!("state database: {e}"))

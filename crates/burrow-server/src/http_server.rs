@@ -77,10 +77,10 @@ pub async fn serve_plain(
                     return None;
                 };
                 match listener.accept().await {
-                    Ok((tcp, _peer)) => {
+                    Ok((tcp, peer)) => {
                         // Small request/response exchanges must not wait for Nagle + delayed ACK.
                         let _ = tcp.set_nodelay(true);
-                        return Some((tcp, permit));
+                        return Some((tcp, peer, permit));
                     }
                     Err(err) => {
                         tracing::warn!(%err, "accepting a TCP connection failed");
@@ -98,8 +98,17 @@ pub async fn serve_plain(
             accepted = accept(slots.clone()) => accepted,
             _ = stopping.wait_for(|stop| *stop) => break,
         };
-        let Some((tcp, permit)) = accepted else { break };
-        connections.spawn(tcp, Some(permit), router.clone(), limits, stop.clone());
+        let Some((tcp, peer, permit)) = accepted else {
+            break;
+        };
+        connections.spawn(
+            tcp,
+            peer,
+            Some(permit),
+            router.clone(),
+            limits,
+            stop.clone(),
+        );
     }
     drop(listener);
     connections.wait().await;
@@ -122,6 +131,7 @@ pub async fn serve_tls(
         };
         connections.spawn(
             accepted.stream,
+            accepted.peer,
             accepted.permit,
             router.clone(),
             limits,
@@ -148,6 +158,7 @@ impl Connections {
     fn spawn<T>(
         &self,
         io: T,
+        peer: std::net::SocketAddr,
         permit: Option<OwnedSemaphorePermit>,
         router: Router,
         limits: HttpLimits,
@@ -157,7 +168,7 @@ impl Connections {
     {
         let done = self.closed.subscribe();
         tokio::spawn(async move {
-            serve_connection(io, permit, router, limits, stop).await;
+            serve_connection(io, PeerAddr(peer), permit, router, limits, stop).await;
             drop(done);
         });
     }
@@ -167,8 +178,13 @@ impl Connections {
     }
 }
 
+/// The client address of a request's connection (a request extension; the audit log records it).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 async fn serve_connection<T>(
     io: T,
+    peer: PeerAddr,
     permit: Option<OwnedSemaphorePermit>,
     router: Router,
     limits: HttpLimits,
@@ -180,6 +196,7 @@ async fn serve_connection<T>(
     let io = TokioIo::new(GuardedIo::new(io, limits.stall_timeout, permit));
     let service = TrackedService {
         router,
+        peer,
         activity: activity.clone(),
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -328,6 +345,7 @@ impl Drop for InFlight {
 #[derive(Clone)]
 struct TrackedService {
     router: Router,
+    peer: PeerAddr,
     activity: Arc<ConnectionActivity>,
 }
 
@@ -340,8 +358,10 @@ impl hyper::service::Service<http::Request<Incoming>> for TrackedService {
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let in_flight = InFlight::start(self.activity.clone());
         let router = self.router.clone();
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(self.peer);
         Box::pin(async move {
-            let response = router.oneshot(request.map(Body::new)).await?;
+            let response = router.oneshot(request).await?;
             Ok(response.map(|body| TrackedBody { body, in_flight }))
         })
     }

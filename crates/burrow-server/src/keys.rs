@@ -60,7 +60,9 @@ pub async fn ensure_first_key(
         std::fs::rename(&tmp, &path)
     };
     write().map_err(ServeError::io(format!("writing {}", path.display())))?;
-    store.insert_api_key("default", "burrow", &key).await?;
+    store
+        .insert_api_key("operator", "burrow", &key, None, "admin")
+        .await?;
     Ok(Some(key))
 }
 

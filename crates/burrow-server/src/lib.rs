@@ -3,6 +3,7 @@
 
 mod agent;
 mod api;
+mod audit;
 mod auth;
 mod build;
 mod config;
@@ -28,6 +29,7 @@ mod template_start;
 mod tls;
 mod uploads;
 mod validate;
+mod workspaces;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -105,6 +107,7 @@ impl Server {
             *path = std::fs::canonicalize(&*path)
                 .map_err(ServeError::io(format!("{what} binary {}", path.display())))?;
         }
+        let (tiers, prices) = workspaces::load_tiers_and_prices(&config.data_dir)?;
         let templates = TemplateStore::open(&config.data_dir)?;
         let uploads = uploads::UploadStore::open(&config.data_dir)?;
         let runtime = Runtime::new(RuntimeConfig {
@@ -141,6 +144,11 @@ impl Server {
             e2b_metrics: Arc::default(),
             deletes: Arc::default(),
             key_uses: Arc::default(),
+            sandbox_owners: Arc::default(),
+            audit: Arc::default(),
+            tiers: Arc::new(tiers),
+            prices: Arc::new(prices),
+            quotas: Arc::default(),
         };
         let tls = match &state.config.tls {
             Some(tls_config) => {
@@ -207,6 +215,7 @@ impl Server {
         let _expiry = AbortOnDrop(tokio::spawn(retention::expiry_loop(self.state.clone())));
         let _meter = AbortOnDrop(tokio::spawn(metering::meter_loop(self.state.clone())));
         let _key_uses = AbortOnDrop(tokio::spawn(auth::key_use_loop(self.state.clone())));
+        let _audit = AbortOnDrop(tokio::spawn(audit::audit_loop(self.state.clone())));
         let resume_marked = AbortOnDrop(tokio::spawn(shutdown::resume_marked(self.state.clone())));
         let e2b_timeouts = AbortOnDrop(tokio::spawn(e2b::run_timeouts(
             self.e2b.clone(),
@@ -359,6 +368,22 @@ fn router(state: AppState, e2b: e2b::E2bRouter) -> Router {
             get(api::retention::sandbox_usage),
         )
         .route("/v1/usage", get(api::retention::usage_report))
+        .route("/v1/usage/projection", get(api::retention::projection))
+        .route(
+            "/v1/retention/report",
+            get(api::retention::retention_report),
+        )
+        .route("/v1/audit", get(api::retention::audit))
+        .route(
+            "/v1/workspaces",
+            post(api::workspaces::create).get(api::workspaces::list),
+        )
+        .route(
+            "/v1/workspaces/{name}",
+            get(api::workspaces::get)
+                .patch(api::workspaces::update)
+                .delete(api::workspaces::remove),
+        )
         .route("/v1/tombstones", get(api::retention::tombstones))
         .route("/metrics", get(api::retention::metrics))
         .route(
@@ -390,6 +415,10 @@ fn router(state: AppState, e2b: e2b::E2bRouter) -> Router {
     api.layer(axum::middleware::from_fn_with_state(
         e2b,
         e2b::route_e2b_api,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        audit::record_calls,
     ))
     .layer(axum::middleware::from_fn_with_state(
         state.config.http_stall_timeout,

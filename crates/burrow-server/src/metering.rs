@@ -122,6 +122,7 @@ pub async fn meter_loop(state: AppState) {
             .list_sandboxes(burrow_store::SandboxFilter {
                 state: Some(SandboxState::Running),
                 labels: Vec::new(),
+                workspace_id: None,
             })
             .await
         {
@@ -269,8 +270,23 @@ impl Metrics {
     }
 }
 
-/// The Prometheus text exposition (format 0.0.4).
-pub async fn render(state: &AppState) -> Result<String, crate::error::HttpError> {
+/// Most workspaces given their own label value in per-workspace metrics; the rest are summed
+/// under `workspace="other"`, so a server with many workspaces keeps a bounded series count.
+const MAX_WORKSPACE_LABELS: usize = 200;
+
+/// The Prometheus text exposition (format 0.0.4). With `workspace` (a workspace key's call),
+/// only that workspace's sandboxes and usage: server-wide counters would show other tenants'
+/// activity.
+pub async fn render(
+    state: &AppState,
+    workspace: Option<&str>,
+) -> Result<String, crate::error::HttpError> {
+    if let Some(ws) = workspace {
+        let mut out = String::new();
+        render_sandboxes(state, Some(ws), &mut out).await?;
+        render_usage(state, Some(ws), &mut out).await?;
+        return Ok(out);
+    }
     let m = &state.metrics;
     let mut out = String::new();
     let _ = writeln!(
@@ -316,9 +332,67 @@ pub async fn render(state: &AppState) -> Result<String, crate::error::HttpError>
         "burrow_resume_seconds",
         "Time to wake a sandbox from standby.",
     );
+    render_sandboxes(state, None, &mut out).await?;
+    render_usage(state, None, &mut out).await?;
+    // Per workspace (bounded label cardinality: see MAX_WORKSPACE_LABELS).
+    let names: HashMap<String, String> = state
+        .store
+        .list_workspaces()
+        .await?
+        .into_iter()
+        .map(|w| (w.id, w.name))
+        .collect();
+    let mut per: BTreeMap<String, burrow_types::Usage> = BTreeMap::new();
+    for (ws, usage) in state.store.usage_by_workspace().await? {
+        let label = match names.get(&ws) {
+            Some(name) if per.len() < MAX_WORKSPACE_LABELS || per.contains_key(name) => {
+                name.clone()
+            }
+            Some(_) => "other".to_string(),
+            None => "removed".to_string(),
+        };
+        let entry = per.entry(label).or_default();
+        entry.active_gb_seconds += usage.active_gb_seconds;
+        entry.cpu_seconds += usage.cpu_seconds;
+        entry.standby_storage_gb_seconds += usage.standby_storage_gb_seconds;
+    }
+    for (name, help, pick) in [
+        (
+            "burrow_workspace_active_gb_seconds_total",
+            "Memory limit (GB) x seconds awake, per workspace.",
+            (|u: &burrow_types::Usage| u.active_gb_seconds) as fn(&burrow_types::Usage) -> f64,
+        ),
+        (
+            "burrow_workspace_cpu_seconds_total",
+            "CPU seconds used, per workspace.",
+            |u| u.cpu_seconds,
+        ),
+        (
+            "burrow_workspace_standby_storage_gb_seconds_total",
+            "Stored GB x seconds in standby, per workspace.",
+            |u| u.standby_storage_gb_seconds,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (ws, usage) in &per {
+            let _ = writeln!(out, "{name}{{workspace=\"{ws}\"}} {}", pick(usage));
+        }
+    }
+    Ok(out)
+}
+
+async fn render_sandboxes(
+    state: &AppState,
+    workspace: Option<&str>,
+    out: &mut String,
+) -> Result<(), crate::error::HttpError> {
     let mut by_state: BTreeMap<&'static str, u64> =
         SandboxState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    for record in state.store.list_sandboxes(Default::default()).await? {
+    let filter = burrow_store::SandboxFilter {
+        workspace_id: workspace.map(str::to_string),
+        ..Default::default()
+    };
+    for record in state.store.list_sandboxes(filter).await? {
         let asleep = record.state == SandboxState::Running
             && state.power.get(&record.id).is_some_and(|p| !p.info().awake);
         let shown = if asleep {
@@ -335,7 +409,15 @@ pub async fn render(state: &AppState) -> Result<String, crate::error::HttpError>
     for (s, n) in by_state {
         let _ = writeln!(out, "burrow_sandboxes{{state=\"{s}\"}} {n}");
     }
-    let total = state.store.usage_total().await?;
+    Ok(())
+}
+
+async fn render_usage(
+    state: &AppState,
+    workspace: Option<&str>,
+    out: &mut String,
+) -> Result<(), crate::error::HttpError> {
+    let total = state.store.usage_total(workspace).await?;
     for (name, help, value) in [
         (
             "burrow_usage_active_gb_seconds_total",
@@ -358,7 +440,7 @@ pub async fn render(state: &AppState) -> Result<String, crate::error::HttpError>
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,10 @@ pub mod reasons {
     pub const DATE: &str = "date";
     pub const MAX_SANDBOX_AGE: &str = "max-sandbox-age";
     pub const ZDR_IDLE: &str = "zdr-idle";
+    /// Older than its workspace tier's `max_standby_age`, and asleep.
+    pub const WORKSPACE_STANDBY_AGE: &str = "workspace-standby-age";
+    /// Its workspace was removed with `--force`.
+    pub const WORKSPACE_REMOVED: &str = "workspace-removed";
 }
 
 /// Checks a policy a client sent: TTLs in 1..=10 years, `expires_at` RFC 3339 and in the future.
@@ -120,7 +124,8 @@ async fn expire_due(state: &AppState) -> Result<(), HttpError> {
         .map(|(id, p)| (id, p.expiration))
         .collect();
     let max_sandbox_age = state.config.max_sandbox_age;
-    if policies.is_empty() && max_sandbox_age.is_none() {
+    let caps = crate::workspaces::standby_age_caps(state).await?;
+    if policies.is_empty() && max_sandbox_age.is_none() && caps.values().all(Option::is_none) {
         return Ok(());
     }
     let none = Expiration::default();
@@ -142,7 +147,21 @@ async fn expire_due(state: &AppState) -> Result<(), HttpError> {
             idle_for,
             max_sandbox_age,
         };
-        if let Some(reason) = due(&input, now) {
+        // The workspace's standby-age cap takes sandboxes that sleep (or whose processes are
+        // gone); awake work is never cut: an awake sandbox past the cap goes once it sleeps.
+        let over_workspace_cap = caps
+            .get(&record.workspace_id)
+            .copied()
+            .flatten()
+            .is_some_and(|cap| (now - created_at).to_std().unwrap_or_default() >= cap)
+            && (record.state == burrow_types::SandboxState::Error
+                || state
+                    .power
+                    .get(&record.id)
+                    .is_some_and(|p| matches!(p.power(), crate::power::Power::Asleep { .. })));
+        let reason =
+            due(&input, now).or(over_workspace_cap.then_some(reasons::WORKSPACE_STANDBY_AGE));
+        if let Some(reason) = reason {
             tracing::info!(sandbox = record.id, reason, "expired: deleting");
             if let Err(e) =
                 crate::service::delete_because(state, &record.id, reason, "system").await
@@ -320,4 +339,187 @@ mod tests {
         })
         .unwrap();
     }
+}
+
+/// The figures a cost projection scales up, measured on this server.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MeasuredFigures {
+    /// `workspace` (the caller's own usage) or `server` (the workspace had none yet).
+    pub scope: &'static str,
+    /// Share of metered time sandboxes were awake; `None` before anything was metered.
+    pub active_ratio: Option<f64>,
+    pub per_sandbox: burrow_core::cost::PerSandbox,
+    /// The usage totals they come from.
+    pub usage: burrow_types::Usage,
+    /// Live sandboxes the allocation averages come from.
+    pub live_sandboxes: u64,
+}
+
+/// Averages from the usage records (lifetime, deleted sandboxes included) and the live
+/// sandboxes' sizes: memory GB while awake = active GB-s / awake s (metering counts the memory
+/// limit); storage GB while asleep = standby GB-s / asleep s; vCPUs = the live sandboxes' mean
+/// allocation (1 if none).
+pub async fn measured_figures(
+    state: &AppState,
+    workspace: Option<&str>,
+) -> Result<MeasuredFigures, HttpError> {
+    let mut scope = if workspace.is_some() {
+        "workspace"
+    } else {
+        "server"
+    };
+    let mut usage = state.store.usage_total(workspace).await?;
+    let mut live_filter = workspace.map(str::to_string);
+    if usage.running_seconds + usage.standby_seconds <= 0.0 && workspace.is_some() {
+        usage = state.store.usage_total(None).await?;
+        scope = "server";
+        live_filter = None;
+    }
+    let live = state
+        .store
+        .list_sandboxes(burrow_store::SandboxFilter {
+            workspace_id: live_filter,
+            ..Default::default()
+        })
+        .await?;
+    let n = live.len() as f64;
+    let mean = |f: &dyn Fn(&burrow_store::SandboxRecord) -> f64, default: f64| {
+        if live.is_empty() {
+            default
+        } else {
+            live.iter().map(f).sum::<f64>() / n
+        }
+    };
+    let vcpus = mean(&|r| r.cpus, 1.0);
+    let memory_gb = if usage.running_seconds > 0.0 {
+        usage.active_gb_seconds / usage.running_seconds
+    } else {
+        mean(
+            &|r| r.memory_mb as f64 * 1_048_576.0 / 1e9,
+            0.512 * 1.048_576,
+        )
+    };
+    let standby_storage_gb = if usage.standby_seconds > 0.0 {
+        usage.standby_storage_gb_seconds / usage.standby_seconds
+    } else {
+        0.0
+    };
+    let metered = usage.running_seconds + usage.standby_seconds;
+    Ok(MeasuredFigures {
+        scope,
+        active_ratio: (metered > 0.0).then(|| usage.running_seconds / metered),
+        per_sandbox: burrow_core::cost::PerSandbox {
+            vcpus,
+            memory_gb,
+            standby_storage_gb,
+        },
+        usage,
+        live_sandboxes: live.len() as u64,
+    })
+}
+
+/// A sandbox older than the window that still exists, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RetentionException {
+    pub id: String,
+    pub workspace_id: String,
+    pub created_at: String,
+    pub state: String,
+    pub why: String,
+}
+
+/// The answer to "was every sandbox older than the window deleted, and what was erased?".
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RetentionReport {
+    /// The workspace asked about (`None`: every workspace).
+    pub workspace_id: Option<String>,
+    pub window_seconds: u64,
+    /// Sandboxes created before this are older than the window.
+    pub cutoff: String,
+    pub generated_at: String,
+    /// True when no sandbox older than the window exists.
+    pub all_deleted: bool,
+    /// Deleted sandboxes that were created before the cutoff, with their erasure records.
+    pub deleted: Vec<burrow_types::Tombstone>,
+    /// Sandboxes created before the cutoff that still exist.
+    pub exceptions: Vec<RetentionException>,
+}
+
+pub async fn report(
+    state: &AppState,
+    workspace: Option<&str>,
+    window: Duration,
+) -> Result<RetentionReport, HttpError> {
+    let now = Utc::now();
+    let cutoff = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    let cutoff_text = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let deleted: Vec<burrow_types::Tombstone> = state
+        .store
+        .tombstones(workspace, None)
+        .await?
+        .into_iter()
+        .filter(|t| parse_time(&t.created_at).is_some_and(|c| c < cutoff))
+        .collect();
+    let caps = crate::workspaces::standby_age_caps(state).await?;
+    let policies: std::collections::HashMap<String, Expiration> = state
+        .store
+        .sandbox_policies()
+        .await?
+        .into_iter()
+        .map(|(id, p)| (id, p.expiration))
+        .collect();
+    let mut exceptions = Vec::new();
+    let live = state
+        .store
+        .list_sandboxes(burrow_store::SandboxFilter {
+            workspace_id: workspace.map(str::to_string),
+            ..Default::default()
+        })
+        .await?;
+    for record in live {
+        if parse_time(&record.created_at).is_none_or(|c| c >= cutoff) {
+            continue;
+        }
+        let awake = state
+            .power
+            .get(&record.id)
+            .is_none_or(|p| !matches!(p.power(), crate::power::Power::Asleep { .. }));
+        let cap = caps.get(&record.workspace_id).copied().flatten();
+        let policy = policies.get(&record.id);
+        let why = match cap {
+            Some(cap) if cap <= window && awake => format!(
+                "awake: its workspace's standby-age cap ({}) deletes it once it sleeps",
+                humantime::format_duration(cap)
+            ),
+            Some(cap) if cap <= window => {
+                "past its workspace's standby-age cap: due at the next expiry check".to_string()
+            }
+            Some(cap) => format!(
+                "its workspace's standby-age cap ({}) is longer than the window",
+                humantime::format_duration(cap)
+            ),
+            None if policy.is_some_and(|p| *p != Expiration::default()) => {
+                "kept by its expiry policy, which has not been met".to_string()
+            }
+            None => "its workspace's tier keeps sandboxes indefinitely and it has no expiry \
+                     policy"
+                .to_string(),
+        };
+        exceptions.push(RetentionException {
+            id: record.id,
+            workspace_id: record.workspace_id,
+            created_at: record.created_at,
+            state: record.state.as_str().to_string(),
+            why,
+        });
+    }
+    Ok(RetentionReport {
+        workspace_id: workspace.map(str::to_string),
+        window_seconds: window.as_secs(),
+        cutoff: cutoff_text,
+        generated_at: now_rfc3339(),
+        all_deleted: exceptions.is_empty(),
+        deleted,
+        exceptions,
+    })
 }

@@ -55,6 +55,7 @@ pub fn to_api(rec: SandboxRecord) -> Sandbox {
         ip: rec.ip,
         error: rec.error,
         envd_access_token: rec.access_token,
+        workspace_id: Some(rec.workspace_id),
         power: None,
         expiration: None,
         zdr: false,
@@ -90,8 +91,14 @@ fn host_cpus() -> f64 {
 
 /// Validates, creates and starts a sandbox. On any failure nothing is left behind: the runtime's
 /// partial work is destroyed and the row is deleted.
-pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandbox, HttpError> {
+pub async fn create(
+    state: &AppState,
+    principal: &burrow_core::Principal,
+    workspace: &burrow_store::WorkspaceRecord,
+    req: CreateSandboxRequest,
+) -> Result<Sandbox, HttpError> {
     validate::template_name(&req.template)?;
+    crate::api::templates::check_visible(state, principal, &req.template).await?;
     validate::limits(&req, host_cpus())?;
     validate::env(&req.env)?;
     validate::labels(&req.labels)?;
@@ -123,7 +130,19 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
     env.extend(req.env.clone());
     let access_token = keys::generate_access_token();
 
+    // Held until the row is in the store, so the next create of the workspace counts this one.
+    let admitted = crate::workspaces::admit_create(
+        state,
+        workspace,
+        burrow_core::quota::Ask {
+            cpus: req.cpus,
+            memory_mb: req.memory_mb,
+            disk_mb: req.disk_mb,
+        },
+    )
+    .await?;
     let mut record = SandboxRecord::new_creating(ids::new_sandbox_id(), req.template.clone());
+    record.workspace_id = workspace.id.clone();
     record.cpus = req.cpus;
     record.memory_mb = req.memory_mb;
     record.disk_mb = req.disk_mb;
@@ -135,6 +154,10 @@ pub async fn create(state: &AppState, req: CreateSandboxRequest) -> Result<Sandb
         record.id = ids::new_sandbox_id();
         state.store.insert_sandbox(&record).await?;
     }
+    drop(admitted);
+    state
+        .sandbox_owners
+        .insert(&record.id, &record.workspace_id);
     if policy != burrow_store::SandboxPolicy::default()
         && let Err(e) = state.store.set_sandbox_policy(&record.id, &policy).await
     {
@@ -791,6 +814,7 @@ pub async fn delete_because(
         zdr: policy.zdr,
         erased,
         usage,
+        workspace_id: record.workspace_id.clone(),
     };
     // The tombstone first: a crash in between leaves a record, never an unrecorded deletion.
     state.store.insert_tombstone(&tombstone).await?;
@@ -806,6 +830,7 @@ pub async fn delete_because(
 /// and E2B metric samples. Every path that removes a sandbox's row calls it.
 pub fn forget(state: &AppState, id: &str) {
     state.power.remove(id);
+    state.sandbox_owners.remove(id);
     crate::metering::forget(state, id);
     state.e2b_lifecycles.remove(id);
     state.e2b_metrics.forget(id);
@@ -887,6 +912,7 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
         .list_sandboxes(burrow_store::SandboxFilter {
             state: Some(SandboxState::Creating),
             labels: Vec::new(),
+            workspace_id: None,
         })
         .await?;
     for rec in creating {
@@ -922,6 +948,7 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
         .list_sandboxes(burrow_store::SandboxFilter {
             state: Some(SandboxState::Running),
             labels: Vec::new(),
+            workspace_id: None,
         })
         .await?;
     for rec in running {

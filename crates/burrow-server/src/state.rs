@@ -34,4 +34,14 @@ pub struct AppState {
     pub deletes: Arc<crate::service::DeletesInFlight>,
     /// API key uses not yet written to the store (`last_used_at`).
     pub key_uses: Arc<crate::auth::KeyUses>,
+    /// Sandbox → owning workspace, for the wall between workspaces.
+    pub sandbox_owners: Arc<crate::auth::SandboxOwners>,
+    /// Mutating calls not yet written to the audit log.
+    pub audit: Arc<crate::audit::AuditLog>,
+    /// The tiers workspaces may be on (built in + `<data_dir>/tiers.toml`).
+    pub tiers: Arc<burrow_core::quota::Tiers>,
+    /// Prices for cost projections (`<data_dir>/prices.toml` or the built-in default).
+    pub prices: Arc<burrow_core::cost::Prices>,
+    /// Quota checks and creates, serialised per workspace, and each workspace's recent creates.
+    pub quotas: Arc<crate::workspaces::QuotaGate>,
 }

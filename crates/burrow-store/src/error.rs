@@ -13,6 +13,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a sandbox with id {0} already exists")]
     DuplicateSandbox(String),
+    #[error("the name '{0}' is taken")]
+    DuplicateName(String),
     #[error("database task failed: {0}")]
     Task(String),
 }

@@ -19,6 +19,12 @@ pub struct ApiKeyRecord {
     /// Written at most every few seconds (the server batches uses in memory).
     pub last_used_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// The key's workspace; `None` for the operator key.
+    pub workspace_id: Option<String>,
+    /// The workspace's name (joined in for display and principals).
+    pub workspace_name: Option<String>,
+    /// `viewer`, `member` or `admin` (meaningless for the operator key, which has every role).
+    pub role: String,
 }
 
 /// What [`Store::revoke_api_key`] did.
@@ -37,7 +43,9 @@ pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-const COLUMNS: &str = "id, name, kind, created_at, last_used_at, revoked_at";
+const COLUMNS: &str = "k.id, k.name, k.kind, k.created_at, k.last_used_at, k.revoked_at, \
+                       k.workspace_id, w.name, k.role";
+const FROM: &str = "api_keys k LEFT JOIN workspaces w ON w.id = k.workspace_id";
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     Ok(ApiKeyRecord {
@@ -47,19 +55,26 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         created_at: r.get(3)?,
         last_used_at: r.get(4)?,
         revoked_at: r.get(5)?,
+        workspace_id: r.get(6)?,
+        workspace_name: r.get(7)?,
+        role: r.get(8)?,
     })
 }
 
 /// The operator key: the first one created.
-const OPERATOR_KEY_ID: &str = "SELECT id FROM api_keys ORDER BY created_at, rowid LIMIT 1";
+const OPERATOR_KEY_ID: &str =
+    "SELECT id FROM api_keys WHERE workspace_id IS NULL ORDER BY created_at, rowid LIMIT 1";
 
 impl Store {
-    /// Stores the hash of `key` under `name`; `kind` is its format (`burrow` or `e2b`).
+    /// Stores the hash of `key` under `name`; `kind` is its format (`burrow` or `e2b`);
+    /// `workspace_id` `None` makes an operator key (only the first key is one).
     pub async fn insert_api_key(
         &self,
         name: &str,
         kind: &str,
         key: &str,
+        workspace_id: Option<&str>,
+        role: &str,
     ) -> Result<ApiKeyRecord, StoreError> {
         let hash = hash_api_key(key);
         let record = ApiKeyRecord {
@@ -71,18 +86,37 @@ impl Store {
             created_at: now_rfc3339(),
             last_used_at: None,
             revoked_at: None,
+            workspace_id: workspace_id.map(str::to_string),
+            workspace_name: None,
+            role: role.to_string(),
         };
         let rec = record.clone();
         self.call(move |c| {
             c.execute(
-                "INSERT INTO api_keys (id, name, kind, key_sha256, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![rec.id, rec.name, rec.kind, hash, rec.created_at],
+                "INSERT INTO api_keys (id, name, kind, key_sha256, created_at, workspace_id, role) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    rec.id,
+                    rec.name,
+                    rec.kind,
+                    hash,
+                    rec.created_at,
+                    rec.workspace_id,
+                    rec.role
+                ],
             )?;
-            Ok(())
+            let mut rec = rec;
+            rec.workspace_name = match &rec.workspace_id {
+                Some(ws) => c
+                    .query_row("SELECT name FROM workspaces WHERE id = ?1", [ws], |r| {
+                        r.get(0)
+                    })
+                    .optional()?,
+                None => None,
+            };
+            Ok(rec)
         })
-        .await?;
-        Ok(record)
+        .await
     }
 
     /// The record of `key` if it is a known API key that is not revoked.
@@ -91,7 +125,7 @@ impl Store {
         self.call(move |c| {
             Ok(c.query_row(
                 &format!(
-                    "SELECT {COLUMNS} FROM api_keys WHERE key_sha256 = ?1 AND revoked_at IS NULL"
+                    "SELECT {COLUMNS} FROM {FROM} WHERE k.key_sha256 = ?1 AND k.revoked_at IS NULL"
                 ),
                 [hash],
                 from_row,
@@ -101,13 +135,37 @@ impl Store {
         .await
     }
 
-    /// Every key that is not revoked, oldest first.
-    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        self.call(|c| {
+    /// `(id, workspace_id)` of the key with sha256 `hash`, revoked or not (audit entries name
+    /// the key that made a call even if it was revoked since).
+    pub async fn api_key_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        let hash = hash.to_string();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT id, workspace_id FROM api_keys WHERE key_sha256 = ?1",
+                [hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Every key that is not revoked, oldest first: of workspace `workspace_id`, or every key
+    /// if `None`.
+    pub async fn list_api_keys(
+        &self,
+        workspace_id: Option<&str>,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let ws = workspace_id.map(str::to_string);
+        self.call(move |c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM api_keys WHERE revoked_at IS NULL ORDER BY created_at, rowid"
+                "SELECT {COLUMNS} FROM {FROM} WHERE k.revoked_at IS NULL \
+                 AND (?1 IS NULL OR k.workspace_id = ?1) ORDER BY k.created_at, k.rowid"
             ))?;
-            let rows = stmt.query_map([], from_row)?;
+            let rows = stmt.query_map([ws], from_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -119,9 +177,15 @@ impl Store {
             .await
     }
 
-    /// Revokes key `id`: it authenticates nothing from now on.
-    pub async fn revoke_api_key(&self, id: &str) -> Result<Revoke, StoreError> {
+    /// Revokes key `id`: it authenticates nothing from now on. With `workspace_id`, only a key
+    /// of that workspace (another's is `NotFound`).
+    pub async fn revoke_api_key(
+        &self,
+        id: &str,
+        workspace_id: Option<&str>,
+    ) -> Result<Revoke, StoreError> {
         let id = id.to_string();
+        let ws = workspace_id.map(str::to_string);
         self.call(move |c| {
             let tx = c.transaction()?;
             let operator: Option<String> =
@@ -130,8 +194,9 @@ impl Store {
                 return Ok(Revoke::OperatorKey);
             }
             let changed = tx.execute(
-                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, now_rfc3339()],
+                "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL \
+                 AND (?3 IS NULL OR workspace_id = ?3)",
+                params![id, now_rfc3339(), ws],
             )?;
             tx.commit()?;
             Ok(if changed == 1 {

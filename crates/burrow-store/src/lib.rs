@@ -8,6 +8,7 @@ mod keys;
 mod migrations;
 mod retention;
 mod sandboxes;
+mod workspaces;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,11 @@ use rusqlite::Connection;
 pub use error::StoreError;
 pub use keys::{ApiKeyRecord, Revoke, hash_api_key};
 pub use retention::SandboxPolicy;
-pub use sandboxes::{SandboxFilter, SandboxRecord};
+pub use sandboxes::{SandboxFilter, SandboxRecord, SandboxSize};
+pub use workspaces::{AuditEntry, AuditQuery, WorkspaceCounts, WorkspaceRecord};
+
+/// The workspace of everything made before workspaces existed (migration 4).
+pub const DEFAULT_WORKSPACE_ID: &str = "ws_default";
 
 /// How long a statement waits for a lock held by another connection before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,6 +37,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_at(path, usize::MAX).await
+    }
+
+    /// Like [`Store::open`] but applies migrations only up to `version`: for upgrade tests,
+    /// which need a database as an older burrow left it.
+    #[doc(hidden)]
+    pub async fn open_at(path: &Path, version: usize) -> Result<Self, StoreError> {
         let path = path.to_path_buf();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             let mut conn = Connection::open(&path).map_err(|source| StoreError::Open {
@@ -48,7 +60,7 @@ impl Store {
                 )));
             }
             conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;")?;
-            migrations::apply(&mut conn)?;
+            migrations::apply(&mut conn, version)?;
             Ok(conn)
         })
         .await
@@ -73,6 +85,13 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs raw SQL: for upgrade tests, which write rows as an older burrow did.
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        let sql = sql.to_string();
+        self.call(move |c| Ok(c.execute_batch(&sql)?)).await
     }
 
     /// Current schema version (number of applied migrations).

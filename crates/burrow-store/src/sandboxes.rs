@@ -26,18 +26,33 @@ pub struct SandboxRecord {
     pub error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The owning workspace (`ws_…`).
+    pub workspace_id: String,
+}
+
+/// A sandbox's size, for quota accounting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSize {
+    pub id: String,
+    /// As stored (`creating`, `running`, `error`, …).
+    pub state: String,
+    pub cpus: f64,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
 }
 
 /// Which sandboxes [`Store::list_sandboxes`] returns: all conditions must hold.
 #[derive(Debug, Clone, Default)]
 pub struct SandboxFilter {
+    /// Only this workspace's (`None`: every workspace, for the operator and the server itself).
+    pub workspace_id: Option<String>,
     pub state: Option<SandboxState>,
     /// Each label must be present with exactly this value.
     pub labels: Vec<(String, String)>,
 }
 
 const COLUMNS: &str = "id, template, state, cpus, memory_mb, disk_mb, env_json, labels_json, \
-                       access_token, handle_json, ip, error, created_at, updated_at";
+                       access_token, handle_json, ip, error, created_at, updated_at, workspace_id";
 
 fn from_row(r: &Row<'_>) -> Result<SandboxRecord, StoreError> {
     let state_text: String = r.get(2)?;
@@ -65,6 +80,7 @@ fn from_row(r: &Row<'_>) -> Result<SandboxRecord, StoreError> {
         error: r.get(11)?,
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
+        workspace_id: r.get(14)?,
         id,
     })
 }
@@ -88,6 +104,7 @@ impl SandboxRecord {
             error: None,
             created_at: now.clone(),
             updated_at: now,
+            workspace_id: crate::DEFAULT_WORKSPACE_ID.to_string(),
         }
     }
 }
@@ -101,7 +118,7 @@ impl Store {
             let labels =
                 serde_json::to_string(&rec.labels).expect("a string map always serialises");
             let result = c.execute(
-                &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+                &format!("INSERT INTO sandboxes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"),
                 params![
                     rec.id,
                     rec.template,
@@ -116,7 +133,8 @@ impl Store {
                     rec.ip,
                     rec.error,
                     rec.created_at,
-                    rec.updated_at
+                    rec.updated_at,
+                    rec.workspace_id
                 ],
             );
             match result {
@@ -142,6 +160,20 @@ impl Store {
         .await
     }
 
+    /// The workspace owning sandbox `id`, if it exists.
+    pub async fn sandbox_workspace(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let id = id.to_string();
+        self.call(move |c| {
+            Ok(c.query_row(
+                "SELECT workspace_id FROM sandboxes WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     /// Sandboxes matching `filter`, oldest first.
     pub async fn list_sandboxes(
         &self,
@@ -149,10 +181,11 @@ impl Store {
     ) -> Result<Vec<SandboxRecord>, StoreError> {
         self.call(move |c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM sandboxes WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at, id"
+                "SELECT {COLUMNS} FROM sandboxes WHERE (?1 IS NULL OR state = ?1) \
+                 AND (?2 IS NULL OR workspace_id = ?2) ORDER BY created_at, id"
             ))?;
             let state = filter.state.map(|s| s.as_str());
-            let rows = stmt.query_map([state], |r| Ok(from_row(r)))?;
+            let rows = stmt.query_map(params![state, filter.workspace_id], |r| Ok(from_row(r)))?;
             let mut out = Vec::new();
             for row in rows {
                 let rec = row??;
@@ -165,6 +198,43 @@ impl Store {
                 }
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// The size of every sandbox of workspace `workspace_id` (for its quotas): id, state, cpus,
+    /// memory_mb, disk_mb.
+    pub async fn workspace_sandbox_sizes(
+        &self,
+        workspace_id: &str,
+    ) -> Result<Vec<SandboxSize>, StoreError> {
+        let ws = workspace_id.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, state, cpus, memory_mb, disk_mb FROM sandboxes WHERE workspace_id = ?1",
+            )?;
+            let rows = stmt.query_map([ws], |r| {
+                Ok(SandboxSize {
+                    id: r.get(0)?,
+                    state: r.get(1)?,
+                    cpus: r.get(2)?,
+                    memory_mb: r.get::<_, i64>(3)? as u64,
+                    disk_mb: r.get::<_, i64>(4)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// `(id, workspace_id, created_at)` of every sandbox, oldest first (for the standby-age cap).
+    pub async fn sandbox_ages(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, workspace_id, created_at FROM sandboxes ORDER BY created_at",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }

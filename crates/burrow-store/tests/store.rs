@@ -26,14 +26,14 @@ async fn migrations_are_applied_once_and_reopen_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("burrow.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     store
         .insert_sandbox(&record("iaaa", "base", &[]))
         .await
         .unwrap();
     drop(store);
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     assert_eq!(store.sandbox_ids().await.unwrap(), vec!["iaaa".to_string()]);
     let mode: String = rusqlite::Connection::open(&path)
         .unwrap()
@@ -146,7 +146,7 @@ async fn api_keys_are_stored_hashed() {
     assert_eq!(store.api_key_count().await.unwrap(), 0);
     let key = "bw_0123456789abcdef0123456789abcdef01234567";
     let rec = store
-        .insert_api_key("default", "burrow", key)
+        .insert_api_key("default", "burrow", key, None, "admin")
         .await
         .unwrap();
     assert_eq!(store.api_key_count().await.unwrap(), 1);
@@ -169,11 +169,11 @@ async fn api_keys_are_stored_hashed() {
 async fn api_keys_are_listed_used_and_revoked_but_never_the_first() {
     let (_dir, store) = open_temp().await;
     let operator = store
-        .insert_api_key("default", "burrow", "bw_operator")
+        .insert_api_key("default", "burrow", "bw_operator", None, "admin")
         .await
         .unwrap();
     let e2b = store
-        .insert_api_key("sdk", "e2b", "e2b_other")
+        .insert_api_key("sdk", "e2b", "e2b_other", Some("ws_default"), "member")
         .await
         .unwrap();
     assert_eq!(
@@ -184,7 +184,7 @@ async fn api_keys_are_listed_used_and_revoked_but_never_the_first() {
         .record_api_key_uses(vec![(e2b.id.clone(), "2030-01-01T00:00:00.000Z".into())])
         .await
         .unwrap();
-    let listed = store.list_api_keys().await.unwrap();
+    let listed = store.list_api_keys(None).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].id, operator.id);
     assert_eq!(listed[0].last_used_at, None);
@@ -195,24 +195,24 @@ async fn api_keys_are_listed_used_and_revoked_but_never_the_first() {
     );
 
     assert_eq!(
-        store.revoke_api_key(&operator.id).await.unwrap(),
+        store.revoke_api_key(&operator.id, None).await.unwrap(),
         Revoke::OperatorKey
     );
     assert_eq!(
-        store.revoke_api_key(&e2b.id).await.unwrap(),
+        store.revoke_api_key(&e2b.id, None).await.unwrap(),
         Revoke::Revoked
     );
     assert_eq!(
-        store.revoke_api_key(&e2b.id).await.unwrap(),
+        store.revoke_api_key(&e2b.id, None).await.unwrap(),
         Revoke::NotFound
     );
     assert_eq!(
-        store.revoke_api_key("key_nosuch").await.unwrap(),
+        store.revoke_api_key("key_nosuch", None).await.unwrap(),
         Revoke::NotFound
     );
     assert_eq!(store.find_api_key("e2b_other").await.unwrap(), None);
     assert!(store.find_api_key("bw_operator").await.unwrap().is_some());
-    let listed = store.list_api_keys().await.unwrap();
+    let listed = store.list_api_keys(None).await.unwrap();
     assert_eq!(listed.len(), 1, "revoked keys are not listed");
     assert_eq!(store.api_key_count().await.unwrap(), 2, "but kept");
 }
@@ -222,19 +222,16 @@ async fn keys_of_a_version_2_database_keep_working() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("burrow.db");
     {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(&format!(
-            "CREATE TABLE schema_version (version INTEGER NOT NULL);
-             INSERT INTO schema_version (version) VALUES (2);
-             CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL,
-                 key_sha256 TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
-             INSERT INTO api_keys VALUES ('key_old', 'default', '{}', '2026-01-01T00:00:00.000Z');",
+        let old = Store::open_at(&path, 2).await.unwrap();
+        old.execute_raw(&format!(
+            "INSERT INTO api_keys VALUES ('key_old', 'default', '{}', '2026-01-01T00:00:00.000Z');",
             hash_api_key("bw_old")
         ))
+        .await
         .unwrap();
     }
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 3);
+    assert_eq!(store.schema_version().await.unwrap(), 4);
     let found = store
         .find_api_key("bw_old")
         .await
@@ -286,7 +283,7 @@ async fn policies_usage_and_tombstones() {
     store.add_usage("ia", &delta).await.unwrap();
     store.add_usage("ib", &delta).await.unwrap();
     assert_eq!(store.usage("ia").await.unwrap().active_gb_seconds, 3.0);
-    assert_eq!(store.usage_total().await.unwrap().running_seconds, 9.0);
+    assert_eq!(store.usage_total(None).await.unwrap().running_seconds, 9.0);
     assert_eq!(store.usage("inone").await.unwrap(), Usage::default());
 
     let tomb = |id: &str, at: &str| Tombstone {
@@ -302,6 +299,7 @@ async fn policies_usage_and_tombstones() {
             ..ErasureRecord::default()
         },
         usage: delta.clone(),
+        workspace_id: "ws_default".into(),
     };
     store
         .insert_tombstone(&tomb("ia", "2026-02-01T00:00:00.000Z"))
@@ -311,10 +309,184 @@ async fn policies_usage_and_tombstones() {
         .insert_tombstone(&tomb("ib", "2026-03-01T00:00:00.000Z"))
         .await
         .unwrap();
-    assert_eq!(store.tombstones(None).await.unwrap().len(), 2);
+    assert_eq!(store.tombstones(None, None).await.unwrap().len(), 2);
     let recent = store
-        .tombstones(Some("2026-02-15T00:00:00Z"))
+        .tombstones(None, Some("2026-02-15T00:00:00Z"))
         .await
         .unwrap();
     assert_eq!(recent, vec![tomb("ib", "2026-03-01T00:00:00.000Z")]);
+}
+
+/// A data dir made before workspaces (schema 3) upgrades to workspace `default`: its sandboxes,
+/// tombstones and usage belong to it, the first key stays the operator's, the others become
+/// admins of `default`.
+#[tokio::test]
+async fn a_single_tenant_database_upgrades_to_the_default_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("burrow.db");
+    {
+        let old = Store::open_at(&path, 3).await.unwrap();
+        assert_eq!(old.schema_version().await.unwrap(), 3);
+        let erased = serde_json::to_string(&burrow_types::ErasureRecord::default()).unwrap();
+        let usage = serde_json::to_string(&burrow_types::Usage::default()).unwrap();
+        old.execute_raw(&format!(
+            "INSERT INTO api_keys (id, name, key_sha256, created_at) VALUES \
+               ('key_op', 'default', 'h1', '2026-01-01T00:00:00.000Z'), \
+               ('key_two', 'ci', 'h2', '2026-01-02T00:00:00.000Z'); \
+             INSERT INTO sandboxes (id, template, state, cpus, memory_mb, disk_mb, env_json, \
+               labels_json, created_at, updated_at) VALUES \
+               ('iold1', 'base', 'running', 1, 512, 4096, '{{}}', '{{}}', \
+                '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z'); \
+             INSERT INTO tombstones (id, template, created_at, deleted_at, reason, deleted_by, \
+               zdr, erased_json, usage_json) VALUES ('igone', 'base', '2026-01-01T00:00:00.000Z', \
+               '2026-01-02T00:00:00.000Z', 'api', 'key_op', 0, '{erased}', '{usage}');",
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let store = Store::open(&path).await.unwrap();
+    assert!(store.schema_version().await.unwrap() >= 4);
+    let default = store.workspace_by_name("default").await.unwrap().unwrap();
+    assert_eq!(default.id, "ws_default");
+    assert_eq!(default.tier, "unlimited");
+    let sandbox = store.get_sandbox("iold1").await.unwrap().unwrap();
+    assert_eq!(sandbox.workspace_id, "ws_default");
+    let keys = store.list_api_keys(None).await.unwrap();
+    assert_eq!(keys[0].id, "key_op");
+    assert_eq!(
+        keys[0].workspace_id, None,
+        "the first key stays the operator's"
+    );
+    assert_eq!(keys[1].workspace_id.as_deref(), Some("ws_default"));
+    assert_eq!(keys[1].workspace_name.as_deref(), Some("default"));
+    assert_eq!(keys[1].role, "admin");
+    assert_eq!(
+        store.operator_key_id().await.unwrap().as_deref(),
+        Some("key_op")
+    );
+    let tombs = store.tombstones(Some("ws_default"), None).await.unwrap();
+    assert_eq!(tombs.len(), 1);
+    assert_eq!(tombs[0].workspace_id, "ws_default");
+}
+
+#[tokio::test]
+async fn workspaces_scope_keys_sandboxes_templates_usage_and_audit() {
+    let (_dir, store) = open_temp().await;
+    let a = store
+        .insert_workspace("ws_a", "acme", "free")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_workspace("ws_x", "acme", "free").await,
+        Err(burrow_store::StoreError::DuplicateName(_))
+    ));
+    store
+        .insert_workspace("ws_b", "bravo", "team")
+        .await
+        .unwrap();
+    let ka = store
+        .insert_api_key("a", "burrow", "bw_a", Some("ws_a"), "member")
+        .await
+        .unwrap();
+    assert_eq!(ka.workspace_name.as_deref(), Some("acme"));
+    store
+        .insert_api_key("b", "burrow", "bw_b", Some("ws_b"), "viewer")
+        .await
+        .unwrap();
+    assert_eq!(store.list_api_keys(Some("ws_a")).await.unwrap().len(), 1);
+    // B cannot revoke A's key: it is "not found" for B.
+    assert_eq!(
+        store.revoke_api_key(&ka.id, Some("ws_b")).await.unwrap(),
+        Revoke::NotFound
+    );
+    assert!(store.find_api_key("bw_a").await.unwrap().is_some());
+
+    let mut rec = burrow_store::SandboxRecord::new_creating("iaaa".into(), "base".into());
+    rec.workspace_id = "ws_a".into();
+    store.insert_sandbox(&rec).await.unwrap();
+    assert_eq!(
+        store.sandbox_workspace("iaaa").await.unwrap().as_deref(),
+        Some("ws_a")
+    );
+    let only_b = burrow_store::SandboxFilter {
+        workspace_id: Some("ws_b".into()),
+        ..Default::default()
+    };
+    assert!(store.list_sandboxes(only_b).await.unwrap().is_empty());
+    let delta = burrow_types::Usage {
+        running_seconds: 5.0,
+        active_gb_seconds: 2.5,
+        ..Default::default()
+    };
+    store.add_usage("iaaa", &delta).await.unwrap();
+    store.add_usage("iaaa", &delta).await.unwrap();
+    assert_eq!(
+        store
+            .usage_total(Some("ws_a"))
+            .await
+            .unwrap()
+            .running_seconds,
+        10.0
+    );
+    assert_eq!(
+        store
+            .usage_total(Some("ws_b"))
+            .await
+            .unwrap()
+            .running_seconds,
+        0.0
+    );
+    let rows = store.usage_between(Some("ws_a"), None, None).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].2.active_gb_seconds, 5.0);
+    assert!(
+        store
+            .usage_between(Some("ws_a"), Some("2999-01-01T00:00:00.000Z"), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(store.claim_template_name("py", "ws_a").await.unwrap());
+    assert!(!store.claim_template_name("py", "ws_b").await.unwrap());
+    assert_eq!(
+        store.template_owner("py").await.unwrap().as_deref(),
+        Some("ws_a")
+    );
+    let counts = store.workspace_counts("ws_a").await.unwrap();
+    assert_eq!((counts.sandboxes, counts.templates, counts.keys), (1, 1, 1));
+
+    store
+        .append_audit(vec![burrow_store::AuditEntry {
+            seq: 0,
+            at: "2026-06-01T00:00:00.000Z".into(),
+            key_id: Some(ka.id.clone()),
+            workspace_id: Some("ws_a".into()),
+            action: "POST /v1/sandboxes".into(),
+            object: None,
+            status: 201,
+            source: Some("127.0.0.1".into()),
+        }])
+        .await
+        .unwrap();
+    let q = |ws: &str| burrow_store::AuditQuery {
+        workspace_id: Some(ws.into()),
+        since: None,
+        limit: 10,
+    };
+    assert_eq!(store.audit(q("ws_a")).await.unwrap().len(), 1);
+    assert!(store.audit(q("ws_b")).await.unwrap().is_empty());
+    assert_eq!(
+        store.prune_audit("2026-07-01T00:00:00.000Z").await.unwrap(),
+        1
+    );
+
+    store.delete_sandbox("iaaa").await.unwrap();
+    store.remove_template_owner("py").await.unwrap();
+    assert!(store.delete_workspace(&a.id).await.unwrap());
+    assert!(
+        store.find_api_key("bw_a").await.unwrap().is_none(),
+        "its keys are revoked"
+    );
+    assert!(store.workspace_by_name("acme").await.unwrap().is_none());
 }

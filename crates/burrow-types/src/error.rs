@@ -83,4 +83,13 @@ pub mod codes {
     /// 409: a restart from files was asked of a sandbox that is not in `error` (it is being
     /// created, or its processes run or sleep).
     pub const RESTART_REFUSED: &str = "restart_refused";
+    /// 403: the key's role in its workspace does not allow the call (or it needs the operator
+    /// key). Only for calls inside the key's own workspace: another workspace's objects are 404.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// 429: a quota of the workspace is exhausted; the message names the limit and the use.
+    pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
+    /// 404: no such workspace (for this key).
+    pub const WORKSPACE_NOT_FOUND: &str = "workspace_not_found";
+    /// 409: a workspace or template name is taken, or a workspace still owns objects.
+    pub const CONFLICT: &str = "conflict";
 }

@@ -66,6 +66,9 @@ pub struct Tombstone {
     pub erased: ErasureRecord,
     /// Usage accumulated over the sandbox's life.
     pub usage: Usage,
+    /// The workspace (`ws_…`) that owned the sandbox.
+    #[serde(default)]
+    pub workspace_id: String,
 }
 
 /// `GET /v1/tombstones` response, oldest first.

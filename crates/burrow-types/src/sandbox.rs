@@ -75,6 +75,9 @@ pub struct Sandbox {
     /// or the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envd_access_token: Option<String>,
+    /// The workspace (`ws_…`) that owns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
     /// Why the sandbox is awake, or since when it sleeps (running and standby sandboxes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power: Option<crate::standby::PowerInfo>,

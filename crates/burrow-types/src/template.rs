@@ -21,6 +21,9 @@ pub struct TemplateInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
     pub user: String,
+    /// The workspace that built it; absent for server-wide templates (`base`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
 }
 
 /// `GET /v1/templates` response.

@@ -136,7 +136,11 @@ impl E2bBackend for MemoryBackend {
     async fn authenticate(&self, api_key: &str) -> Result<Principal, BackendError> {
         self.keys
             .get(api_key)
-            .map(|id| Principal { id: id.clone() })
+            .map(|id| Principal {
+                id: id.clone(),
+                team_id: None,
+                read_only: false,
+            })
             .ok_or(BackendError::Unauthorized)
     }
 

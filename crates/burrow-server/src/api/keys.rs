@@ -3,8 +3,9 @@
 //! cannot be revoked. A revoked key is refused from the next request on, on every surface.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
+use burrow_core::{Principal, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::error::HttpError;
@@ -29,6 +30,13 @@ pub struct CreateApiKeyRequest {
     pub name: String,
     #[serde(default)]
     pub format: KeyFormat,
+    /// The key's workspace: a workspace admin's own (the default); the operator names any
+    /// (default `default`).
+    #[serde(default)]
+    pub workspace: Option<String>,
+    /// `viewer`, `member` (the default) or `admin`.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,6 +45,8 @@ pub struct CreatedApiKey {
     pub name: String,
     pub format: KeyFormat,
     pub created_at: String,
+    pub workspace: String,
+    pub role: String,
     /// The key itself; it cannot be shown again.
     pub key: String,
 }
@@ -45,8 +55,15 @@ const MAX_NAME_LEN: usize = 64;
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     JsonBody(req): JsonBody<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), HttpError> {
+    let workspace =
+        crate::workspaces::acting_in(&state, &principal, req.workspace.as_deref()).await?;
+    let role = match req.role.as_deref() {
+        Some(text) => Role::parse(text)?,
+        None => Role::Member,
+    };
     let name = req.name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control)
     {
@@ -63,7 +80,10 @@ pub async fn create(
         KeyFormat::Burrow => "burrow",
         KeyFormat::E2b => "e2b",
     };
-    let record = state.store.insert_api_key(name, kind, &key).await?;
+    let record = state
+        .store
+        .insert_api_key(name, kind, &key, Some(&workspace.id), role.as_str())
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedApiKey {
@@ -71,6 +91,8 @@ pub async fn create(
             name: record.name,
             format: req.format,
             created_at: record.created_at,
+            workspace: workspace.name,
+            role: role.as_str().to_string(),
             key,
         }),
     ))
@@ -86,8 +108,13 @@ pub struct ApiKeyInfo {
     pub created_at: String,
     /// Up to ~10 s late; null if never used.
     pub last_used_at: Option<String>,
-    /// The first key: it cannot be revoked.
+    /// The first key: it cannot be revoked, and it manages every workspace.
     pub operator: bool,
+    /// The key's workspace (absent for the operator key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// `viewer`, `member` or `admin` (the operator key has every role).
+    pub role: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -95,17 +122,35 @@ pub struct ApiKeyList {
     pub keys: Vec<ApiKeyInfo>,
 }
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<ApiKeyList>, HttpError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ApiKeyList>, HttpError> {
+    let pairs = super::query_pairs(query.as_deref());
+    if let Some((other, _)) = pairs.iter().find(|(k, _)| k != "workspace") {
+        return Err(HttpError::bad_request(format!(
+            "unknown query parameter '{other}'; use workspace=<name>"
+        )));
+    }
+    let named = super::single_param(&pairs, "workspace")?;
+    let filter = crate::workspaces::list_filter(&state, &principal, named.as_deref()).await?;
     // Up to date: uses batched in memory are written first.
     state.key_uses.flush(&state.store).await?;
     let operator = state.store.operator_key_id().await?;
     let keys = state
         .store
-        .list_api_keys()
+        .list_api_keys(filter.as_deref())
         .await?
         .into_iter()
         .map(|k| ApiKeyInfo {
             operator: operator.as_deref() == Some(k.id.as_str()),
+            workspace: k.workspace_name,
+            role: if k.workspace_id.is_none() {
+                "operator".to_string()
+            } else {
+                k.role
+            },
             id: k.id,
             name: k.name,
             kind: k.kind,
@@ -119,9 +164,15 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ApiKeyList>, Htt
 /// Revokes a key (the calling key too, if asked: this request still completes).
 pub async fn revoke(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    match state.store.revoke_api_key(&id).await? {
+    // Another workspace's key is "not found", like one that does not exist.
+    match state
+        .store
+        .revoke_api_key(&id, principal.workspace_id())
+        .await?
+    {
         burrow_store::Revoke::Revoked => Ok(StatusCode::NO_CONTENT),
         burrow_store::Revoke::NotFound => Err(HttpError::new(
             StatusCode::NOT_FOUND,

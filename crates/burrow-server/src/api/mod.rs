@@ -10,6 +10,7 @@ pub mod sandboxes;
 pub mod standby;
 pub mod templates;
 pub mod tunnel;
+pub mod workspaces;
 
 use axum::http::StatusCode;
 use burrow_types::codes;

@@ -1,8 +1,9 @@
 //! `/v1/sandboxes`: create, list, inspect, delete.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
+use burrow_core::Principal;
 use burrow_store::SandboxFilter;
 use burrow_types::{ApiError, CreateSandboxRequest, Sandbox, SandboxList, SandboxState};
 
@@ -25,9 +26,19 @@ use crate::validate;
     ))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    RawQuery(query): RawQuery,
     JsonBody(req): JsonBody<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<Sandbox>), HttpError> {
-    let sandbox = service::create(&state, req).await?;
+    let pairs = query_pairs(query.as_deref());
+    if let Some((other, _)) = pairs.iter().find(|(k, _)| k != "workspace") {
+        return Err(HttpError::bad_request(format!(
+            "unknown query parameter '{other}'; use workspace=<name> (operator key only)"
+        )));
+    }
+    let named = single_param(&pairs, "workspace")?;
+    let workspace = crate::workspaces::acting_in(&state, &principal, named.as_deref()).await?;
+    let sandbox = service::create(&state, &principal, &workspace, req).await?;
     Ok((StatusCode::CREATED, Json(sandbox)))
 }
 
@@ -43,12 +54,17 @@ pub async fn create(
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<SandboxList>, HttpError> {
     let pairs = query_pairs(query.as_deref());
     let mut filter = SandboxFilter::default();
+    let named = single_param(&pairs, "workspace")?;
+    filter.workspace_id =
+        crate::workspaces::list_filter(&state, &principal, named.as_deref()).await?;
     for (key, value) in &pairs {
         match key.as_str() {
+            "workspace" => {}
             "label" => {
                 let Some((k, v)) = value.split_once('=') else {
                     return Err(HttpError::bad_request(format!(
@@ -61,7 +77,8 @@ pub async fn list(
             "state" => {}
             other => {
                 return Err(HttpError::bad_request(format!(
-                    "unknown query parameter '{other}'; use label=key=value or state=<state>"
+                    "unknown query parameter '{other}'; use label=key=value, state=<state> or \
+                     workspace=<name>"
                 )));
             }
         }
@@ -117,9 +134,14 @@ pub async fn get(
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    caller: Option<axum::Extension<crate::auth::Caller>>,
+    Extension(principal): Extension<Principal>,
 ) -> Result<StatusCode, HttpError> {
-    let by = caller.map_or_else(|| "api".to_string(), |c| c.0.0);
-    service::delete_because(&state, &id, crate::retention::reasons::API, &by).await?;
+    service::delete_because(
+        &state,
+        &id,
+        crate::retention::reasons::API,
+        &principal.key_id,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,9 +3,10 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use burrow_core::Principal;
 use burrow_templates::Template;
 use burrow_types::{
     ApiError, TemplateBuildEvent, TemplateBuildRequest, TemplateInfo, TemplateList, TemplateUpload,
@@ -31,20 +32,63 @@ pub fn to_info(t: Template) -> TemplateInfo {
         env: t.env,
         workdir: t.workdir,
         user: t.user,
+        workspace_id: None,
     }
 }
 
 /// List templates.
 #[utoipa::path(get, path = "/v1/templates", tag = "templates",
     responses((status = 200, body = TemplateList)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<TemplateList>, HttpError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<TemplateList>, HttpError> {
     let templates = state.templates.clone();
     let list = tokio::task::spawn_blocking(move || templates.list())
         .await
         .map_err(|e| HttpError::internal(format!("template list task: {e}")))??;
+    let owners: std::collections::HashMap<String, String> =
+        state.store.template_owners().await?.into_iter().collect();
+    // Server-wide templates (no owner) and the caller's own; the operator sees all.
+    let visible = |t: &Template| owners.get(&t.name).is_none_or(|o| principal.sees(o));
     Ok(Json(TemplateList {
-        templates: list.into_iter().map(to_info).collect(),
+        templates: list
+            .into_iter()
+            .filter(visible)
+            .map(|t| {
+                let owner = owners.get(&t.name).cloned();
+                let mut info = to_info(t);
+                info.workspace_id = owner;
+                info
+            })
+            .collect(),
     }))
+}
+
+/// Whether the principal may use template `name`: server-wide ones, its workspace's, and for
+/// the operator every one. Another workspace's template is "not found".
+pub async fn check_visible(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+) -> Result<(), HttpError> {
+    if let Some(owner) = state.store.template_owner(name).await? {
+        principal.check_sees(&owner, "template", name)?;
+    }
+    Ok(())
+}
+
+/// Removes a template (refused while sandboxes use it) and its ownership record.
+pub async fn remove_template(state: &AppState, name: &str) -> Result<(), HttpError> {
+    validate::template_name(name)?;
+    let users = state.store.count_sandboxes_using(name).await?;
+    let templates = state.templates.clone();
+    let owned = name.to_string();
+    tokio::task::spawn_blocking(move || templates.remove(&owned, users > 0))
+        .await
+        .map_err(|e| HttpError::internal(format!("template remove task: {e}")))??;
+    state.store.remove_template_owner(name).await?;
+    Ok(())
 }
 
 /// Delete a template no sandbox uses.
@@ -60,12 +104,8 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    validate::template_name(&name)?;
-    let users = state.store.count_sandboxes_using(&name).await?;
-    let templates = state.templates.clone();
-    tokio::task::spawn_blocking(move || templates.remove(&name, users > 0))
-        .await
-        .map_err(|e| HttpError::internal(format!("template remove task: {e}")))??;
+    // The wall (auth) already answered 404 for another workspace's template.
+    remove_template(&state, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -81,13 +121,42 @@ pub async fn delete(
     ))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     JsonBody(req): JsonBody<TemplateBuildRequest>,
 ) -> Result<Response, HttpError> {
+    if let burrow_types::TemplateSource::Template { parent, .. } = &req.from {
+        check_visible(&state, &principal, parent).await?;
+    }
+    // A workspace key's template belongs to its workspace; the operator's are server-wide.
+    let owner = principal.workspace_id().map(str::to_string);
+    let name = req.name.clone();
     let prepared = build::prepare(&state, req).await?;
+    // The name is claimed for the owner before the build starts (so the template is never
+    // visible to others, even for a moment) and released if the build fails.
+    let claimed = match &owner {
+        Some(owner) => {
+            let templates = state.templates.clone();
+            let exists_name = name.clone();
+            let exists = tokio::task::spawn_blocking(move || templates.get(&exists_name).is_ok())
+                .await
+                .map_err(|e| HttpError::internal(format!("template lookup task: {e}")))?;
+            if exists || !state.store.claim_template_name(&name, owner).await? {
+                return Err(burrow_templates::TemplateError::AlreadyExists(name).into());
+            }
+            true
+        }
+        None => false,
+    };
     let (tx, rx) = mpsc::channel::<TemplateBuildEvent>(64);
     tokio::spawn(async move {
         let progress = tx.clone();
         let outcome = build::run(&state, prepared, progress).await;
+        if outcome.is_err()
+            && claimed
+            && let Err(e) = state.store.remove_template_owner(&name).await
+        {
+            tracing::warn!(template = name, "releasing the name of a failed build: {e}");
+        }
         let last = match outcome {
             Ok(template) => TemplateBuildEvent::Done {
                 template: to_info(template),

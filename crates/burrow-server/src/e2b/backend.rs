@@ -20,9 +20,6 @@ use crate::error::HttpError;
 use crate::service;
 use crate::state::AppState;
 
-/// burrow is single-tenant: every key acts for this principal.
-const PRINCIPAL: &str = "burrow";
-
 pub struct E2bService {
     state: AppState,
     lifecycles: Arc<Lifecycles>,
@@ -43,10 +40,19 @@ impl E2bService {
 
     /// The sandbox as E2B sees it: running or paused; anything else (failed, being created) is
     /// absent.
-    async fn visible(&self, id: &str) -> Result<SandboxRecord, BackendError> {
+    /// Another team's (workspace's) sandbox is absent too: this is the E2B API's one lookup,
+    /// so the wall between workspaces is here.
+    async fn visible(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<SandboxRecord, BackendError> {
         let record = service::get(&self.state, id)
             .await
             .map_err(|e| backend_error(e, id))?;
+        if !self.sees(principal, &record.workspace_id) {
+            return Err(BackendError::SandboxNotFound(id.to_string()));
+        }
         match self.e2b_state(&record) {
             Some(_) => Ok(record),
             None => Err(BackendError::SandboxNotFound(id.to_string())),
@@ -100,6 +106,52 @@ impl E2bService {
         Ok(())
     }
 
+    fn sees(&self, principal: &Principal, workspace_id: &str) -> bool {
+        principal
+            .team_id
+            .as_deref()
+            .is_none_or(|team| team == workspace_id)
+    }
+
+    /// The caller as the sandbox service knows it.
+    async fn core_principal(
+        &self,
+        principal: &Principal,
+    ) -> Result<(burrow_core::Principal, burrow_store::WorkspaceRecord), BackendError> {
+        let internal =
+            |e: burrow_store::StoreError| BackendError::Internal(format!("state database: {e}"));
+        let workspace_id = principal
+            .team_id
+            .clone()
+            .unwrap_or_else(|| burrow_core::workspace::DEFAULT_WORKSPACE_ID.to_string());
+        let workspace = self
+            .state
+            .store
+            .workspace(&workspace_id)
+            .await
+            .map_err(internal)?
+            .ok_or(BackendError::Unauthorized)?;
+        let scope = match &principal.team_id {
+            None => burrow_core::Scope::Operator,
+            Some(id) => burrow_core::Scope::Workspace {
+                id: id.clone(),
+                name: workspace.name.clone(),
+                role: if principal.read_only {
+                    burrow_core::Role::Viewer
+                } else {
+                    burrow_core::Role::Member
+                },
+            },
+        };
+        Ok((
+            burrow_core::Principal {
+                key_id: principal.id.clone(),
+                scope,
+            },
+            workspace,
+        ))
+    }
+
     fn info(&self, record: SandboxRecord) -> SandboxInfo {
         let lifecycle = self.lifecycles.get(&record.id);
         let started_at = parse_time(&record.created_at);
@@ -125,7 +177,11 @@ impl E2bService {
         }
     }
 
-    async fn create_sandbox(&self, request: CreateSandbox) -> Result<SandboxInfo, BackendError> {
+    async fn create_sandbox(
+        &self,
+        principal: &Principal,
+        request: CreateSandbox,
+    ) -> Result<SandboxInfo, BackendError> {
         if request.allow_internet_access == Some(false) {
             return Err(BackendError::NotSupported(
                 "allow_internet_access=false is not supported by burrow yet: every sandbox has \
@@ -139,17 +195,20 @@ impl E2bService {
             labels: request.metadata,
             ..CreateSandboxRequest::default()
         };
-        let sandbox = service::create(&self.state, native).await.map_err(|e| {
-            match (e.status, e.body.code.as_str()) {
-                (StatusCode::NOT_FOUND, codes::TEMPLATE_NOT_FOUND) => {
-                    // Names the burrow template, the one an operator has to build.
-                    BackendError::TemplateNotFound(
-                        burrow_template_name(&request.template).to_string(),
-                    )
+        let (core, workspace) = self.core_principal(principal).await?;
+        let sandbox = service::create(&self.state, &core, &workspace, native)
+            .await
+            .map_err(|e| {
+                match (e.status, e.body.code.as_str()) {
+                    (StatusCode::NOT_FOUND, codes::TEMPLATE_NOT_FOUND) => {
+                        // Names the burrow template, the one an operator has to build.
+                        BackendError::TemplateNotFound(
+                            burrow_template_name(&request.template).to_string(),
+                        )
+                    }
+                    _ => backend_error(e, ""),
                 }
-                _ => backend_error(e, ""),
-            }
-        })?;
+            })?;
         self.lifecycles.insert(
             &sandbox.id,
             Lifecycle {
@@ -161,7 +220,7 @@ impl E2bService {
                 paused: false,
             },
         );
-        let record = self.visible(&sandbox.id).await?;
+        let record = self.visible(principal, &sandbox.id).await?;
         Ok(self.info(record))
     }
 
@@ -273,7 +332,9 @@ impl E2bBackend for E2bService {
             Ok(Some(record)) => {
                 self.state.key_uses.used(&record.id);
                 Ok(Principal {
-                    id: PRINCIPAL.to_string(),
+                    id: record.id.clone(),
+                    team_id: record.workspace_id.clone(),
+                    read_only: record.workspace_id.is_some() && record.role == "viewer",
                 })
             }
             Ok(None) => Err(BackendError::Unauthorized),
@@ -283,31 +344,33 @@ impl E2bBackend for E2bService {
 
     async fn create(
         &self,
-        _principal: &Principal,
+        principal: &Principal,
         request: CreateSandbox,
     ) -> Result<SandboxInfo, BackendError> {
         let Some(key) = request.idempotency_key.clone() else {
-            return self.create_sandbox(request).await;
+            return self.create_sandbox(principal, request).await;
         };
+        // Idempotency keys are per team: another team's key never finds this team's sandbox.
+        let key = format!("{}/{key}", principal.team_id.as_deref().unwrap_or("*"));
         let mut keys = self.idempotency.lock().await;
         if let Some(id) = keys.get(&key)
-            && let Ok(record) = self.visible(id).await
+            && let Ok(record) = self.visible(principal, id).await
         {
             return Ok(self.info(record));
         }
-        let info = self.create_sandbox(request).await?;
+        let info = self.create_sandbox(principal, request).await?;
         keys.insert(key, info.id.clone());
         Ok(info)
     }
 
-    async fn get(&self, _principal: &Principal, id: &str) -> Result<SandboxInfo, BackendError> {
-        let record = self.visible(id).await?;
+    async fn get(&self, principal: &Principal, id: &str) -> Result<SandboxInfo, BackendError> {
+        let record = self.visible(principal, id).await?;
         Ok(self.info(record))
     }
 
     async fn list(
         &self,
-        _principal: &Principal,
+        principal: &Principal,
         filter: ListFilter,
     ) -> Result<SandboxPage, BackendError> {
         let after_cursor = filter.cursor.as_deref().map(parse_cursor).transpose()?;
@@ -317,6 +380,7 @@ impl E2bBackend for E2bService {
             .list_sandboxes(SandboxFilter {
                 state: None,
                 labels: filter.metadata.clone().into_iter().collect(),
+                workspace_id: principal.team_id.clone(),
             })
             .await
             .map_err(|e| BackendError::Internal(format!("state database: {e}")))?;
@@ -362,21 +426,33 @@ impl E2bBackend for E2bService {
         })
     }
 
-    async fn kill(&self, _principal: &Principal, id: &str) -> Result<(), BackendError> {
+    async fn kill(&self, principal: &Principal, id: &str) -> Result<(), BackendError> {
         // Any state may be killed, including failed sandboxes E2B does not list. A kill racing
         // with another delete of the same sandbox waits for it and succeeds too.
-        service::delete(&self.state, id)
+        if let Some(owner) = crate::auth::sandbox_owner(&self.state, id)
             .await
-            .map_err(|e| backend_error(e, id))
+            .map_err(|e| backend_error(e, id))?
+            && !self.sees(principal, &owner)
+        {
+            return Err(BackendError::SandboxNotFound(id.to_string()));
+        }
+        service::delete_because(
+            &self.state,
+            id,
+            crate::retention::reasons::API,
+            &principal.id,
+        )
+        .await
+        .map_err(|e| backend_error(e, id))
     }
 
     async fn set_timeout(
         &self,
-        _principal: &Principal,
+        principal: &Principal,
         id: &str,
         timeout: Duration,
     ) -> Result<(), BackendError> {
-        let record = self.visible(id).await?;
+        let record = self.visible(principal, id).await?;
         if self.e2b_state(&record) != Some(E2bState::Running) {
             return Err(BackendError::NotRunning(id.to_string()));
         }
@@ -407,11 +483,11 @@ impl E2bBackend for E2bService {
 
     async fn refresh(
         &self,
-        _principal: &Principal,
+        principal: &Principal,
         id: &str,
         duration: Duration,
     ) -> Result<(), BackendError> {
-        let record = self.visible(id).await?;
+        let record = self.visible(principal, id).await?;
         if self.e2b_state(&record) != Some(E2bState::Running) {
             return Err(BackendError::NotRunning(id.to_string()));
         }
@@ -423,11 +499,11 @@ impl E2bBackend for E2bService {
 
     async fn pause(
         &self,
-        _principal: &Principal,
+        principal: &Principal,
         id: &str,
         _keep_memory: bool,
     ) -> Result<(), BackendError> {
-        let record = self.visible(id).await?;
+        let record = self.visible(principal, id).await?;
         if self.e2b_state(&record) == Some(E2bState::Paused) {
             return Err(BackendError::AlreadyPaused(id.to_string()));
         }
@@ -437,11 +513,11 @@ impl E2bBackend for E2bService {
 
     async fn connect(
         &self,
-        _principal: &Principal,
+        principal: &Principal,
         id: &str,
         options: ConnectOptions,
     ) -> Result<(SandboxInfo, ConnectOutcome), BackendError> {
-        let record = self.visible(id).await?;
+        let record = self.visible(principal, id).await?;
         let end_at = after(Utc::now(), options.timeout);
         if self.e2b_state(&record) == Some(E2bState::Paused) {
             if !options.restore_memory {
@@ -459,7 +535,7 @@ impl E2bBackend for E2bService {
                 l.paused = false;
                 l.end_at = end_at;
             });
-            let record = self.visible(id).await?;
+            let record = self.visible(principal, id).await?;
             return Ok((self.info(record), ConnectOutcome::Resumed));
         }
         self.lifecycles
@@ -469,12 +545,12 @@ impl E2bBackend for E2bService {
 
     async fn metrics(
         &self,
-        _principal: &Principal,
+        principal: &Principal,
         id: &str,
         start: Option<DateTime<Utc>>,
         end: Option<DateTime<Utc>>,
     ) -> Result<Vec<SandboxMetric>, BackendError> {
-        let record = self.visible(id).await?;
+        let record = self.visible(principal, id).await?;
         if self.e2b_state(&record) == Some(E2bState::Running) {
             // Read the cgroups without waking a sleeping sandbox (a metrics poll is no activity).
             let handle = record
@@ -512,10 +588,15 @@ impl E2bBackend for E2bService {
 
     async fn resolve_template(
         &self,
-        _principal: &Principal,
+        principal: &Principal,
         alias: &str,
     ) -> Result<TemplateAlias, BackendError> {
         let name = burrow_template_name(alias).to_string();
+        if let Ok(Some(owner)) = self.state.store.template_owner(&name).await
+            && !self.sees(principal, &owner)
+        {
+            return Err(BackendError::TemplateNotFound(name));
+        }
         let templates = self.state.templates.clone();
         let lookup = name.clone();
         let exists = tokio::task::spawn_blocking(move || templates.exists(&lookup))

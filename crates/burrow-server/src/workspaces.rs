@@ -1,0 +1,388 @@
+//! Workspaces: create, list, inspect, change and remove them; their quotas (a tier plus
+//! overrides) and the check every create goes through.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use burrow_core::quota::{self, Ask, Load, Quotas, Tiers};
+use burrow_core::{CoreError, Principal, workspace};
+use burrow_store::{StoreError, WorkspaceRecord};
+use burrow_types::SandboxState;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{HttpError, ServeError};
+use crate::power::Power;
+use crate::state::AppState;
+
+/// Reads `<data_dir>/tiers.toml` and `<data_dir>/prices.toml` if present; a bad file stops the
+/// start with a message naming it.
+pub fn load_tiers_and_prices(
+    data_dir: &Path,
+) -> Result<(Tiers, burrow_core::cost::Prices), ServeError> {
+    let read = |name: &str| -> Result<Option<String>, ServeError> {
+        let path = data_dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ServeError::Config(format!("{}: {e}", path.display()))),
+        }
+    };
+    let tiers = match read(crate::config::TIERS_FILE)? {
+        Some(text) => Tiers::with_file(&text).map_err(|e| {
+            ServeError::Config(format!("{}: {e}", data_dir.join("tiers.toml").display()))
+        })?,
+        None => Tiers::default(),
+    };
+    let prices = match read(crate::config::PRICES_FILE)? {
+        Some(text) => burrow_core::cost::Prices::from_toml(&text).map_err(|e| {
+            ServeError::Config(format!("{}: {e}", data_dir.join("prices.toml").display()))
+        })?,
+        None => burrow_core::cost::Prices::default(),
+    };
+    Ok((tiers, prices))
+}
+
+/// A workspace as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceInfo {
+    pub id: String,
+    pub name: String,
+    pub tier: String,
+    /// The limits in force: the tier's, with the overrides applied.
+    pub quotas: Quotas,
+    /// Only the fields set for this workspace.
+    pub overrides: Quotas,
+    pub created_at: String,
+    pub sandboxes: u64,
+    pub templates: u64,
+    pub keys: u64,
+}
+
+/// `POST /v1/workspaces`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    pub name: String,
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub quotas: Option<Quotas>,
+}
+
+/// `PATCH /v1/workspaces/{name}`: fields left out stay as they are; `quotas` replaces the
+/// overrides (an empty object clears them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWorkspace {
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub quotas: Option<Quotas>,
+}
+
+fn overrides_of(rec: &WorkspaceRecord) -> Quotas {
+    // Written by this server from a validated `Quotas`; unreadable only if edited by hand.
+    serde_json::from_str(&rec.overrides_json).unwrap_or_default()
+}
+
+/// The quotas in force for a workspace: its tier's (an unknown tier, e.g. removed from
+/// tiers.toml, falls back to the default tier's) with its overrides.
+pub fn quotas_of(tiers: &Tiers, rec: &WorkspaceRecord) -> Quotas {
+    let base = tiers
+        .get(&rec.tier)
+        .or_else(|| tiers.get(quota::DEFAULT_TIER))
+        .cloned()
+        .unwrap_or_default();
+    base.with(&overrides_of(rec))
+}
+
+async fn info(state: &AppState, rec: WorkspaceRecord) -> Result<WorkspaceInfo, HttpError> {
+    let counts = state.store.workspace_counts(&rec.id).await?;
+    Ok(WorkspaceInfo {
+        quotas: quotas_of(&state.tiers, &rec),
+        overrides: overrides_of(&rec),
+        id: rec.id,
+        name: rec.name,
+        tier: rec.tier,
+        created_at: rec.created_at,
+        sandboxes: counts.sandboxes,
+        templates: counts.templates,
+        keys: counts.keys,
+    })
+}
+
+fn not_found(name: &str) -> HttpError {
+    CoreError::NotFound {
+        kind: "workspace",
+        id: name.to_string(),
+    }
+    .into()
+}
+
+/// The workspace named `name` if the principal may see it (its own, or any for the operator).
+pub async fn find(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+) -> Result<WorkspaceRecord, HttpError> {
+    let rec = state
+        .store
+        .workspace_by_name(name)
+        .await?
+        .ok_or_else(|| not_found(name))?;
+    if !principal.sees(&rec.id) {
+        return Err(not_found(name));
+    }
+    Ok(rec)
+}
+
+/// The workspace a call acts in: the caller's own; for the operator, the one it names, or
+/// `default`.
+pub async fn acting_in(
+    state: &AppState,
+    principal: &Principal,
+    named: Option<&str>,
+) -> Result<WorkspaceRecord, HttpError> {
+    match (principal.workspace_name(), named) {
+        (Some(own), Some(name)) if own != name => Err(not_found(name)),
+        (Some(own), _) => find(state, principal, own).await,
+        (None, Some(name)) => find(state, principal, name).await,
+        (None, None) => find(state, principal, workspace::DEFAULT_WORKSPACE_NAME).await,
+    }
+}
+
+/// The workspace filter of a list: the caller's own; for the operator, the one it names or all.
+pub async fn list_filter(
+    state: &AppState,
+    principal: &Principal,
+    named: Option<&str>,
+) -> Result<Option<String>, HttpError> {
+    if principal.is_operator() && named.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(acting_in(state, principal, named).await?.id))
+}
+
+pub async fn create(state: &AppState, req: CreateWorkspace) -> Result<WorkspaceInfo, HttpError> {
+    workspace::validate_name(&req.name)?;
+    let tier = req.tier.unwrap_or_else(|| quota::DEFAULT_TIER.to_string());
+    state.tiers.require(&tier)?;
+    let overrides = req.quotas.unwrap_or_default();
+    overrides.validate()?;
+    let mut bytes = [0u8; 8];
+    rand::rng().fill_bytes(&mut bytes);
+    let id = format!("ws_{}", hex::encode(bytes));
+    let rec = match state.store.insert_workspace(&id, &req.name, &tier).await {
+        Ok(rec) => rec,
+        Err(StoreError::DuplicateName(name)) => {
+            return Err(CoreError::Conflict(format!("a workspace named '{name}' exists")).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if overrides != Quotas::default() {
+        let json = serde_json::to_string(&overrides).expect("quotas serialise");
+        state.store.update_workspace(&id, &tier, &json).await?;
+    }
+    let rec = state.store.workspace(&id).await?.unwrap_or(rec);
+    info(state, rec).await
+}
+
+pub async fn list(
+    state: &AppState,
+    principal: &Principal,
+) -> Result<Vec<WorkspaceInfo>, HttpError> {
+    let mut out = Vec::new();
+    for rec in state.store.list_workspaces().await? {
+        if principal.sees(&rec.id) {
+            out.push(info(state, rec).await?);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn get(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+) -> Result<WorkspaceInfo, HttpError> {
+    info(state, find(state, principal, name).await?).await
+}
+
+/// Changes a workspace's tier or overrides. New limits apply to new work (and to the
+/// standby-age cap); awake sandboxes are never stopped by it.
+pub async fn update(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    req: UpdateWorkspace,
+) -> Result<WorkspaceInfo, HttpError> {
+    let rec = find(state, principal, name).await?;
+    let tier = req.tier.unwrap_or(rec.tier.clone());
+    state.tiers.require(&tier)?;
+    let overrides = match req.quotas {
+        Some(q) => {
+            q.validate()?;
+            q
+        }
+        None => overrides_of(&rec),
+    };
+    let json = serde_json::to_string(&overrides).expect("quotas serialise");
+    state.store.update_workspace(&rec.id, &tier, &json).await?;
+    let rec = state
+        .store
+        .workspace(&rec.id)
+        .await?
+        .ok_or_else(|| not_found(name))?;
+    info(state, rec).await
+}
+
+/// Removes a workspace. Refused (409) while it owns sandboxes or templates, unless `force`:
+/// then its sandboxes are deleted (each with its erasure record, reason `workspace-removed`) and
+/// its templates removed first. Its keys are revoked. The `default` workspace stays.
+pub async fn remove(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    force: bool,
+) -> Result<(), HttpError> {
+    let rec = find(state, principal, name).await?;
+    if rec.id == workspace::DEFAULT_WORKSPACE_ID {
+        return Err(CoreError::Invalid(
+            "the default workspace cannot be removed (it holds everything made before \
+             workspaces, and the operator's sandboxes)"
+                .into(),
+        )
+        .into());
+    }
+    let counts = state.store.workspace_counts(&rec.id).await?;
+    if !force && (counts.sandboxes > 0 || counts.templates > 0) {
+        return Err(CoreError::Conflict(format!(
+            "workspace '{name}' owns {} sandboxes and {} templates; delete them first, or \
+             remove it with force (its sandboxes are deleted with erasure records)",
+            counts.sandboxes, counts.templates
+        ))
+        .into());
+    }
+    if force {
+        let filter = burrow_store::SandboxFilter {
+            workspace_id: Some(rec.id.clone()),
+            ..Default::default()
+        };
+        for sandbox in state.store.list_sandboxes(filter).await? {
+            crate::service::delete_because(
+                state,
+                &sandbox.id,
+                crate::retention::reasons::WORKSPACE_REMOVED,
+                &principal.key_id,
+            )
+            .await?;
+        }
+        for (template, owner) in state.store.template_owners().await? {
+            if owner == rec.id {
+                crate::api::templates::remove_template(state, &template).await?;
+            }
+        }
+    }
+    state.store.delete_workspace(&rec.id).await?;
+    Ok(())
+}
+
+/// Serialises quota checks with the creates they admit, per workspace, and remembers each
+/// workspace's creates of the last minute.
+#[derive(Debug, Default)]
+pub struct QuotaGate {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+impl QuotaGate {
+    fn lock_for(&self, workspace_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(workspace_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn creates_last_minute(&self, workspace_id: &str) -> u32 {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(times) = recent.get_mut(workspace_id) else {
+            return 0;
+        };
+        while times.front().is_some_and(|t| t.elapsed() >= RATE_WINDOW) {
+            times.pop_front();
+        }
+        times.len() as u32
+    }
+
+    fn record_create(&self, workspace_id: &str) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(workspace_id.to_string())
+            .or_default()
+            .push_back(Instant::now());
+    }
+}
+
+/// Admission of one create: hold it until the sandbox's row is in the store, so the next
+/// check counts it.
+pub struct Admitted {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// What a workspace holds now (its rows; awake = not asleep per the power registry).
+pub async fn load_of(state: &AppState, workspace_id: &str) -> Result<Load, HttpError> {
+    let mut load = Load::default();
+    for s in state.store.workspace_sandbox_sizes(workspace_id).await? {
+        load.sandboxes += 1;
+        load.disk_mb += s.disk_mb;
+        let awake = match SandboxState::parse(&s.state) {
+            Some(SandboxState::Creating) => true,
+            Some(SandboxState::Running) => state
+                .power
+                .get(&s.id)
+                .is_none_or(|p| !matches!(p.power(), Power::Asleep { .. })),
+            _ => false,
+        };
+        if awake {
+            load.awake += 1;
+            load.awake_vcpus += s.cpus;
+            load.awake_memory_mb += s.memory_mb;
+        }
+    }
+    load.creates_last_minute = state.quotas.creates_last_minute(workspace_id);
+    Ok(load)
+}
+
+/// Admits a create of size `ask` in workspace `rec`, or refuses it with a 429 naming the limit.
+pub async fn admit_create(
+    state: &AppState,
+    rec: &WorkspaceRecord,
+    ask: Ask,
+) -> Result<Admitted, HttpError> {
+    let guard = state.quotas.lock_for(&rec.id).lock_owned().await;
+    let quotas = quotas_of(&state.tiers, rec);
+    let load = load_of(state, &rec.id).await?;
+    quota::check_create(&rec.name, &quotas, &load, &ask)?;
+    state.quotas.record_create(&rec.id);
+    Ok(Admitted { _guard: guard })
+}
+
+/// Standby-age caps per workspace id (`None`: indefinite).
+pub async fn standby_age_caps(
+    state: &AppState,
+) -> Result<HashMap<String, Option<Duration>>, HttpError> {
+    let mut caps = HashMap::new();
+    for rec in state.store.list_workspaces().await? {
+        let cap = quotas_of(&state.tiers, &rec).standby_age().unwrap_or(None);
+        caps.insert(rec.id, cap);
+    }
+    Ok(caps)
+}
