@@ -58,7 +58,12 @@ enum Command {
     Usage(commands::retention::UsageArgs),
     /// Forward a local TCP port to a port inside a sandbox.
     Forward(commands::forward::ForwardArgs),
-    /// Issue API keys (`--e2b` for E2B SDKs).
+    /// Workspaces: walls between customers or teams, each with its keys, tier and quotas.
+    #[command(subcommand)]
+    Workspace(commands::workspace::WorkspaceCommand),
+    /// The audit log: every mutating call, with key, workspace, outcome and client address.
+    Audit(commands::workspace::AuditArgs),
+    /// Issue API keys (`--e2b` for E2B SDKs; `--workspace`, `--role`).
     #[command(subcommand)]
     Key(commands::key::KeyCommand),
     /// Build, list and remove templates.
@@ -127,6 +132,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Usage(args) => commands::retention::usage(&api()?, args).await,
         Command::Forward(args) => commands::forward::run(&api()?, args).await,
         Command::Key(cmd) => commands::key::run(&api()?, cmd).await,
+        Command::Workspace(cmd) => commands::workspace::run(&api()?, cmd).await,
+        Command::Audit(args) => commands::workspace::audit(&api()?, args).await,
         Command::Template(cmd) => commands::template::run(cmd, &data_dir, api).await,
         Command::Bench(cmd) => commands::bench::run(&api()?, cmd, &data_dir).await,
     }

@@ -142,9 +142,6 @@ async fn wall(
     route: &str,
     params: &[(String, String)],
 ) -> Result<(), HttpError> {
-    if principal.is_operator() {
-        return Ok(());
-    }
     let param = |name: &str| {
         params
             .iter()
@@ -154,10 +151,16 @@ async fn wall(
     if route.starts_with("/v1/sandboxes/{id}")
         && let Some(id) = param("id")
     {
-        // A sandbox that does not exist is the handler's 404, with the same body.
-        if let Some(owner) = sandbox_owner(state, id).await? {
-            principal.check_sees(&owner, "sandbox", id)?;
+        // A missing sandbox is a 404 here too, before any extractor of the handler (a
+        // WebSocket upgrade's, a body's) could answer differently for it than for another
+        // workspace's.
+        match sandbox_owner(state, id).await? {
+            Some(owner) => principal.check_sees(&owner, "sandbox", id)?,
+            None => return Err(HttpError::sandbox_not_found(id)),
         }
+    }
+    if principal.is_operator() {
+        return Ok(());
     }
     if route.starts_with("/v1/templates/{name}")
         && let Some(name) = param("name")

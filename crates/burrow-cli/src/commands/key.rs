@@ -22,6 +22,9 @@ pub enum KeyCommand {
 
 #[derive(Args)]
 pub struct ListKeysArgs {
+    /// Only this workspace's keys (operator key; a workspace admin sees its own).
+    #[arg(long)]
+    pub workspace: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -41,6 +44,13 @@ pub struct CreateKeyArgs {
     /// E2B's format (`e2b_` + 40 hex), for `E2B_API_KEY`; older E2B SDKs refuse other shapes.
     #[arg(long)]
     pub e2b: bool,
+    /// The key's workspace (operator key: any; default `default`; a workspace admin: its own).
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// `viewer` (reads), `member` (sandboxes and templates; the default) or `admin` (also keys
+    /// and the audit log).
+    #[arg(long)]
+    pub role: Option<String>,
     /// Print the server's JSON answer instead of the bare key.
     #[arg(long)]
     pub json: bool,
@@ -53,7 +63,12 @@ pub async fn run(api: &ApiClient, command: KeyCommand) -> anyhow::Result<ExitCod
             let created: Value = api
                 .post_json(
                     "/v1/api-keys",
-                    &json!({"name": args.name, "format": format}),
+                    &json!({
+                        "name": args.name,
+                        "format": format,
+                        "workspace": args.workspace,
+                        "role": args.role,
+                    }),
                 )
                 .await?;
             if args.json {
@@ -67,7 +82,11 @@ pub async fn run(api: &ApiClient, command: KeyCommand) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         KeyCommand::Ls(args) => {
-            let list: Value = api.get_json("/v1/api-keys").await?;
+            let mut request = api.request(reqwest::Method::GET, "/v1/api-keys");
+            if let Some(ws) = &args.workspace {
+                request = request.query(&[("workspace", ws)]);
+            }
+            let list: Value = api.send(request).await?.json().await?;
             let keys = list["keys"].as_array().cloned().unwrap_or_default();
             if args.json {
                 output::json(&Value::Array(keys));
@@ -78,6 +97,8 @@ pub async fn run(api: &ApiClient, command: KeyCommand) -> anyhow::Result<ExitCod
                         ("ID", "id"),
                         ("NAME", "name"),
                         ("KIND", "kind"),
+                        ("WORKSPACE", "workspace"),
+                        ("ROLE", "role"),
                         ("CREATED", "created_at"),
                         ("LAST USED", "last_used_at"),
                         ("OPERATOR", "operator"),

@@ -14,6 +14,7 @@ pub mod serve;
 pub mod shell;
 pub mod standby;
 pub mod template;
+pub mod workspace;
 
 use std::process::ExitCode;
 

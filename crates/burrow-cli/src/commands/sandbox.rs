@@ -12,6 +12,9 @@ use crate::output;
 
 #[derive(Args)]
 pub struct CreateArgs {
+    /// The workspace to create it in (operator key only; default `default`).
+    #[arg(long)]
+    pub workspace: Option<String>,
     /// Template to create the sandbox from.
     #[arg(long, short, default_value = "base")]
     pub template: String,
@@ -72,7 +75,11 @@ pub async fn create(api: &ApiClient, args: CreateArgs) -> anyhow::Result<ExitCod
     if args.zdr {
         body["zdr"] = json!(true);
     }
-    let sandbox: Value = api.post_json("/v1/sandboxes", &body).await?;
+    let mut request = api.request(reqwest::Method::POST, "/v1/sandboxes");
+    if let Some(ws) = &args.workspace {
+        request = request.query(&[("workspace", ws)]);
+    }
+    let sandbox: Value = api.send(request.json(&body)).await?.json().await?;
     if args.json {
         output::json(&sandbox);
     } else {
@@ -83,6 +90,9 @@ pub async fn create(api: &ApiClient, args: CreateArgs) -> anyhow::Result<ExitCod
 
 #[derive(Args)]
 pub struct ListArgs {
+    /// Only this workspace's sandboxes (operator key; other keys see their own).
+    #[arg(long)]
+    pub workspace: Option<String>,
     /// Only sandboxes with this label (repeatable; all must match).
     #[arg(long = "label", short = 'l', value_name = "K=V")]
     pub labels: Vec<String>,
@@ -100,6 +110,9 @@ pub async fn list(api: &ApiClient, args: ListArgs) -> anyhow::Result<ExitCode> {
         .collect();
     if let Some(state) = args.state {
         query.push(("state".into(), state));
+    }
+    if let Some(ws) = args.workspace {
+        query.push(("workspace".into(), ws));
     }
     let resp = api
         .send(
@@ -122,6 +135,7 @@ pub async fn list(api: &ApiClient, args: ListArgs) -> anyhow::Result<ExitCode> {
                 ("ID", "id"),
                 ("TEMPLATE", "template"),
                 ("STATE", "state"),
+                ("WORKSPACE", "workspace_id"),
                 ("CPUS", "cpus"),
                 ("MEMORY MB", "memory_mb"),
                 ("CREATED", "created_at"),
