@@ -679,3 +679,105 @@ fn restart_brings_an_error_sandbox_back_with_its_files() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
     server.ok(&["rm", &id]);
 }
+
+#[test]
+fn workspaces_keys_usage_retention_and_audit_through_the_cli() {
+    require_sandboxes!();
+    let server = TestServer::start();
+    assert_eq!(
+        server
+            .ok(&["workspace", "create", "acme", "--tier", "team"])
+            .trim(),
+        "acme"
+    );
+    server.ok(&["workspace", "create", "bravo"]);
+    let key_of = |workspace: &str| {
+        let out = server.ok(&["key", "create", "--workspace", workspace, "--role", "admin"]);
+        out.lines().last().unwrap().trim().to_string()
+    };
+    let (acme, bravo) = (key_of("acme"), key_of("bravo"));
+    let as_key = |key: &str, args: &[&str]| {
+        std::process::Command::new(common::burrow_bin())
+            .args(args)
+            .env("BURROW_URL", &server.url)
+            .env("BURROW_API_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let out = as_key(&acme, &["create"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let listed = String::from_utf8_lossy(&as_key(&acme, &["ls"]).stdout).to_string();
+    assert!(listed.contains(&id), "{listed}");
+    // bravo finds nothing of acme's.
+    let out = as_key(&bravo, &["info", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    let listed = String::from_utf8_lossy(&as_key(&bravo, &["ls", "--json"]).stdout).to_string();
+    assert_eq!(listed.trim(), "[]");
+    assert!(!server.ok(&["ls", "--workspace", "default"]).contains(&id));
+    let info: serde_json::Value =
+        serde_json::from_str(&server.ok(&["workspace", "info", "acme", "--json"])).unwrap();
+    assert_eq!(info["sandboxes"], 1);
+    assert_eq!(info["quotas"]["max_awake_sandboxes"], 50);
+
+    let csv = server.ok(&[
+        "usage",
+        "--workspace",
+        "acme",
+        "--since",
+        "1h",
+        "--format",
+        "csv",
+    ]);
+    assert!(
+        csv.starts_with("workspace,workspace_id,sandbox_id,"),
+        "{csv}"
+    );
+    let projection: serde_json::Value = serde_json::from_str(&server.ok(&[
+        "usage",
+        "project",
+        "--sandboxes",
+        "10",
+        "--active-ratio",
+        "0.5",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(projection["projection"]["sandboxes"], 10);
+    let text = server.ok(&["usage", "project", "--sandboxes", "10"]);
+    assert!(text.contains("always on"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&server.ok(&[
+        "retention",
+        "report",
+        "--workspace",
+        "acme",
+        "--window",
+        "1d",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(report["all_deleted"], true, "{report}");
+    let audit = String::from_utf8_lossy(&as_key(&acme, &["audit", "--json"]).stdout).to_string();
+    assert!(audit.contains("POST /v1/sandboxes"), "{audit}");
+    assert!(
+        !audit.contains(&acme) && !audit.contains(&bravo),
+        "no key in the audit log"
+    );
+
+    let out = server.cli(&["workspace", "rm", "acme"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("409"));
+    server.ok(&["workspace", "rm", "acme", "--force"]);
+    let out = as_key(&acme, &["ls"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    assert!(
+        server
+            .ok(&["retention", "report"])
+            .contains("workspace-removed")
+    );
+}

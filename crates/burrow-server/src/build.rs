@@ -56,8 +56,10 @@ fn needs_upload(what: &str) -> HttpError {
 /// Checks a request and prepares its inputs, before the response starts streaming, so every
 /// problem with it is a plain HTTP error: a server path (400, [`SERVER_PATHS_REFUSED`]), an
 /// unknown upload, an unsafe build context, a taken name or a missing parent.
+/// `owner`: the workspace whose uploads the build reads (`None`: the operator's).
 pub async fn prepare(
     state: &AppState,
+    owner: Option<&str>,
     req: TemplateBuildRequest,
 ) -> Result<PreparedBuild, HttpError> {
     validate::template_name(&req.name)?;
@@ -127,7 +129,7 @@ pub async fn prepare(
         }
     };
     let upload_path = match &upload {
-        Some((hash, _)) => Some(state.uploads.path(hash)?),
+        Some((hash, _)) => Some(state.uploads.path(owner, hash)?),
         None => None,
     };
     let templates = state.templates.clone();

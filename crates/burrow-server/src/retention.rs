@@ -130,7 +130,35 @@ async fn expire_due(state: &AppState) -> Result<(), HttpError> {
     }
     let none = Expiration::default();
     let now = Utc::now();
-    for record in state.store.list_sandboxes(Default::default()).await? {
+    // Only sandboxes that could be due are read in full: those with a policy, and those older
+    // than a cap (from a light id/workspace/created_at scan), so a server with tens of thousands
+    // of sandboxes does not decode every row every second.
+    let mut candidates: std::collections::BTreeSet<String> = policies.keys().cloned().collect();
+    let least_cap = caps
+        .values()
+        .flatten()
+        .chain(max_sandbox_age.iter())
+        .min()
+        .copied();
+    if let Some(least_cap) = least_cap {
+        for (id, workspace, created) in state.store.sandbox_ages().await? {
+            let Some(age) = parse_time(&created).and_then(|c| (now - c).to_std().ok()) else {
+                continue;
+            };
+            if age < least_cap {
+                // Oldest first: the rest are younger still.
+                break;
+            }
+            let cap = caps.get(&workspace).copied().flatten();
+            if cap.is_some_and(|c| age >= c) || max_sandbox_age.is_some_and(|c| age >= c) {
+                candidates.insert(id);
+            }
+        }
+    }
+    for id in candidates {
+        let Some(record) = state.store.get_sandbox(&id).await? else {
+            continue;
+        };
         if record.state == burrow_types::SandboxState::Creating {
             continue;
         }

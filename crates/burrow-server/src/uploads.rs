@@ -43,19 +43,26 @@ impl UploadStore {
         Ok(store)
     }
 
-    /// Where upload `sha256` is (or would be) stored; 400 for a malformed hash.
-    pub fn path(&self, sha256: &str) -> Result<PathBuf, HttpError> {
+    /// Where upload `sha256` of workspace `owner` (`None`: the operator's, server-wide) is (or
+    /// would be) stored; 400 for a malformed hash. Each workspace has its own uploads: another
+    /// workspace cannot learn whether some content was uploaded (by asking for its hash), nor
+    /// build from it without sending the bytes itself.
+    pub fn path(&self, owner: Option<&str>, sha256: &str) -> Result<PathBuf, HttpError> {
         if !is_valid_sha256_hex(sha256) {
             return Err(HttpError::bad_request(format!(
                 "'{sha256}' is not a sha256: uploads are named by 64 lowercase hex digits"
             )));
         }
-        Ok(self.dir.join(format!("{sha256}{UPLOAD_SUFFIX}")))
+        Ok(match owner {
+            // Workspace ids are `ws_` + [a-z0-9]: safe in a file name, never a hash.
+            Some(owner) => self.dir.join(format!("{owner}-{sha256}{UPLOAD_SUFFIX}")),
+            None => self.dir.join(format!("{sha256}{UPLOAD_SUFFIX}")),
+        })
     }
 
-    /// Size of upload `sha256`, if the server has it.
-    pub fn size(&self, sha256: &str) -> Result<Option<u64>, HttpError> {
-        match std::fs::metadata(self.path(sha256)?) {
+    /// Size of upload `sha256` of `owner`, if the server has it.
+    pub fn size(&self, owner: Option<&str>, sha256: &str) -> Result<Option<u64>, HttpError> {
+        match std::fs::metadata(self.path(owner, sha256)?) {
             Ok(meta) => Ok(Some(meta.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(HttpError::internal(format!("reading upload {sha256}: {e}"))),
@@ -67,11 +74,12 @@ impl UploadStore {
     /// over `limit` bytes it is dropped with a 413. Returns its size.
     pub async fn store<E: std::fmt::Display>(
         &self,
+        owner: Option<&str>,
         sha256: &str,
         mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
         limit: u64,
     ) -> Result<u64, HttpError> {
-        let target = self.path(sha256)?;
+        let target = self.path(owner, sha256)?;
         let scratch = self.scratch()?;
         let partial = scratch.path().join("upload");
         let io = |what: &'static str| {

@@ -841,3 +841,61 @@ async fn python_sdk_template_exists() {
     );
     server.stop().await;
 }
+
+/// A workspace quota reaches the real SDK as its rate-limit error (E2B's 429), with burrow's
+/// message naming the limit; another workspace's key finds nothing of this one's sandboxes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_surfaces_a_workspace_quota_as_its_rate_limit_error() {
+    let env = TestEnv::new();
+    if !install_test_template(env.path()) {
+        return;
+    }
+    let python = sdk_python(PYTHON_SDKS[0]).await;
+    let server = TestServer::start(env.path()).await;
+    let resp = server
+        .post("/v1/workspaces")
+        .json(&json!({"name": "capped", "quotas": {"max_sandboxes": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let created: Value = server
+        .post("/v1/api-keys")
+        .json(&json!({"name": "sdk", "workspace": "capped", "format": "e2b"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap();
+    let script = "from e2b import Sandbox, RateLimitException\n\
+                  try:\n\
+                  \x20   Sandbox.create('base', timeout=60)\n\
+                  \x20   print('created')\n\
+                  except RateLimitException as e:\n\
+                  \x20   print('rate-limited', 'max_sandboxes' in str(e))\n\
+                  print(len(Sandbox.list().next_items()))\n";
+    let base = format!("http://{}", server.addr);
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .env("E2B_API_URL", &base)
+        .env("E2B_SANDBOX_URL", &base)
+        .env("E2B_API_KEY", key)
+        .env_remove("E2B_DOMAIN")
+        .env_remove("E2B_DEBUG")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["rate-limited True", "0"]
+    );
+    server.stop().await;
+}

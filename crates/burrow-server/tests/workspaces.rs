@@ -163,55 +163,55 @@ async fn workspaces_are_walled_roled_and_quota_bound() {
     // gets (existence is not leaked).
     let missing = "izzzzzzzzzzzzzzzzzzz";
     let routes: Vec<(M, String, Option<Value>)> = vec![
-        (M::GET, format!("/v1/sandboxes/{{}}"), None),
-        (M::DELETE, format!("/v1/sandboxes/{{}}"), None),
+        (M::GET, "/v1/sandboxes/{}".to_string(), None),
+        (M::DELETE, "/v1/sandboxes/{}".to_string(), None),
         (
             M::POST,
-            format!("/v1/sandboxes/{{}}/exec"),
+            "/v1/sandboxes/{}/exec".to_string(),
             Some(json!({"cmd": ["true"]})),
         ),
         (
             M::GET,
-            format!("/v1/sandboxes/{{}}/files?path=/etc/hostname"),
+            "/v1/sandboxes/{}/files?path=/etc/hostname".to_string(),
             None,
         ),
         (
             M::GET,
-            format!("/v1/sandboxes/{{}}/files/list?path=/"),
+            "/v1/sandboxes/{}/files/list?path=/".to_string(),
             None,
         ),
         (
             M::POST,
-            format!("/v1/sandboxes/{{}}/files/mkdir?path=/tmp/x"),
+            "/v1/sandboxes/{}/files/mkdir?path=/tmp/x".to_string(),
             None,
         ),
         (
             M::DELETE,
-            format!("/v1/sandboxes/{{}}/files?path=/tmp"),
+            "/v1/sandboxes/{}/files?path=/tmp".to_string(),
             None,
         ),
         (
             M::POST,
-            format!("/v1/sandboxes/{{}}/standby"),
+            "/v1/sandboxes/{}/standby".to_string(),
             Some(json!({})),
         ),
-        (M::POST, format!("/v1/sandboxes/{{}}/resume"), None),
-        (M::POST, format!("/v1/sandboxes/{{}}/restart"), None),
+        (M::POST, "/v1/sandboxes/{}/resume".to_string(), None),
+        (M::POST, "/v1/sandboxes/{}/restart".to_string(), None),
         (
             M::POST,
-            format!("/v1/sandboxes/{{}}/leases"),
+            "/v1/sandboxes/{}/leases".to_string(),
             Some(json!({"ttl_seconds": 10, "reason": "x"})),
         ),
         (
             M::PUT,
-            format!("/v1/sandboxes/{{}}/expiration"),
+            "/v1/sandboxes/{}/expiration".to_string(),
             Some(json!({})),
         ),
-        (M::GET, format!("/v1/sandboxes/{{}}/usage"), None),
-        (M::GET, format!("/v1/sandboxes/{{}}/pty"), None),
+        (M::GET, "/v1/sandboxes/{}/usage".to_string(), None),
+        (M::GET, "/v1/sandboxes/{}/pty".to_string(), None),
         (
             M::GET,
-            format!("/v1/sandboxes/{{}}/ports/8080/tunnel"),
+            "/v1/sandboxes/{}/ports/8080/tunnel".to_string(),
             None,
         ),
     ];

@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// own expiry policy. Default: no cap.
     #[arg(long, env = "BURROW_MAX_SANDBOX_AGE", value_parser = crate::args::duration)]
     pub max_sandbox_age: Option<std::time::Duration>,
+    /// How long audit log entries are kept (`90d`, `1y`).
+    #[arg(long, env = "BURROW_AUDIT_RETENTION", default_value = "90d", value_parser = crate::args::duration)]
+    pub audit_retention: std::time::Duration,
     /// Time in warm standby after which a sandbox goes to deep standby (CRIU checkpoint to disk,
     /// no RAM held; `10m`, plain seconds; 0 = never).
     #[arg(long, env = "BURROW_DEEP_AFTER", default_value = "600", value_parser = crate::args::duration)]
@@ -140,6 +143,7 @@ pub async fn run(args: ServeArgs, data_dir: PathBuf) -> anyhow::Result<ExitCode>
             .unwrap_or_else(|| burrow_server::ServerConfig::default().zram_bytes),
         max_build_upload_bytes: args.max_build_upload_mb.saturating_mul(1 << 20),
         max_sandbox_age: args.max_sandbox_age.filter(|age| !age.is_zero()),
+        audit_retention: args.audit_retention,
         deep_after: args.deep_after,
         deep_on_shutdown: args.deep_on_shutdown,
         standby_drop_cache: args.standby_drop_cache,

@@ -96,9 +96,14 @@ pub async fn list(
         filter.state = Some(SandboxState::Running);
     }
     let mut sandboxes = Vec::new();
+    // One query for every policy rather than one per sandbox: lists of thousands stay fast.
+    let mut policies: std::collections::HashMap<String, burrow_store::SandboxPolicy> =
+        state.store.sandbox_policies().await?.into_iter().collect();
     for record in state.store.list_sandboxes(filter).await? {
         let record = service::observe(&state, record).await?;
-        let sandbox = service::describe_full(&state, record).await?;
+        let policy = policies.remove(&record.id).unwrap_or_default();
+        let mut sandbox = service::describe(&state, record);
+        service::with_policy(&mut sandbox, policy);
         // A sandbox found dead just now no longer matches `state=running`.
         if wanted_state.is_none_or(|s| s == sandbox.state) {
             sandboxes.push(sandbox);

@@ -130,7 +130,7 @@ pub async fn create(
     // A workspace key's template belongs to its workspace; the operator's are server-wide.
     let owner = principal.workspace_id().map(str::to_string);
     let name = req.name.clone();
-    let prepared = build::prepare(&state, req).await?;
+    let prepared = build::prepare(&state, owner.as_deref(), req).await?;
     // The name is claimed for the owner before the build starts (so the template is never
     // visible to others, even for a moment) and released if the build fails.
     let claimed = match &owner {
@@ -190,9 +190,10 @@ pub async fn create(
     ))]
 pub async fn upload_status(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(sha256): Path<String>,
 ) -> Result<Json<TemplateUpload>, HttpError> {
-    let size_bytes = state.uploads.size(&sha256)?;
+    let size_bytes = state.uploads.size(principal.workspace_id(), &sha256)?;
     Ok(Json(TemplateUpload {
         sha256,
         present: size_bytes.is_some(),
@@ -203,12 +204,15 @@ pub async fn upload_status(
 /// `HEAD`: 200 if the server holds upload `sha256`, else 404 (no body).
 pub async fn upload_head(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(sha256): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    Ok(match state.uploads.size(&sha256)? {
-        Some(_) => StatusCode::OK,
-        None => StatusCode::NOT_FOUND,
-    })
+    Ok(
+        match state.uploads.size(principal.workspace_id(), &sha256)? {
+            Some(_) => StatusCode::OK,
+            None => StatusCode::NOT_FOUND,
+        },
+    )
 }
 
 /// Upload a template build input: a tar (or tar.gz) of a build context (COPY sources), of a
@@ -225,12 +229,14 @@ pub async fn upload_head(
     ))]
 pub async fn upload_put(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(sha256): Path<String>,
     request: Request,
 ) -> Result<(StatusCode, Json<TemplateUpload>), HttpError> {
     let uploads = &state.uploads;
-    let target = uploads.path(&sha256)?;
-    if let Some(size) = uploads.size(&sha256)? {
+    let owner = principal.workspace_id();
+    let target = uploads.path(owner, &sha256)?;
+    if let Some(size) = uploads.size(owner, &sha256)? {
         uploads.touch(&target);
         return Ok((
             StatusCode::OK,
@@ -251,7 +257,7 @@ pub async fn upload_put(
         return Err(crate::uploads::too_large(limit));
     }
     let body = request.into_body().into_data_stream();
-    let total = uploads.store(&sha256, body, limit).await?;
+    let total = uploads.store(owner, &sha256, body, limit).await?;
     Ok((
         StatusCode::CREATED,
         Json(TemplateUpload {
