@@ -154,10 +154,7 @@ async fn wall(
         // A missing sandbox is a 404 here too, before any extractor of the handler (a
         // WebSocket upgrade's, a body's) could answer differently for it than for another
         // workspace's.
-        match sandbox_owner(state, id).await? {
-            Some(owner) => principal.check_sees(&owner, "sandbox", id)?,
-            None => return Err(HttpError::sandbox_not_found(id)),
-        }
+        check_sandbox(state, principal, id).await?;
     }
     if principal.is_operator() {
         return Ok(());
@@ -179,6 +176,20 @@ async fn wall(
         .into());
     }
     Ok(())
+}
+
+/// The one check of a sandbox named by a caller, for every surface (the native API's middleware
+/// above, the E2B API's lookups): 404 `sandbox_not_found`, the same answer, for a sandbox that
+/// does not exist and for one of another workspace.
+pub async fn check_sandbox(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<(), HttpError> {
+    match sandbox_owner(state, id).await? {
+        Some(owner) => Ok(principal.check_sees(&owner, "sandbox", id)?),
+        None => Err(HttpError::sandbox_not_found(id)),
+    }
 }
 
 /// The workspace owning sandbox `id`, if it exists. A sandbox never changes owner, so answers

@@ -410,9 +410,71 @@ async fn workspaces_are_walled_roled_and_quota_bound() {
     let msg = expect_error(resp, 429, "quota_exceeded").await;
     assert!(msg.contains("max_memory_mb_per_sandbox"), "{msg}");
 
-    // A template of acme is acme's: bravo cannot create from it, see it, or delete it.
-    let owners_before = a.json(M::GET, "/v1/templates", None).await;
-    assert!(owners_before.to_string().contains("\"base\""));
+    // A template of acme is acme's: bravo cannot create from it, build on it, see it, or delete
+    // it; and no workspace may delete a server-wide template (base).
+    let build = a
+        .req(M::POST, "/v1/templates")
+        .json(
+            &json!({"name": "acme-tools", "from": {"type": "template", "parent": "base",
+                      "steps": [{"type": "run", "command": "touch /acme"}]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(build.status(), 200);
+    let events = build.text().await.unwrap();
+    assert!(events.contains("\"done\""), "{events}");
+    let theirs = b.json(M::GET, "/v1/templates", None).await.to_string();
+    assert!(
+        theirs.contains("\"base\"") && !theirs.contains("acme-tools"),
+        "{theirs}"
+    );
+    let ours = a.json(M::GET, "/v1/templates", None).await.to_string();
+    assert!(ours.contains("acme-tools"), "{ours}");
+    let resp = b
+        .req(M::POST, "/v1/sandboxes")
+        .json(&json!({"template": "acme-tools"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "template_not_found").await;
+    let resp = b
+        .req(M::POST, "/v1/templates")
+        .json(
+            &json!({"name": "mine", "from": {"type": "template", "parent": "acme-tools",
+                      "steps": [{"type": "run", "command": "true"}]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "template_not_found").await;
+    let resp = b
+        .req(M::DELETE, "/v1/templates/acme-tools")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "template_not_found").await;
+    let resp = b.req(M::DELETE, "/v1/templates/base").send().await.unwrap();
+    assert!(
+        expect_error(resp, 403, "forbidden")
+            .await
+            .contains("operator")
+    );
+    // A name held by another workspace is taken (409), and stays acme's.
+    let resp = b
+        .req(M::POST, "/v1/templates")
+        .json(
+            &json!({"name": "acme-tools", "from": {"type": "template", "parent": "base",
+                      "steps": [{"type": "run", "command": "true"}]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 409, "template_exists").await;
+    assert_eq!(
+        a.status(M::DELETE, "/v1/templates/acme-tools", None).await,
+        204
+    );
 
     // Usage and its projection for acme: the inputs are the measured figures.
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -83,7 +83,8 @@ const MIGRATIONS: &[&str] = &[
     UPDATE api_keys SET workspace_id = 'ws_default'
         WHERE id <> (SELECT id FROM api_keys ORDER BY created_at, rowid LIMIT 1);
     ALTER TABLE sandboxes ADD COLUMN workspace_id TEXT NOT NULL DEFAULT 'ws_default';
-    CREATE INDEX sandboxes_workspace ON sandboxes(workspace_id, created_at);
+    -- Lists of one workspace read this index in order: no scan, no sort.
+    CREATE INDEX sandboxes_workspace ON sandboxes(workspace_id, created_at, id);
     ALTER TABLE tombstones ADD COLUMN workspace_id TEXT NOT NULL DEFAULT 'ws_default';
     CREATE INDEX tombstones_workspace ON tombstones(workspace_id, deleted_at);
     ALTER TABLE usage ADD COLUMN workspace_id TEXT NOT NULL DEFAULT 'ws_default';

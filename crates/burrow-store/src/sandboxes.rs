@@ -180,9 +180,17 @@ impl Store {
         filter: SandboxFilter,
     ) -> Result<Vec<SandboxRecord>, StoreError> {
         self.call(move |c| {
+            // `workspace_id = ?2` only when filtering: an `?2 IS NULL OR …` condition would keep
+            // SQLite from using the (workspace_id, created_at, id) index (a scan and a sort of
+            // every row instead).
+            let workspace = if filter.workspace_id.is_some() {
+                "workspace_id = ?2"
+            } else {
+                "?2 IS NULL"
+            };
             let mut stmt = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM sandboxes WHERE (?1 IS NULL OR state = ?1) \
-                 AND (?2 IS NULL OR workspace_id = ?2) ORDER BY created_at, id"
+                 AND {workspace} ORDER BY created_at, id"
             ))?;
             let state = filter.state.map(|s| s.as_str());
             let rows = stmt.query_map(params![state, filter.workspace_id], |r| Ok(from_row(r)))?;

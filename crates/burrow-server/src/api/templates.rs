@@ -102,9 +102,15 @@ pub async fn remove_template(state: &AppState, name: &str) -> Result<(), HttpErr
     ))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    // The wall (auth) already answered 404 for another workspace's template.
+    // The wall (auth) already answered 404 for another workspace's template. A server-wide one
+    // (`base`, the operator's builds) is every workspace's to use and only the operator's to
+    // remove: 403 (it is visible to the caller, so nothing is leaked).
+    if !principal.is_operator() && state.store.template_owner(&name).await?.is_none() {
+        return Err(burrow_core::CoreError::OperatorOnly.into());
+    }
     remove_template(&state, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -47,12 +47,12 @@ impl E2bService {
         principal: &Principal,
         id: &str,
     ) -> Result<SandboxRecord, BackendError> {
+        crate::auth::check_sandbox(&self.state, &caller(principal), id)
+            .await
+            .map_err(|e| backend_error(e, id))?;
         let record = service::get(&self.state, id)
             .await
             .map_err(|e| backend_error(e, id))?;
-        if !self.sees(principal, &record.workspace_id) {
-            return Err(BackendError::SandboxNotFound(id.to_string()));
-        }
         match self.e2b_state(&record) {
             Some(_) => Ok(record),
             None => Err(BackendError::SandboxNotFound(id.to_string())),
@@ -326,6 +326,26 @@ fn parse_cursor(cursor: &str) -> Result<(DateTime<Utc>, String), BackendError> {
     Ok((at.with_timezone(&Utc), id.to_string()))
 }
 
+/// The E2B caller as the wall knows it: its team is its workspace (the name is not needed to
+/// check ownership).
+fn caller(principal: &Principal) -> burrow_core::Principal {
+    burrow_core::Principal {
+        key_id: principal.id.clone(),
+        scope: match &principal.team_id {
+            None => burrow_core::Scope::Operator,
+            Some(team) => burrow_core::Scope::Workspace {
+                id: team.clone(),
+                name: String::new(),
+                role: if principal.read_only {
+                    burrow_core::Role::Viewer
+                } else {
+                    burrow_core::Role::Member
+                },
+            },
+        },
+    }
+}
+
 impl E2bBackend for E2bService {
     async fn authenticate(&self, api_key: &str) -> Result<Principal, BackendError> {
         match self.state.store.find_api_key(api_key).await {
@@ -429,13 +449,9 @@ impl E2bBackend for E2bService {
     async fn kill(&self, principal: &Principal, id: &str) -> Result<(), BackendError> {
         // Any state may be killed, including failed sandboxes E2B does not list. A kill racing
         // with another delete of the same sandbox waits for it and succeeds too.
-        if let Some(owner) = crate::auth::sandbox_owner(&self.state, id)
+        crate::auth::check_sandbox(&self.state, &caller(principal), id)
             .await
-            .map_err(|e| backend_error(e, id))?
-            && !self.sees(principal, &owner)
-        {
-            return Err(BackendError::SandboxNotFound(id.to_string()));
-        }
+            .map_err(|e| backend_error(e, id))?;
         service::delete_because(
             &self.state,
             id,
