@@ -724,6 +724,7 @@ fn workspaces_keys_usage_retention_and_audit_through_the_cli() {
         serde_json::from_str(&server.ok(&["workspace", "info", "acme", "--json"])).unwrap();
     assert_eq!(info["sandboxes"], 1);
     assert_eq!(info["quotas"]["max_awake_sandboxes"], 50);
+    assert_eq!(info["in_use"]["awake_sandboxes"], 1, "{info}");
 
     let csv = server.ok(&[
         "usage",

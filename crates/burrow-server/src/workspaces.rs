@@ -59,6 +59,19 @@ pub struct WorkspaceInfo {
     pub sandboxes: u64,
     pub templates: u64,
     pub keys: u64,
+    /// What counts against the quotas now.
+    pub in_use: InUse,
+}
+
+/// A workspace's current use, as its quotas count it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InUse {
+    pub sandboxes: u64,
+    pub awake_sandboxes: u64,
+    pub awake_vcpus: f64,
+    pub awake_memory_mb: u64,
+    pub disk_mb: u64,
+    pub creates_last_minute: u32,
 }
 
 /// `POST /v1/workspaces`.
@@ -101,7 +114,16 @@ pub fn quotas_of(tiers: &Tiers, rec: &WorkspaceRecord) -> Quotas {
 
 async fn info(state: &AppState, rec: WorkspaceRecord) -> Result<WorkspaceInfo, HttpError> {
     let counts = state.store.workspace_counts(&rec.id).await?;
+    let load = load_of(state, &rec.id).await?;
     Ok(WorkspaceInfo {
+        in_use: InUse {
+            sandboxes: load.sandboxes,
+            awake_sandboxes: load.awake,
+            awake_vcpus: load.awake_vcpus,
+            awake_memory_mb: load.awake_memory_mb,
+            disk_mb: load.disk_mb,
+            creates_last_minute: load.creates_last_minute,
+        },
         quotas: quotas_of(&state.tiers, &rec),
         overrides: overrides_of(&rec),
         id: rec.id,
