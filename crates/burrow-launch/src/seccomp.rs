@@ -731,9 +731,9 @@ mod tests {
             match offset {
                 DATA_NR => nr,
                 DATA_ARCH => arch,
-                o if o >= DATA_ARGS && o < DATA_ARGS + 48 && o % 4 == 0 => {
+                o if (DATA_ARGS..DATA_ARGS + 48).contains(&o) && o.is_multiple_of(4) => {
                     let arg = args[((o - DATA_ARGS) / 8) as usize];
-                    if (o - DATA_ARGS) % 8 == 0 {
+                    if (o - DATA_ARGS).is_multiple_of(8) {
                         arg as u32
                     } else {
                         (arg >> 32) as u32
