@@ -315,6 +315,30 @@ fn process_using(targets: &[(u64, u64)]) -> Option<i32> {
     None
 }
 
+/// The one cgroup controller a dump records: the hierarchy of the sandbox's memory cgroup, named
+/// as in init's `/proc/<pid>/cgroup` (`memory`, or e.g. `cpu,memory` where co-mounted); `None`
+/// (record all) if init shows none.
+///
+/// What a restore needs of the recorded paths is the sandbox's cgroup namespace: CRIU moves the
+/// root task into the recorded groups up to the namespace's root and unshares a cgroup namespace
+/// there, which roots it at the task's current group in *every* hierarchy. The restored tasks
+/// already start in the sandbox's groups (the worker joined them, `join_cgroups`) and cannot
+/// leave them, so one recorded controller in which the sandbox has a group of its own suffices.
+/// Recording all of them cost every restore a usernsd round trip per controller for each task:
+/// CRIU 4.2 gives each non-root task a cgroup set of its own (it compares a task's set with the
+/// known ones before copying the namespace prefix into it), so each was moved one by one into
+/// all 12 hierarchies of a cgroup v1 host (~40 round trips for init, agent and one process).
+fn recorded_cgroup_controller(init_pid: i32) -> Option<String> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup")).ok()?;
+    cgroups.lines().find_map(|line| {
+        let names = line.split(':').nth(1)?;
+        names
+            .split(',')
+            .any(|name| name == "memory")
+            .then(|| names.to_owned())
+    })
+}
+
 /// The dump proper (see [`dump`]); leaves the sandbox running as it was found on failure.
 fn dump_into(
     images: &Path,
@@ -361,6 +385,7 @@ fn dump_into(
     // envd's file watchers are inotify watches on the overlay root, whose inodes CRIU cannot
     // open by handle ("Can't dump that handle"): it finds their paths by scanning these.
     req.irmap_scan_paths = IRMAP_SCAN_PATHS.iter().map(|p| p.to_string()).collect();
+    req.cgroup_controllers = recorded_cgroup_controller(init_pid).into_iter().collect();
     match worker.dump(&req) {
         Ok(outcome) => Ok(outcome),
         Err(e) => {

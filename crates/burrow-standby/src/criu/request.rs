@@ -60,6 +60,10 @@ pub struct DumpRequest<'a> {
     /// Directories (inside the dumped mount namespace) CRIU searches for the path of an
     /// inotify-watched inode it cannot open by file handle (e.g. on overlayfs).
     pub irmap_scan_paths: Vec<String>,
+    /// The cgroup controllers (their names in `/proc/<pid>/cgroup`, e.g. `memory`) whose paths
+    /// the image records; empty: all of them. A restore with cgroups managed moves every
+    /// restored task into each recorded one (and re-creates a cgroup namespace from them).
+    pub cgroup_controllers: Vec<String>,
 }
 
 impl<'a> DumpRequest<'a> {
@@ -77,6 +81,7 @@ impl<'a> DumpRequest<'a> {
             freeze_cgroup: None,
             log_level: 2,
             irmap_scan_paths: Vec::new(),
+            cgroup_controllers: Vec::new(),
         }
     }
 
@@ -110,6 +115,7 @@ impl<'a> DumpRequest<'a> {
                 .freeze_cgroup
                 .as_ref()
                 .map(|p| p.to_string_lossy().into_owned()),
+            cgroup_dump_controller: self.cgroup_controllers.clone(),
             ..Default::default()
         })
     }

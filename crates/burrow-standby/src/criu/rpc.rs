@@ -110,6 +110,10 @@ pub struct CriuOpts {
     pub empty_ns: Option<u32>,
     #[prost(message, repeated, tag = "39")]
     pub join_ns: Vec<JoinNamespace>,
+    /// `--cgroup-dump-controller`: the cgroup controllers (names as in `/proc/<pid>/cgroup`)
+    /// a dump records; none given, all.
+    #[prost(string, repeated, tag = "43")]
+    pub cgroup_dump_controller: Vec<String>,
     #[prost(string, optional, tag = "44")]
     pub freeze_cgroup: Option<String>,
     #[prost(uint32, optional, tag = "45")]
