@@ -534,6 +534,11 @@ async fn wake(
     crate::metering::power_changed(state, id);
     woke?;
     state.metrics.woke(started.elapsed());
+    // Off the wake's path: the request goes on while the cap is enforced.
+    tokio::spawn(crate::workspaces::enforce_awake_cap(
+        state.clone(),
+        id.to_string(),
+    ));
     tracing::debug!(sandbox = id, ?tier, elapsed = ?started.elapsed(), "resumed");
     Ok(())
 }

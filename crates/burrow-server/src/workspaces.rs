@@ -408,3 +408,65 @@ pub async fn standby_age_caps(
     }
     Ok(caps)
 }
+
+/// Least time without activity before the awake cap may put a sandbox to sleep: one that just
+/// answered a request is likely to get the next one.
+const CAP_MIN_IDLE: Duration = Duration::from_secs(1);
+
+/// After a wake: if the sandbox's workspace now has more sandboxes awake than its
+/// `max_awake_sandboxes`, the ones idle longest go to warm standby (a wake itself is never
+/// refused: a request to a sleeping sandbox is held, never failed). Sandboxes with work in
+/// flight (a stream, a lease) or active within the last second are left awake, so the cap may
+/// be exceeded until they go idle; nothing awake is ever killed.
+pub async fn enforce_awake_cap(state: AppState, woken: String) {
+    let Ok(Some(workspace)) = crate::auth::sandbox_owner(&state, &woken).await else {
+        return;
+    };
+    let Ok(Some(rec)) = state.store.workspace(&workspace).await else {
+        return;
+    };
+    let Some(cap) = quotas_of(&state.tiers, &rec).max_awake_sandboxes else {
+        return;
+    };
+    let Ok(sizes) = state.store.workspace_sandbox_sizes(&workspace).await else {
+        return;
+    };
+    let mut awake: Vec<(Duration, String)> = Vec::new();
+    let mut awake_count = 0u64;
+    for s in sizes {
+        match SandboxState::parse(&s.state) {
+            Some(SandboxState::Creating) => awake_count += 1,
+            Some(SandboxState::Running) => {
+                let Some(power) = state.power.get(&s.id) else {
+                    continue;
+                };
+                if matches!(power.power(), Power::Asleep { .. }) {
+                    continue;
+                }
+                awake_count += 1;
+                let idle = power.idle_for();
+                if s.id != woken && idle >= CAP_MIN_IDLE {
+                    awake.push((idle, s.id));
+                }
+            }
+            _ => {}
+        }
+    }
+    // Longest idle first.
+    awake.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, id) in awake {
+        if awake_count <= cap {
+            break;
+        }
+        tracing::info!(
+            sandbox = id,
+            workspace = rec.name,
+            cap,
+            "over the workspace's max_awake_sandboxes after a wake: to standby"
+        );
+        match crate::service::standby(&state, &id, false).await {
+            Ok(()) => awake_count -= 1,
+            Err(e) => tracing::warn!(sandbox = id, "awake cap standby: {e}"),
+        }
+    }
+}

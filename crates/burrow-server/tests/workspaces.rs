@@ -694,3 +694,93 @@ async fn the_standby_age_cap_deletes_sleeping_sandboxes_only() {
     );
     server.stop().await;
 }
+
+/// `max_awake_sandboxes` after a wake: the wake is served, and the workspace's sandbox idle
+/// longest goes to standby, so the cap holds again (nothing is killed).
+#[tokio::test]
+async fn a_wake_over_the_awake_cap_puts_the_idlest_to_sleep() {
+    let dir = common::TestEnv::new();
+    if !install_test_template(dir.path()) {
+        return;
+    }
+    let server = TestServer::start(dir.path()).await;
+    let op = As {
+        server: &server,
+        key: server.key.clone(),
+    };
+    op.json(
+        M::POST,
+        "/v1/workspaces",
+        Some(json!({"name": "one-awake", "tier": "unlimited",
+                    "quotas": {"max_awake_sandboxes": 1}})),
+    )
+    .await;
+    let (key, _) = new_key(&op, "one-awake", "member", "burrow").await;
+    let w = As {
+        server: &server,
+        key,
+    };
+    let create = || async {
+        w.json(M::POST, "/v1/sandboxes", Some(json!({"idle_timeout": 0})))
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = create().await;
+    // A second one while the first is awake is over the cap.
+    let resp = w
+        .req(M::POST, "/v1/sandboxes")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        expect_error(resp, 429, "quota_exceeded")
+            .await
+            .contains("max_awake_sandboxes")
+    );
+    w.json(
+        M::POST,
+        &format!("/v1/sandboxes/{first}/standby"),
+        Some(json!({})),
+    )
+    .await;
+    let second = create().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Waking the first is served; then the second (idle longest) goes to sleep.
+    let resp = w
+        .req(M::POST, &format!("/v1/sandboxes/{first}/exec"))
+        .json(&json!({"cmd": ["true"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("\"exit_code\":0"));
+    let state_of = |id: String| {
+        let w = &w;
+        async move {
+            w.json(M::GET, &format!("/v1/sandboxes/{id}"), None).await["state"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while state_of(second.clone()).await != "standby" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle sandbox stayed awake over the cap"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(state_of(first.clone()).await, "running");
+    for id in [first, second] {
+        assert_eq!(
+            w.status(M::DELETE, &format!("/v1/sandboxes/{id}"), None)
+                .await,
+            204
+        );
+    }
+    server.stop().await;
+}
