@@ -453,7 +453,7 @@ pub async fn enforce_awake_cap(state: AppState, woken: String) {
         }
     }
     // Longest idle first.
-    awake.sort_by(|a, b| b.0.cmp(&a.0));
+    awake.sort_by_key(|(idle, _)| std::cmp::Reverse(*idle));
     for (_, id) in awake {
         if awake_count <= cap {
             break;
