@@ -119,6 +119,11 @@ impl SandboxPower {
         self.state.borrow().power
     }
 
+    /// In warm or deep standby (not on the way in or out).
+    pub fn is_asleep(&self) -> bool {
+        matches!(self.power(), Power::Asleep { .. })
+    }
+
     pub fn idle_timeout(&self) -> Duration {
         self.state.borrow().idle_timeout
     }
@@ -548,6 +553,11 @@ pub struct PowerRegistry {
 }
 
 impl PowerRegistry {
+    /// Whether sandbox `id` is asleep (see [`SandboxPower::is_asleep`]); false if untracked.
+    pub fn is_asleep(&self, id: &str) -> bool {
+        self.get(id).is_some_and(|p| p.is_asleep())
+    }
+
     pub fn get(&self, id: &str) -> Option<Arc<SandboxPower>> {
         self.lock().get(id).cloned()
     }

@@ -183,10 +183,7 @@ async fn expire_due(state: &AppState) -> Result<(), HttpError> {
             .flatten()
             .is_some_and(|cap| (now - created_at).to_std().unwrap_or_default() >= cap)
             && (record.state == burrow_types::SandboxState::Error
-                || state
-                    .power
-                    .get(&record.id)
-                    .is_some_and(|p| matches!(p.power(), crate::power::Power::Asleep { .. })));
+                || state.power.is_asleep(&record.id));
         let reason =
             due(&input, now).or(over_workspace_cap.then_some(reasons::WORKSPACE_STANDBY_AGE));
         if let Some(reason) = reason {
@@ -508,10 +505,7 @@ pub async fn report(
         if parse_time(&record.created_at).is_none_or(|c| c >= cutoff) {
             continue;
         }
-        let awake = state
-            .power
-            .get(&record.id)
-            .is_none_or(|p| !matches!(p.power(), crate::power::Power::Asleep { .. }));
+        let awake = !state.power.is_asleep(&record.id);
         let cap = caps.get(&record.workspace_id).copied().flatten();
         let policy = policies.get(&record.id);
         let why = match cap {

@@ -14,7 +14,6 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{HttpError, ServeError};
-use crate::power::Power;
 use crate::state::AppState;
 
 /// Reads `<data_dir>/tiers.toml` and `<data_dir>/prices.toml` if present; a bad file stops the
@@ -367,10 +366,7 @@ pub async fn load_of(state: &AppState, workspace_id: &str) -> Result<Load, HttpE
         load.disk_mb += s.disk_mb;
         let awake = match SandboxState::parse(&s.state) {
             Some(SandboxState::Creating) => true,
-            Some(SandboxState::Running) => state
-                .power
-                .get(&s.id)
-                .is_none_or(|p| !matches!(p.power(), Power::Asleep { .. })),
+            Some(SandboxState::Running) => !state.power.is_asleep(&s.id),
             _ => false,
         };
         if awake {
@@ -440,7 +436,7 @@ pub async fn enforce_awake_cap(state: AppState, woken: String) {
                 let Some(power) = state.power.get(&s.id) else {
                     continue;
                 };
-                if matches!(power.power(), Power::Asleep { .. }) {
+                if power.is_asleep() {
                     continue;
                 }
                 awake_count += 1;

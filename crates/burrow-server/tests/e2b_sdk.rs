@@ -754,6 +754,28 @@ fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// Runs a Python `script` with the SDK against the plain listener at `base` (`E2B_API_URL` and
+/// `E2B_SANDBOX_URL`), as `key`; asserts it succeeded and returns its stdout.
+async fn run_python(python: &Path, script: &str, base: &str, key: &str) -> String {
+    let out = Command::new(python)
+        .args(["-c", script])
+        .env("E2B_API_URL", base)
+        .env("E2B_SANDBOX_URL", base)
+        .env("E2B_API_KEY", key)
+        .env_remove("E2B_DOMAIN")
+        .env_remove("E2B_DEBUG")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Without DNS or TLS: `E2B_API_URL` and `E2B_SANDBOX_URL` both point at the plain listener; the
 /// E2B API is found by path, envd traffic by the SDK's `E2b-Sandbox-Id`/`-Port` headers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -771,22 +793,7 @@ async fn python_sdk_over_plain_http_with_api_and_sandbox_urls() {
                   print(s.files.read('/tmp/f.txt'))\n\
                   print(s.kill())\n";
     let base = format!("http://{}", server.addr);
-    let out = Command::new(&python)
-        .args(["-c", script])
-        .env("E2B_API_URL", &base)
-        .env("E2B_SANDBOX_URL", &base)
-        .env("E2B_API_KEY", &server.key)
-        .env_remove("E2B_DOMAIN")
-        .env_remove("E2B_DEBUG")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_python(&python, script, &base, &server.key).await;
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         ["plain-42", "data", "True"]
@@ -816,21 +823,7 @@ async fn python_sdk_template_exists() {
                   for name in ['base', 'no-such-template', 'code-interpreter-v1']:\n\
                   \x20   print(name, Template.exists(name))\n";
     let base = format!("http://{}", server.addr);
-    let out = Command::new(&python)
-        .args(["-c", script])
-        .env("E2B_API_URL", &base)
-        .env("E2B_API_KEY", &server.key)
-        .env_remove("E2B_DOMAIN")
-        .env_remove("E2B_DEBUG")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_python(&python, script, &base, &server.key).await;
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         [
@@ -877,22 +870,7 @@ async fn python_sdk_surfaces_a_workspace_quota_as_its_rate_limit_error() {
                   \x20   print('rate-limited', 'max_sandboxes' in str(e))\n\
                   print(len(Sandbox.list().next_items()))\n";
     let base = format!("http://{}", server.addr);
-    let out = Command::new(&python)
-        .args(["-c", script])
-        .env("E2B_API_URL", &base)
-        .env("E2B_SANDBOX_URL", &base)
-        .env("E2B_API_KEY", key)
-        .env_remove("E2B_DOMAIN")
-        .env_remove("E2B_DEBUG")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_python(&python, script, &base, key).await;
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         ["rate-limited True", "0"]

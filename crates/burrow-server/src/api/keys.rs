@@ -128,13 +128,8 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<ApiKeyList>, HttpError> {
     let pairs = super::query_pairs(query.as_deref());
-    if let Some((other, _)) = pairs.iter().find(|(k, _)| k != "workspace") {
-        return Err(HttpError::bad_request(format!(
-            "unknown query parameter '{other}'; use workspace=<name>"
-        )));
-    }
-    let named = super::single_param(&pairs, "workspace")?;
-    let filter = crate::workspaces::list_filter(&state, &principal, named.as_deref()).await?;
+    super::only_params(&pairs, &["workspace"], "use workspace=<name>")?;
+    let filter = super::workspace_filter(&state, &principal, &pairs).await?;
     // Up to date: uses batched in memory are written first.
     state.key_uses.flush(&state.store).await?;
     let operator = state.store.operator_key_id().await?;

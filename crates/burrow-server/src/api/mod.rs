@@ -42,6 +42,30 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// 400 naming the first query parameter not in `allowed`, with `hint` (what to use instead).
+pub fn only_params(
+    pairs: &[(String, String)],
+    allowed: &[&str],
+    hint: &str,
+) -> Result<(), HttpError> {
+    match pairs.iter().find(|(k, _)| !allowed.contains(&k.as_str())) {
+        Some((other, _)) => Err(HttpError::bad_request(format!(
+            "unknown query parameter '{other}'; {hint}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The workspace filter named by `?workspace=` (see [`crate::workspaces::list_filter`]).
+pub async fn workspace_filter(
+    state: &crate::state::AppState,
+    principal: &burrow_core::Principal,
+    pairs: &[(String, String)],
+) -> Result<Option<String>, HttpError> {
+    let named = single_param(pairs, "workspace")?;
+    crate::workspaces::list_filter(state, principal, named.as_deref()).await
+}
+
 /// The single value of query parameter `name`; 400 if given more than once.
 pub fn single_param(pairs: &[(String, String)], name: &str) -> Result<Option<String>, HttpError> {
     let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v);

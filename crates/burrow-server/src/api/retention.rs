@@ -8,7 +8,7 @@ use burrow_core::Principal;
 use burrow_types::{ApiError, Expiration, Sandbox, SandboxUsage, TombstoneList, UsageReport};
 use serde::Serialize;
 
-use super::{query_pairs, single_param};
+use super::{only_params, query_pairs, single_param, workspace_filter};
 use crate::error::HttpError;
 use crate::extract::JsonBody;
 use crate::service;
@@ -61,16 +61,12 @@ pub async fn usage_report(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     let pairs = query_pairs(query.as_deref());
-    if let Some((other, _)) = pairs
-        .iter()
-        .find(|(k, _)| !matches!(k.as_str(), "workspace" | "since" | "until" | "format"))
-    {
-        return Err(HttpError::bad_request(format!(
-            "unknown query parameter '{other}'; use workspace, since, until, format"
-        )));
-    }
-    let named = single_param(&pairs, "workspace")?;
-    let filter = crate::workspaces::list_filter(&state, &principal, named.as_deref()).await?;
+    only_params(
+        &pairs,
+        &["workspace", "since", "until", "format"],
+        "use workspace, since, until, format",
+    )?;
+    let filter = workspace_filter(&state, &principal, &pairs).await?;
     let since = time_param(&pairs, "since")?;
     let until = time_param(&pairs, "until")?;
     let format = single_param(&pairs, "format")?.unwrap_or_else(|| "json".into());
@@ -200,16 +196,12 @@ pub async fn projection(
     RawQuery(query): RawQuery,
 ) -> Result<Json<serde_json::Value>, HttpError> {
     let pairs = query_pairs(query.as_deref());
-    if let Some((other, _)) = pairs
-        .iter()
-        .find(|(k, _)| !matches!(k.as_str(), "workspace" | "sandboxes" | "active_ratio"))
-    {
-        return Err(HttpError::bad_request(format!(
-            "unknown query parameter '{other}'; use sandboxes, active_ratio, workspace"
-        )));
-    }
-    let named = single_param(&pairs, "workspace")?;
-    let filter = crate::workspaces::list_filter(&state, &principal, named.as_deref()).await?;
+    only_params(
+        &pairs,
+        &["workspace", "sandboxes", "active_ratio"],
+        "use sandboxes, active_ratio, workspace",
+    )?;
+    let filter = workspace_filter(&state, &principal, &pairs).await?;
     let sandboxes: u64 = match single_param(&pairs, "sandboxes")? {
         Some(t) => t
             .parse()
@@ -248,16 +240,12 @@ pub async fn retention_report(
     RawQuery(query): RawQuery,
 ) -> Result<Json<crate::retention::RetentionReport>, HttpError> {
     let pairs = query_pairs(query.as_deref());
-    if let Some((other, _)) = pairs
-        .iter()
-        .find(|(k, _)| !matches!(k.as_str(), "workspace" | "window"))
-    {
-        return Err(HttpError::bad_request(format!(
-            "unknown query parameter '{other}'; use workspace=<name> and window=<duration, e.g. 30d>"
-        )));
-    }
-    let named = single_param(&pairs, "workspace")?;
-    let filter = crate::workspaces::list_filter(&state, &principal, named.as_deref()).await?;
+    only_params(
+        &pairs,
+        &["workspace", "window"],
+        "use workspace=<name> and window=<duration, e.g. 30d>",
+    )?;
+    let filter = workspace_filter(&state, &principal, &pairs).await?;
     let window = match single_param(&pairs, "window")? {
         Some(t) => humantime::parse_duration(&t).map_err(|e| {
             HttpError::bad_request(format!(
@@ -279,16 +267,12 @@ pub async fn audit(
     RawQuery(query): RawQuery,
 ) -> Result<Json<serde_json::Value>, HttpError> {
     let pairs = query_pairs(query.as_deref());
-    if let Some((other, _)) = pairs
-        .iter()
-        .find(|(k, _)| !matches!(k.as_str(), "workspace" | "since" | "limit"))
-    {
-        return Err(HttpError::bad_request(format!(
-            "unknown query parameter '{other}'; use workspace, since, limit"
-        )));
-    }
-    let named = single_param(&pairs, "workspace")?;
-    let filter = crate::workspaces::list_filter(&state, &principal, named.as_deref()).await?;
+    only_params(
+        &pairs,
+        &["workspace", "since", "limit"],
+        "use workspace, since, limit",
+    )?;
+    let filter = workspace_filter(&state, &principal, &pairs).await?;
     let limit = match single_param(&pairs, "limit")? {
         Some(t) => t
             .parse::<u32>()
@@ -334,25 +318,13 @@ pub async fn tombstones(
     RawQuery(query): RawQuery,
 ) -> Result<Json<TombstoneList>, HttpError> {
     let pairs = query_pairs(query.as_deref());
-    if let Some((other, _)) = pairs.iter().find(|(k, _)| k != "since" && k != "workspace") {
-        return Err(HttpError::bad_request(format!(
-            "unknown query parameter '{other}'; use since=<RFC 3339 time> or workspace=<name>"
-        )));
-    }
-    let named = single_param(&pairs, "workspace")?;
-    let filter = crate::workspaces::list_filter(&state, &principal, named.as_deref()).await?;
-    let since = match single_param(&pairs, "since")? {
-        Some(text) => {
-            let at = crate::retention::parse_time(&text).ok_or_else(|| {
-                HttpError::bad_request(format!(
-                    "since '{text}' is not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z)"
-                ))
-            })?;
-            // Stored times are UTC with milliseconds and a `Z`: compare in the same format.
-            Some(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        }
-        None => None,
-    };
+    only_params(
+        &pairs,
+        &["since", "workspace"],
+        "use since=<RFC 3339 time> or workspace=<name>",
+    )?;
+    let filter = workspace_filter(&state, &principal, &pairs).await?;
+    let since = time_param(&pairs, "since")?;
     let tombstones = state
         .store
         .tombstones(filter.as_deref(), since.as_deref())

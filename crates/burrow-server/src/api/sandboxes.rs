@@ -31,11 +31,11 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateSandboxRequest>,
 ) -> Result<(StatusCode, Json<Sandbox>), HttpError> {
     let pairs = query_pairs(query.as_deref());
-    if let Some((other, _)) = pairs.iter().find(|(k, _)| k != "workspace") {
-        return Err(HttpError::bad_request(format!(
-            "unknown query parameter '{other}'; use workspace=<name> (operator key only)"
-        )));
-    }
+    super::only_params(
+        &pairs,
+        &["workspace"],
+        "use workspace=<name> (operator key only)",
+    )?;
     let named = single_param(&pairs, "workspace")?;
     let workspace = crate::workspaces::acting_in(&state, &principal, named.as_deref()).await?;
     let sandbox = service::create(&state, &principal, &workspace, req).await?;
@@ -58,10 +58,10 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<SandboxList>, HttpError> {
     let pairs = query_pairs(query.as_deref());
-    let mut filter = SandboxFilter::default();
-    let named = single_param(&pairs, "workspace")?;
-    filter.workspace_id =
-        crate::workspaces::list_filter(&state, &principal, named.as_deref()).await?;
+    let mut filter = SandboxFilter {
+        workspace_id: super::workspace_filter(&state, &principal, &pairs).await?,
+        ..SandboxFilter::default()
+    };
     for (key, value) in &pairs {
         match key.as_str() {
             "workspace" => {}

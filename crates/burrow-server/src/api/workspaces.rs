@@ -60,11 +60,7 @@ pub async fn remove(
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, HttpError> {
     let pairs = query_pairs(query.as_deref());
-    if let Some((other, _)) = pairs.iter().find(|(k, _)| k != "force") {
-        return Err(HttpError::bad_request(format!(
-            "unknown query parameter '{other}'; use force=true"
-        )));
-    }
+    super::only_params(&pairs, &["force"], "use force=true")?;
     let force = match single_param(&pairs, "force")?.as_deref() {
         None | Some("false") => false,
         Some("true") => true,

@@ -106,13 +106,6 @@ impl E2bService {
         Ok(())
     }
 
-    fn sees(&self, principal: &Principal, workspace_id: &str) -> bool {
-        principal
-            .team_id
-            .as_deref()
-            .is_none_or(|team| team == workspace_id)
-    }
-
     /// The caller as the sandbox service knows it.
     async fn core_principal(
         &self,
@@ -131,25 +124,11 @@ impl E2bService {
             .await
             .map_err(internal)?
             .ok_or(BackendError::Unauthorized)?;
-        let scope = match &principal.team_id {
-            None => burrow_core::Scope::Operator,
-            Some(id) => burrow_core::Scope::Workspace {
-                id: id.clone(),
-                name: workspace.name.clone(),
-                role: if principal.read_only {
-                    burrow_core::Role::Viewer
-                } else {
-                    burrow_core::Role::Member
-                },
-            },
-        };
-        Ok((
-            burrow_core::Principal {
-                key_id: principal.id.clone(),
-                scope,
-            },
-            workspace,
-        ))
+        let mut core = caller(principal);
+        if let burrow_core::Scope::Workspace { name, .. } = &mut core.scope {
+            name.clone_from(&workspace.name);
+        }
+        Ok((core, workspace))
     }
 
     fn info(&self, record: SandboxRecord) -> SandboxInfo {
@@ -348,17 +327,21 @@ fn caller(principal: &Principal) -> burrow_core::Principal {
 
 impl E2bBackend for E2bService {
     async fn authenticate(&self, api_key: &str) -> Result<Principal, BackendError> {
-        match self.state.store.find_api_key(api_key).await {
-            Ok(Some(record)) => {
-                self.state.key_uses.used(&record.id);
-                Ok(Principal {
-                    id: record.id.clone(),
-                    team_id: record.workspace_id.clone(),
-                    read_only: record.workspace_id.is_some() && record.role == "viewer",
-                })
-            }
+        // The native API's authentication, so both read keys and roles the same way.
+        match crate::auth::authenticate(&self.state, api_key).await {
+            Ok(Some(principal)) => Ok(Principal {
+                read_only: matches!(
+                    principal.scope,
+                    burrow_core::Scope::Workspace {
+                        role: burrow_core::Role::Viewer,
+                        ..
+                    }
+                ),
+                team_id: principal.workspace_id().map(str::to_string),
+                id: principal.key_id,
+            }),
             Ok(None) => Err(BackendError::Unauthorized),
-            Err(e) => Err(BackendError::Internal(format!("state database: {e}"))),
+            Err(e) => Err(BackendError::Internal(e.body.message)),
         }
     }
 
@@ -609,7 +592,7 @@ impl E2bBackend for E2bService {
     ) -> Result<TemplateAlias, BackendError> {
         let name = burrow_template_name(alias).to_string();
         if let Ok(Some(owner)) = self.state.store.template_owner(&name).await
-            && !self.sees(principal, &owner)
+            && !caller(principal).sees(&owner)
         {
             return Err(BackendError::TemplateNotFound(name));
         }
