@@ -1307,6 +1307,13 @@ fn teardown_resources(
             // An entry deleted meanwhile by someone else (the background deletion of a restore's
             // used images): go again, the tree must be gone.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 5 => attempt += 1,
+            // Still in use for a moment: a CRIU worker whose restore just failed may hold the
+            // tree in its mount namespace until it has exited. Wait for it (up to ~2 s) rather
+            // than fail the delete.
+            Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy && attempt < 40 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
             Err(e) => return Err(io_err(format!("remove {dir:?}"))(e)),
         }
     }
