@@ -171,7 +171,7 @@ impl Tiers {
         self.tiers.get(name)
     }
 
-    /// The tier's quotas, or a 400-style error listing the tiers there are.
+    /// The tier's quotas, or an `Invalid` error listing the tiers there are.
     pub fn require(&self, name: &str) -> Result<&Quotas, CoreError> {
         self.get(name).ok_or_else(|| {
             CoreError::Invalid(format!(

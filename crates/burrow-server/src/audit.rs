@@ -117,7 +117,7 @@ pub async fn record_calls(State(state): State<AppState>, request: Request, next:
         .extensions()
         .get::<PeerAddr>()
         .map(|p| p.0.ip().to_string());
-    let at = crate::retention::now_rfc3339();
+    let at = burrow_core::retention::now_rfc3339();
     let response = next.run(request).await;
     let mut action = format!("{method} {path}");
     if action.len() > MAX_ACTION_LEN {

@@ -178,55 +178,13 @@ async fn wall(
     Ok(())
 }
 
-/// The one check of a sandbox named by a caller, for every surface (the native API's middleware
-/// above, the E2B API's lookups): 404 `sandbox_not_found`, the same answer, for a sandbox that
-/// does not exist and for one of another workspace.
+/// The one check of a sandbox named by a caller (see [`burrow_core::owners::check_sandbox`]).
 pub async fn check_sandbox(
     state: &AppState,
     principal: &Principal,
     id: &str,
 ) -> Result<(), HttpError> {
-    match sandbox_owner(state, id).await? {
-        Some(owner) => Ok(principal.check_sees(&owner, "sandbox", id)?),
-        None => Err(HttpError::sandbox_not_found(id)),
-    }
-}
-
-/// The workspace owning sandbox `id`, if it exists. A sandbox never changes owner, so answers
-/// are kept in memory (dropped when the sandbox is forgotten).
-pub async fn sandbox_owner(state: &AppState, id: &str) -> Result<Option<String>, HttpError> {
-    if let Some(owner) = state.sandbox_owners.get(id) {
-        return Ok(Some(owner));
-    }
-    if !burrow_types::is_valid_sandbox_id(id) {
-        return Ok(None);
-    }
-    let owner = state.store.sandbox_workspace(id).await?;
-    if let Some(owner) = &owner {
-        state.sandbox_owners.insert(id, owner);
-    }
-    Ok(owner)
-}
-
-/// Sandbox id → owning workspace, for the wall.
-#[derive(Debug, Default)]
-pub struct SandboxOwners {
-    map: std::sync::Mutex<std::collections::HashMap<String, String>>,
-}
-
-impl SandboxOwners {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-    pub fn get(&self, id: &str) -> Option<String> {
-        self.lock().get(id).cloned()
-    }
-    pub fn insert(&self, id: &str, owner: &str) {
-        self.lock().insert(id.to_string(), owner.to_string());
-    }
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
-    }
+    Ok(burrow_core::owners::check_sandbox(state, principal, id).await?)
 }
 
 /// When each API key was last used, kept in memory and written to the store in batches (every
@@ -241,7 +199,7 @@ pub const KEY_USE_FLUSH: std::time::Duration = std::time::Duration::from_secs(10
 
 impl KeyUses {
     pub fn used(&self, key_id: &str) {
-        let now = crate::retention::now_rfc3339();
+        let now = burrow_core::retention::now_rfc3339();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending.get_mut(key_id) {
             Some(at) => *at = now,

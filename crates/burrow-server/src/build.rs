@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::error::HttpError;
 use crate::state::AppState;
 use crate::step_runner::BuildSandboxes;
-use crate::validate;
+use burrow_core::validate;
 
 /// Why an API build never reads a path of the server's host.
 pub const SERVER_PATHS_REFUSED: &str = "an API build reads no file of the server: the build context must be uploaded (PUT /v1/templates/uploads/{sha256}, which `burrow template build` does) and named by its sha256; server paths are only read by `burrow template build --local` run as root on the server";

@@ -27,10 +27,6 @@ impl HttpError {
         Self::new(StatusCode::BAD_REQUEST, codes::INVALID_REQUEST, message)
     }
 
-    pub fn invalid_path(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, codes::INVALID_PATH, message)
-    }
-
     pub fn sandbox_not_found(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -65,7 +61,12 @@ impl IntoResponse for HttpError {
 
 impl From<burrow_core::CoreError> for HttpError {
     fn from(e: burrow_core::CoreError) -> Self {
-        use burrow_core::CoreError as E;
+        use burrow_core::{AgentFailure, CoreError as E};
+        let e = match e {
+            E::Runtime(e) => return e.into(),
+            E::Template(e) => return e.into(),
+            other => other,
+        };
         let (status, code) = match &e {
             E::NotFound {
                 kind: "sandbox",
@@ -81,7 +82,24 @@ impl From<burrow_core::CoreError> for HttpError {
             E::Forbidden { .. } | E::OperatorOnly => (StatusCode::FORBIDDEN, codes::FORBIDDEN),
             E::Quota { .. } => (StatusCode::TOO_MANY_REQUESTS, codes::QUOTA_EXCEEDED),
             E::Invalid(_) => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
+            E::InvalidPath(_) => (StatusCode::BAD_REQUEST, codes::INVALID_PATH),
             E::Conflict(_) => (StatusCode::CONFLICT, codes::CONFLICT),
+            E::Refused { code, .. } => (StatusCode::CONFLICT, *code),
+            E::Unavailable { code, .. } => (StatusCode::NOT_IMPLEMENTED, *code),
+            E::Failed { code, .. } => (StatusCode::INTERNAL_SERVER_ERROR, *code),
+            E::StartFailed(_) => (StatusCode::BAD_GATEWAY, codes::START_FAILED),
+            E::Agent { kind, .. } => match kind {
+                AgentFailure::FileNotFound => (StatusCode::NOT_FOUND, codes::FILE_NOT_FOUND),
+                AgentFailure::FileExists => (StatusCode::CONFLICT, codes::FILE_EXISTS),
+                AgentFailure::Invalid => (StatusCode::BAD_REQUEST, codes::INVALID_REQUEST),
+                AgentFailure::PermissionDenied => (StatusCode::FORBIDDEN, codes::PERMISSION_DENIED),
+                AgentFailure::NoSpace => (StatusCode::INSUFFICIENT_STORAGE, codes::AGENT_ERROR),
+                AgentFailure::Other => (StatusCode::BAD_GATEWAY, codes::AGENT_ERROR),
+            },
+            E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
+            E::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
+            // Taken apart before this match, each with its own mapping.
+            E::Runtime(_) | E::Template(_) => (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL),
         };
         Self::new(status, code, e.to_string())
     }
@@ -156,6 +174,8 @@ pub enum ServeError {
     Templates(#[from] TemplateError),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Core(#[from] burrow_core::CoreError),
 }
 
 impl ServeError {

@@ -1,35 +1,24 @@
 //! burrow's daemon: the native REST API (`/v1`), API key authentication, the OpenAPI document,
 //! the sandbox service and the port proxy. `burrow serve` calls [`serve`].
 
-mod agent;
+mod activity;
 mod api;
 mod audit;
 mod auth;
 mod build;
-mod config;
 mod e2b;
 mod error;
 mod extract;
 mod http_server;
-mod ids;
 mod json_errors;
-mod keys;
-mod metering;
 mod openapi;
-mod power;
-mod pre_standby;
+#[cfg(test)]
+mod prop_tests;
 mod proxy;
-mod retention;
-mod service;
-mod shutdown;
-mod standby;
 mod state;
 mod step_runner;
-mod template_start;
 mod tls;
 mod uploads;
-mod validate;
-mod workspaces;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,11 +33,12 @@ use burrow_store::Store;
 use burrow_templates::TemplateStore;
 use tokio::net::TcpListener;
 
-pub use config::{DEFAULT_LISTEN, DeepOnShutdown, ServerConfig, TlsConfig};
+pub use burrow_core::keys::CLIENT_KEY_FILE;
+pub use burrow_core::standby::ZRAM_DEVICE;
+use burrow_core::{Core, keys, metering, retention, sandboxes, shutdown, standby, workspaces};
+pub use burrow_core::{DEFAULT_LISTEN, DeepOnShutdown, ServerConfig, TlsConfig};
 pub use error::ServeError;
-pub use keys::CLIENT_KEY_FILE;
 pub use openapi::document as openapi_document;
-pub use standby::ZRAM_DEVICE;
 
 use crate::error::HttpError;
 use crate::state::AppState;
@@ -129,26 +119,41 @@ impl Server {
             e2b::lifecycle::Lifecycles::load(&config.data_dir)
                 .map_err(|e| ServeError::Config(e.to_string()))?,
         );
-        let state = AppState {
+        let e2b_metrics: Arc<e2b::metrics::MetricsRing> = Arc::default();
+        let forget_hooks: Vec<burrow_core::ForgetHook> = vec![
+            {
+                let lifecycles = e2b_lifecycles.clone();
+                Arc::new(move |id: &str| lifecycles.remove(id))
+            },
+            {
+                let metrics = e2b_metrics.clone();
+                Arc::new(move |id: &str| metrics.forget(id))
+            },
+        ];
+        let core = Core {
             config: Arc::new(config),
             store,
             runtime: Arc::new(runtime),
             templates,
-            uploads,
-            proxy_client: proxy::new_client(),
             power: Arc::default(),
             swap: Arc::new(swap),
             metrics: Arc::default(),
             sampler: Arc::default(),
-            e2b_lifecycles: e2b_lifecycles.clone(),
-            e2b_metrics: Arc::default(),
             deletes: Arc::default(),
-            key_uses: Arc::default(),
             sandbox_owners: Arc::default(),
-            audit: Arc::default(),
             tiers: Arc::new(tiers),
             prices: Arc::new(prices),
             quotas: Arc::default(),
+            forget_hooks: Arc::new(forget_hooks),
+        };
+        let state = AppState {
+            core,
+            uploads,
+            proxy_client: proxy::new_client(),
+            e2b_lifecycles: e2b_lifecycles.clone(),
+            e2b_metrics,
+            key_uses: Arc::default(),
+            audit: Arc::default(),
         };
         let tls = match &state.config.tls {
             Some(tls_config) => {
@@ -168,7 +173,7 @@ impl Server {
             }
             None => None,
         };
-        service::reconcile(&state).await?;
+        sandboxes::reconcile(&state).await?;
         e2b_lifecycles.retain_known(&state.store.sandbox_ids().await?);
         let e2b = Arc::new(e2b::E2bService::new(state.clone()));
         let e2b_router = e2b::E2bRouter::new(&state.config.domain, burrow_e2b::router(e2b.clone()));
@@ -211,12 +216,16 @@ impl Server {
     ) -> Result<(), ServeError> {
         tracing::info!(addr = %self.local_addr(), "burrow API listening");
         // Aborted when `run` returns, so a stopped server leaves no timer behind.
-        let idle_timer = AbortOnDrop(tokio::spawn(standby::idle_loop(self.state.clone())));
-        let _expiry = AbortOnDrop(tokio::spawn(retention::expiry_loop(self.state.clone())));
-        let _meter = AbortOnDrop(tokio::spawn(metering::meter_loop(self.state.clone())));
+        let idle_timer = AbortOnDrop(tokio::spawn(standby::idle_loop(self.state.core.clone())));
+        let _expiry = AbortOnDrop(tokio::spawn(retention::expiry_loop(
+            self.state.core.clone(),
+        )));
+        let _meter = AbortOnDrop(tokio::spawn(metering::meter_loop(self.state.core.clone())));
         let _key_uses = AbortOnDrop(tokio::spawn(auth::key_use_loop(self.state.clone())));
         let _audit = AbortOnDrop(tokio::spawn(audit::audit_loop(self.state.clone())));
-        let resume_marked = AbortOnDrop(tokio::spawn(shutdown::resume_marked(self.state.clone())));
+        let resume_marked = AbortOnDrop(tokio::spawn(shutdown::resume_marked(
+            self.state.core.clone(),
+        )));
         let e2b_timeouts = AbortOnDrop(tokio::spawn(e2b::run_timeouts(
             self.e2b.clone(),
             self.state.e2b_lifecycles.clone(),
@@ -226,7 +235,7 @@ impl Server {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let limits = self.state.config.http_limits();
+        let limits = http_limits(&self.state.config);
         let https = self.tls.map(|tls| {
             let addr = axum::serve::Listener::local_addr(&tls.listener).ok();
             tracing::info!(?addr, "burrow HTTPS listening");
@@ -443,6 +452,16 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::respo
     tracing::error!("request handler panicked: {detail}");
     HttpError::internal("internal error (a bug in burrow); the server log has details")
         .into_response()
+}
+
+/// The bounds on clients of each listener.
+fn http_limits(config: &ServerConfig) -> http_server::HttpLimits {
+    http_server::HttpLimits {
+        max_connections: config.max_connections,
+        header_timeout: config.http_header_timeout,
+        idle_timeout: config.http_idle_timeout,
+        stall_timeout: config.http_stall_timeout,
+    }
 }
 
 #[cfg(test)]

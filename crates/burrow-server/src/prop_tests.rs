@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use crate::proxy::{HEADER_SANDBOX_ID, HEADER_SANDBOX_PORT, ProxyTarget, request_host, route};
-use crate::validate;
+use burrow_core::validate;
 
 const DOMAIN: &str = "burrow.test";
 
@@ -239,7 +239,7 @@ proptest! {
                 && validate::limits(&req, 2.0).is_ok()
                 && validate::env(&req.env).is_ok()
                 && validate::labels(&req.labels).is_ok()
-                && req.expiration.as_ref().is_none_or(|e| crate::retention::validate(e).is_ok());
+                && req.expiration.as_ref().is_none_or(|e| burrow_core::retention::validate(e).is_ok());
             if accepted {
                 use burrow_types::sandbox::{MAX_DISK_MB, MAX_MEMORY_MB, MIN_CPUS, MIN_DISK_MB, MIN_MEMORY_MB};
                 prop_assert!(req.cpus.is_finite() && (MIN_CPUS..=2.0).contains(&req.cpus));

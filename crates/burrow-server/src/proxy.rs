@@ -20,8 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 
 use crate::error::HttpError;
-use crate::power::ActivityGuard;
 use crate::state::AppState;
+use burrow_core::power::ActivityGuard;
 
 pub const HEADER_SANDBOX_ID: &str = "e2b-sandbox-id";
 pub const HEADER_SANDBOX_PORT: &str = "e2b-sandbox-port";
@@ -152,7 +152,7 @@ async fn sandbox_ip(state: &AppState, id: &str) -> Option<(Ipv4Addr, Arc<Activit
         );
         return None;
     }
-    match crate::service::running_as(state, id, "proxy").await {
+    match burrow_core::sandboxes::running_as(state, id, "proxy").await {
         Ok(sandbox) => Some((sandbox.handle.ip, sandbox.activity)),
         Err(e) => {
             tracing::debug!(sandbox = id, "proxy target unavailable: {e}");
@@ -289,7 +289,7 @@ async fn forward(state: &AppState, target: ProxyTarget, mut request: Request) ->
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(
         parts,
-        crate::power::body_with_activity(Body::new(body), activity),
+        crate::activity::body_with_activity(Body::new(body), activity),
     )
 }
 

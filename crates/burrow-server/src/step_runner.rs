@@ -15,7 +15,7 @@ use burrow_templates::{StepOutcome, StepRunner, TemplateError};
 use futures::StreamExt;
 
 use crate::state::AppState;
-use crate::{ids, keys};
+use burrow_core::{ids, keys};
 
 /// Resources of a RUN step's sandbox.
 const BUILD_MEMORY_MB: u64 = 4096;

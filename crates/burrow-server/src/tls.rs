@@ -7,8 +7,8 @@ use burrow_e2b::tls::{self, LocalCa};
 use burrow_e2b::{TlsLimits, TlsListener};
 use tokio::net::TcpListener;
 
-use crate::config::TlsConfig;
 use crate::error::ServeError;
+use burrow_core::config::TlsConfig;
 
 /// Directory of the local CA in the data dir.
 pub const TLS_DIR: &str = "tls";

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::error::HttpError;
 use crate::extract::JsonBody;
 use crate::state::AppState;
-use crate::{agent, service, validate};
+use burrow_core::{agent, sandboxes, validate};
 
 pub const NDJSON: &str = "application/x-ndjson";
 
@@ -118,7 +118,7 @@ pub async fn exec(
 ) -> Result<Response, HttpError> {
     let keep_alive = req.keep_alive;
     let command = prepare(req)?;
-    let sandbox = service::running_as(&state, &id, "exec").await?;
+    let sandbox = sandboxes::running_as(&state, &id, "exec").await?;
     let client = agent::client(&sandbox)?;
     let (pid, events) = agent::start_process(
         &client,
@@ -142,7 +142,7 @@ pub async fn exec(
             let _ = client
                 .send_signal(ProcessSelector::Pid(pid), Signal::Sigkill)
                 .await;
-            return Err(agent::error(e, &id));
+            return Err(agent::error(e, &id).into());
         }
     }
 

@@ -18,7 +18,7 @@ use super::{query_pairs, single_param};
 use crate::error::HttpError;
 use crate::extract::payload_too_large;
 use crate::state::AppState;
-use crate::{agent, service, validate};
+use burrow_core::{agent, sandboxes, validate};
 
 /// Deepest listing allowed.
 const MAX_LIST_DEPTH: u32 = 16;
@@ -96,14 +96,14 @@ pub async fn read(
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
     let q = parse_query(query.as_deref())?;
-    let sandbox = service::running_as(&state, &id, "files").await?;
+    let sandbox = sandboxes::running_as(&state, &id, "files").await?;
     let client = agent::client(&sandbox)?;
     let stream = client
         .read_file(&q.path, q.user.as_deref())
         .await
         .map_err(|e| agent::error(e, &id))?;
     let body = Body::from_stream(stream);
-    let mut response = Response::new(crate::power::body_with_activity(
+    let mut response = Response::new(crate::activity::body_with_activity(
         body,
         sandbox.activity.clone(),
     ));
@@ -145,7 +145,7 @@ pub async fn write(
     if declared.is_some_and(|len| len > limit) {
         return Err(payload_too_large());
     }
-    let sandbox = service::running_as(&state, &id, "files").await?;
+    let sandbox = sandboxes::running_as(&state, &id, "files").await?;
     let client = agent::client(&sandbox)?;
 
     // envd's client needs a Sync stream; a channel gives one and lets us count bytes on the way.
@@ -226,7 +226,7 @@ pub async fn remove(
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode, HttpError> {
     let q = parse_query(query.as_deref())?;
-    let sandbox = service::running_as(&state, &id, "files").await?;
+    let sandbox = sandboxes::running_as(&state, &id, "files").await?;
     agent::client(&sandbox)?
         .remove(&q.path, q.user.as_deref())
         .await
@@ -254,7 +254,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Vec<FileEntry>>, HttpError> {
     let q = parse_query(query.as_deref())?;
-    let sandbox = service::running_as(&state, &id, "files").await?;
+    let sandbox = sandboxes::running_as(&state, &id, "files").await?;
     let entries = agent::client(&sandbox)?
         .list_dir(&q.path, q.depth.unwrap_or(1), q.user.as_deref())
         .await
@@ -282,7 +282,7 @@ pub async fn mkdir(
     RawQuery(query): RawQuery,
 ) -> Result<(StatusCode, Json<FileEntry>), HttpError> {
     let q = parse_query(query.as_deref())?;
-    let sandbox = service::running_as(&state, &id, "files").await?;
+    let sandbox = sandboxes::running_as(&state, &id, "files").await?;
     let info = agent::client(&sandbox)?
         .make_dir(&q.path, q.user.as_deref())
         .await

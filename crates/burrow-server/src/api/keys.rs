@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::HttpError;
 use crate::extract::JsonBody;
-use crate::keys;
 use crate::state::AppState;
+use burrow_core::keys;
 
 /// The shape of a new key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedApiKey>), HttpError> {
     let workspace =
-        crate::workspaces::acting_in(&state, &principal, req.workspace.as_deref()).await?;
+        burrow_core::workspaces::acting_in(&state, &principal, req.workspace.as_deref()).await?;
     let role = match req.role.as_deref() {
         Some(text) => Role::parse(text)?,
         None => Role::Member,

@@ -56,14 +56,14 @@ pub fn only_params(
     }
 }
 
-/// The workspace filter named by `?workspace=` (see [`crate::workspaces::list_filter`]).
+/// The workspace filter named by `?workspace=` (see [`burrow_core::workspaces::list_filter`]).
 pub async fn workspace_filter(
     state: &crate::state::AppState,
     principal: &burrow_core::Principal,
     pairs: &[(String, String)],
 ) -> Result<Option<String>, HttpError> {
     let named = single_param(pairs, "workspace")?;
-    crate::workspaces::list_filter(state, principal, named.as_deref()).await
+    Ok(burrow_core::workspaces::list_filter(state, principal, named.as_deref()).await?)
 }
 
 /// The single value of query parameter `name`; 400 if given more than once.

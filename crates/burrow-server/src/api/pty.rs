@@ -17,7 +17,7 @@ use futures::StreamExt;
 use super::{query_pairs, single_param};
 use crate::error::HttpError;
 use crate::state::AppState;
-use crate::{agent, service};
+use burrow_core::{agent, sandboxes};
 
 fn dimension(pairs: &[(String, String)], name: &str, default: u16) -> Result<u16, HttpError> {
     match single_param(pairs, name)? {
@@ -59,7 +59,7 @@ pub async fn pty(
     if let Some(user) = &user {
         agent::validate_user(user)?;
     }
-    let sandbox = service::running_as(&state, &id, "pty").await?;
+    let sandbox = sandboxes::running_as(&state, &id, "pty").await?;
     let client = agent::client(&sandbox)?;
     let envs: BTreeMap<String, String> = [
         ("TERM", "xterm-256color"),

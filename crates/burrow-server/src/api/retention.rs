@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::{only_params, query_pairs, single_param, workspace_filter};
 use crate::error::HttpError;
 use crate::extract::JsonBody;
-use crate::service;
 use crate::state::AppState;
+use burrow_core::sandboxes;
 
 /// Replace a sandbox's expiry policy (an empty object removes it).
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/expiration", tag = "retention",
@@ -29,7 +29,7 @@ pub async fn set_expiration(
     JsonBody(expiration): JsonBody<Expiration>,
 ) -> Result<Json<Sandbox>, HttpError> {
     Ok(Json(
-        service::set_expiration(&state, &id, expiration).await?,
+        sandboxes::set_expiration(&state, &id, expiration).await?,
     ))
 }
 
@@ -44,7 +44,7 @@ pub async fn sandbox_usage(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxUsage>, HttpError> {
-    service::get(&state, &id).await?;
+    sandboxes::get(&state, &id).await?;
     let usage = state.store.usage(&id).await?;
     Ok(Json(SandboxUsage { id, usage }))
 }
@@ -174,7 +174,7 @@ struct UsageRow {
 fn time_param(pairs: &[(String, String)], name: &str) -> Result<Option<String>, HttpError> {
     match single_param(pairs, name)? {
         Some(text) => {
-            let at = crate::retention::parse_time(&text).ok_or_else(|| {
+            let at = burrow_core::retention::parse_time(&text).ok_or_else(|| {
                 HttpError::bad_request(format!(
                     "{name} '{text}' is not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z)"
                 ))
@@ -212,7 +212,7 @@ pub async fn projection(
             })?,
         None => 1000,
     };
-    let measured = crate::retention::measured_figures(&state, filter.as_deref()).await?;
+    let measured = burrow_core::retention::measured_figures(&state, filter.as_deref()).await?;
     let active_ratio: f64 = match single_param(&pairs, "active_ratio")? {
         Some(t) => t.parse().map_err(|_| {
             HttpError::bad_request(format!(
@@ -238,7 +238,7 @@ pub async fn retention_report(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     RawQuery(query): RawQuery,
-) -> Result<Json<crate::retention::RetentionReport>, HttpError> {
+) -> Result<Json<burrow_core::retention::RetentionReport>, HttpError> {
     let pairs = query_pairs(query.as_deref());
     only_params(
         &pairs,
@@ -255,7 +255,7 @@ pub async fn retention_report(
         None => std::time::Duration::from_secs(30 * 86400),
     };
     Ok(Json(
-        crate::retention::report(&state, filter.as_deref(), window).await?,
+        burrow_core::retention::report(&state, filter.as_deref(), window).await?,
     ))
 }
 
@@ -337,7 +337,7 @@ pub async fn metrics(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
 ) -> Result<impl IntoResponse, HttpError> {
-    let text = crate::metering::render(&state, principal.workspace_id()).await?;
+    let text = burrow_core::metering::render(&state, principal.workspace_id()).await?;
     Ok((
         [(
             header::CONTENT_TYPE,

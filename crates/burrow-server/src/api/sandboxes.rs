@@ -10,9 +10,9 @@ use burrow_types::{ApiError, CreateSandboxRequest, Sandbox, SandboxList, Sandbox
 use super::{query_pairs, single_param};
 use crate::error::HttpError;
 use crate::extract::JsonBody;
-use crate::service;
 use crate::state::AppState;
-use crate::validate;
+use burrow_core::sandboxes;
+use burrow_core::validate;
 
 /// Create a sandbox from a template and wait until it runs.
 #[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes",
@@ -37,8 +37,9 @@ pub async fn create(
         "use workspace=<name> (operator key only)",
     )?;
     let named = single_param(&pairs, "workspace")?;
-    let workspace = crate::workspaces::acting_in(&state, &principal, named.as_deref()).await?;
-    let sandbox = service::create(&state, &principal, &workspace, req).await?;
+    let workspace =
+        burrow_core::workspaces::acting_in(&state, &principal, named.as_deref()).await?;
+    let sandbox = sandboxes::create(&state, &principal, &workspace, req).await?;
     Ok((StatusCode::CREATED, Json(sandbox)))
 }
 
@@ -100,10 +101,10 @@ pub async fn list(
     let mut policies: std::collections::HashMap<String, burrow_store::SandboxPolicy> =
         state.store.sandbox_policies().await?.into_iter().collect();
     for record in state.store.list_sandboxes(filter).await? {
-        let record = service::observe(&state, record).await?;
+        let record = sandboxes::observe(&state, record).await?;
         let policy = policies.remove(&record.id).unwrap_or_default();
-        let mut sandbox = service::describe(&state, record);
-        service::with_policy(&mut sandbox, policy);
+        let mut sandbox = sandboxes::describe(&state, record);
+        sandboxes::with_policy(&mut sandbox, policy);
         // A sandbox found dead just now no longer matches `state=running`.
         if wanted_state.is_none_or(|s| s == sandbox.state) {
             sandboxes.push(sandbox);
@@ -124,7 +125,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, HttpError> {
     Ok(Json(
-        service::describe_full(&state, service::get(&state, &id).await?).await?,
+        sandboxes::describe_full(&state, sandboxes::get(&state, &id).await?).await?,
     ))
 }
 
@@ -141,10 +142,10 @@ pub async fn delete(
     Path(id): Path<String>,
     Extension(principal): Extension<Principal>,
 ) -> Result<StatusCode, HttpError> {
-    service::delete_because(
+    sandboxes::delete_because(
         &state,
         &id,
-        crate::retention::reasons::API,
+        burrow_core::retention::reasons::API,
         &principal.key_id,
     )
     .await?;

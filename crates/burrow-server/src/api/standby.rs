@@ -9,9 +9,9 @@ use burrow_types::{ApiError, CreateLeaseRequest, Lease, Sandbox, StandbyRequest,
 
 use crate::error::HttpError;
 use crate::extract::JsonBody;
-use crate::power::{self, is_valid_lease_id};
-use crate::service;
 use crate::state::AppState;
+use burrow_core::power::{self, is_valid_lease_id};
+use burrow_core::sandboxes;
 
 /// Longest lease (one day): a forgotten lease must not keep a sandbox awake forever.
 const MAX_LEASE_SECS: u64 = 86_400;
@@ -47,10 +47,10 @@ pub async fn standby(
             )
         })?
     };
-    service::standby(&state, &id, req.deep).await?;
-    Ok(Json(service::describe(
+    sandboxes::standby(&state, &id, req.deep).await?;
+    Ok(Json(sandboxes::describe(
         &state,
-        service::get(&state, &id).await?,
+        sandboxes::get(&state, &id).await?,
     )))
 }
 
@@ -68,10 +68,10 @@ pub async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, HttpError> {
-    service::resume(&state, &id).await?;
-    Ok(Json(service::describe(
+    sandboxes::resume(&state, &id).await?;
+    Ok(Json(sandboxes::describe(
         &state,
-        service::get(&state, &id).await?,
+        sandboxes::get(&state, &id).await?,
     )))
 }
 
@@ -101,7 +101,7 @@ pub async fn create_lease(
             "reason must be at most {MAX_REASON_CHARS} characters without control characters"
         )));
     }
-    let sandbox = service::running_as(&state, &id, "lease").await?;
+    let sandbox = sandboxes::running_as(&state, &id, "lease").await?;
     let power = sandbox
         .activity
         .power()
@@ -132,7 +132,7 @@ pub async fn delete_lease(
     State(state): State<AppState>,
     Path((id, lease)): Path<(String, String)>,
 ) -> Result<StatusCode, HttpError> {
-    service::get(&state, &id).await?;
+    sandboxes::get(&state, &id).await?;
     let released = is_valid_lease_id(&lease)
         && state
             .power
@@ -169,5 +169,5 @@ pub async fn restart(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Sandbox>, HttpError> {
-    Ok(Json(service::restart(&state, &id).await?))
+    Ok(Json(sandboxes::restart(&state, &id).await?))
 }

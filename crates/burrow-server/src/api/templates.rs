@@ -17,10 +17,10 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::exec::{NDJSON, ndjson_line};
+use crate::build;
 use crate::error::HttpError;
 use crate::extract::JsonBody;
 use crate::state::AppState;
-use crate::{build, validate};
 
 pub fn to_info(t: Template) -> TemplateInfo {
     TemplateInfo {
@@ -65,32 +65,6 @@ pub async fn list(
     }))
 }
 
-/// Whether the principal may use template `name`: server-wide ones, its workspace's, and for
-/// the operator every one. Another workspace's template is "not found".
-pub async fn check_visible(
-    state: &AppState,
-    principal: &Principal,
-    name: &str,
-) -> Result<(), HttpError> {
-    if let Some(owner) = state.store.template_owner(name).await? {
-        principal.check_sees(&owner, "template", name)?;
-    }
-    Ok(())
-}
-
-/// Removes a template (refused while sandboxes use it) and its ownership record.
-pub async fn remove_template(state: &AppState, name: &str) -> Result<(), HttpError> {
-    validate::template_name(name)?;
-    let users = state.store.count_sandboxes_using(name).await?;
-    let templates = state.templates.clone();
-    let owned = name.to_string();
-    tokio::task::spawn_blocking(move || templates.remove(&owned, users > 0))
-        .await
-        .map_err(|e| HttpError::internal(format!("template remove task: {e}")))??;
-    state.store.remove_template_owner(name).await?;
-    Ok(())
-}
-
 /// Delete a template no sandbox uses.
 #[utoipa::path(delete, path = "/v1/templates/{name}", tag = "templates",
     params(("name" = String, Path, description = "Template name")),
@@ -111,7 +85,7 @@ pub async fn delete(
     if !principal.is_operator() && state.store.template_owner(&name).await?.is_none() {
         return Err(burrow_core::CoreError::OperatorOnly.into());
     }
-    remove_template(&state, &name).await?;
+    burrow_core::templates::remove_template(&state, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -131,7 +105,7 @@ pub async fn create(
     JsonBody(req): JsonBody<TemplateBuildRequest>,
 ) -> Result<Response, HttpError> {
     if let burrow_types::TemplateSource::Template { parent, .. } = &req.from {
-        check_visible(&state, &principal, parent).await?;
+        burrow_core::templates::check_visible(&state, &principal, parent).await?;
     }
     // A workspace key's template belongs to its workspace; the operator's are server-wide.
     let owner = principal.workspace_id().map(str::to_string);

@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::error::HttpError;
-use crate::service;
 use crate::state::AppState;
+use burrow_core::sandboxes;
 
 /// Open a raw TCP tunnel to a port inside the sandbox.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/ports/{port}/tunnel", tag = "sandboxes",
@@ -49,7 +49,7 @@ pub async fn tunnel(
             "send 'Connection: Upgrade' and 'Upgrade: tcp' (HTTP/1.1) to open a tunnel",
         ));
     }
-    let sandbox = service::running_as(&state, &id, "tunnel").await?;
+    let sandbox = sandboxes::running_as(&state, &id, "tunnel").await?;
     let target = SocketAddr::from((sandbox.handle.ip, port));
     // Connect before answering 101 so a closed port is a clear error, not a dead tunnel.
     let upstream = TcpStream::connect(target).await.map_err(|e| {

@@ -10,7 +10,7 @@ use super::{query_pairs, single_param};
 use crate::error::HttpError;
 use crate::extract::JsonBody;
 use crate::state::AppState;
-use crate::workspaces::{self, CreateWorkspace, UpdateWorkspace, WorkspaceInfo};
+use burrow_core::workspaces::{self, CreateWorkspace, UpdateWorkspace, WorkspaceInfo};
 
 pub async fn create(
     State(state): State<AppState>,

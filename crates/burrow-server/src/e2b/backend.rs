@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use super::lifecycle::{Lifecycle, Lifecycles, TimeoutAction, after};
 use super::metrics::{Limits, MIN_CPU_WINDOW, MetricsRing};
 use crate::error::HttpError;
-use crate::service;
 use crate::state::AppState;
+use burrow_core::sandboxes;
 
 pub struct E2bService {
     state: AppState,
@@ -50,7 +50,7 @@ impl E2bService {
         crate::auth::check_sandbox(&self.state, &caller(principal), id)
             .await
             .map_err(|e| backend_error(e, id))?;
-        let record = service::get(&self.state, id)
+        let record = sandboxes::get(&self.state, id)
             .await
             .map_err(|e| backend_error(e, id))?;
         match self.e2b_state(&record) {
@@ -95,7 +95,7 @@ impl E2bService {
                 },
             );
         }
-        if let Err(e) = service::standby(&self.state, id, false).await {
+        if let Err(e) = sandboxes::standby(&self.state, id, false).await {
             if was_tracked {
                 self.lifecycles.update(id, |l| l.paused = false);
             } else {
@@ -175,9 +175,10 @@ impl E2bService {
             ..CreateSandboxRequest::default()
         };
         let (core, workspace) = self.core_principal(principal).await?;
-        let sandbox = service::create(&self.state, &core, &workspace, native)
+        let sandbox = sandboxes::create(&self.state, &core, &workspace, native)
             .await
             .map_err(|e| {
+                let e = HttpError::from(e);
                 match (e.status, e.body.code.as_str()) {
                     (StatusCode::NOT_FOUND, codes::TEMPLATE_NOT_FOUND) => {
                         // Names the burrow template, the one an operator has to build.
@@ -208,7 +209,10 @@ impl E2bService {
         match action {
             TimeoutAction::Kill => {
                 tracing::info!(sandbox = id, "E2B timeout reached: killing");
-                match service::delete(&self.state, id).await {
+                match sandboxes::delete(&self.state, id)
+                    .await
+                    .map_err(HttpError::from)
+                {
                     Ok(()) => {}
                     Err(e) if e.status == StatusCode::NOT_FOUND => {}
                     Err(e) => {
@@ -218,13 +222,13 @@ impl E2bService {
                     }
                 }
                 // Also after a 404: its lifecycle entry must not outlive it.
-                service::forget(&self.state, id);
+                sandboxes::forget(&self.state, id);
             }
             TimeoutAction::Pause { .. } => {
                 tracing::info!(sandbox = id, "E2B timeout reached: pausing");
                 if let Err(e) = self.pause_sandbox(id).await {
                     match e {
-                        BackendError::SandboxNotFound(_) => service::forget(&self.state, id),
+                        BackendError::SandboxNotFound(_) => sandboxes::forget(&self.state, id),
                         // Retried later; never kill instead of pausing.
                         e => {
                             tracing::error!(sandbox = id, "pausing a timed-out sandbox: {e}");
@@ -267,7 +271,8 @@ fn parse_time(text: &str) -> DateTime<Utc> {
 }
 
 /// Maps the sandbox service's errors to E2B's. `id` names the sandbox for a 404.
-fn backend_error(e: HttpError, id: &str) -> BackendError {
+fn backend_error(e: impl Into<HttpError>, id: &str) -> BackendError {
+    let e: HttpError = e.into();
     let message = e.body.message;
     match e.status {
         StatusCode::NOT_FOUND => BackendError::SandboxNotFound(id.to_string()),
@@ -389,7 +394,7 @@ impl E2bBackend for E2bService {
             .map_err(|e| BackendError::Internal(format!("state database: {e}")))?;
         let mut matching = Vec::new();
         for record in records {
-            let record = service::observe(&self.state, record)
+            let record = sandboxes::observe(&self.state, record)
                 .await
                 .map_err(|e| backend_error(e, ""))?;
             let Some(state) = self.e2b_state(&record) else {
@@ -435,10 +440,10 @@ impl E2bBackend for E2bService {
         crate::auth::check_sandbox(&self.state, &caller(principal), id)
             .await
             .map_err(|e| backend_error(e, id))?;
-        service::delete_because(
+        sandboxes::delete_because(
             &self.state,
             id,
-            crate::retention::reasons::API,
+            burrow_core::retention::reasons::API,
             &principal.id,
         )
         .await
@@ -527,7 +532,7 @@ impl E2bBackend for E2bService {
                         .to_string(),
                 ));
             }
-            service::resume(&self.state, id)
+            sandboxes::resume(&self.state, id)
                 .await
                 .map_err(|e| backend_error(e, id))?;
             self.lifecycles.update(id, |l| {

@@ -1,4 +1,5 @@
-//! The daemon's configuration.
+//! The daemon's configuration. The listener fields are plain data read by the HTTP layer
+//! (`burrow-server`); the domain reads the rest.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -81,20 +82,8 @@ pub struct ServerConfig {
 
 /// Tiers beyond the built-in ones (TOML, one table per tier), in the data dir.
 pub const TIERS_FILE: &str = "tiers.toml";
-/// Prices for cost projections (TOML), in the data dir; default: [`burrow_core::cost::Prices`].
+/// Prices for cost projections (TOML), in the data dir; default: [`crate::cost::Prices`].
 pub const PRICES_FILE: &str = "prices.toml";
-
-impl ServerConfig {
-    /// The bounds on clients of each listener.
-    pub(crate) fn http_limits(&self) -> crate::http_server::HttpLimits {
-        crate::http_server::HttpLimits {
-            max_connections: self.max_connections,
-            header_timeout: self.http_header_timeout,
-            idle_timeout: self.http_idle_timeout,
-            stall_timeout: self.http_stall_timeout,
-        }
-    }
-}
 
 /// Which sandboxes a graceful shutdown sends to deep standby.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

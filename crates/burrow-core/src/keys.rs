@@ -7,7 +7,7 @@ use std::path::Path;
 use burrow_store::Store;
 use rand::RngCore;
 
-use crate::error::ServeError;
+use crate::CoreError;
 
 /// File in the data dir holding the first key, for the local CLI.
 pub const CLIENT_KEY_FILE: &str = "client.key";
@@ -35,10 +35,7 @@ pub fn generate_access_token() -> String {
 
 /// On the first start (no key in the store): creates a key, stores its hash, writes it to
 /// `<data_dir>/client.key` (0600) and returns it so the caller can print it once.
-pub async fn ensure_first_key(
-    store: &Store,
-    data_dir: &Path,
-) -> Result<Option<String>, ServeError> {
+pub async fn ensure_first_key(store: &Store, data_dir: &Path) -> Result<Option<String>, CoreError> {
     if store.api_key_count().await? > 0 {
         return Ok(None);
     }
@@ -59,7 +56,7 @@ pub async fn ensure_first_key(
         file.sync_all()?;
         std::fs::rename(&tmp, &path)
     };
-    write().map_err(ServeError::io(format!("writing {}", path.display())))?;
+    write().map_err(|e| CoreError::internal(format!("writing {}: {e}", path.display())))?;
     store
         .insert_api_key("operator", "burrow", &key, None, "admin")
         .await?;

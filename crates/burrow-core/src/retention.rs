@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use burrow_types::{ErasureRecord, Expiration};
 use chrono::{DateTime, Utc};
 
-use crate::error::HttpError;
-use crate::state::AppState;
+use crate::Core;
+use crate::CoreError;
 
 /// How often the expiry loop checks every sandbox.
 pub const EXPIRY_TICK: Duration = Duration::from_secs(1);
@@ -32,7 +32,7 @@ pub mod reasons {
 }
 
 /// Checks a policy a client sent: TTLs in 1..=10 years, `expires_at` RFC 3339 and in the future.
-pub fn validate(expiration: &Expiration) -> Result<(), HttpError> {
+pub fn validate(expiration: &Expiration) -> Result<(), CoreError> {
     for (name, value) in [
         ("ttl_idle", expiration.ttl_idle),
         ("ttl_max_age", expiration.ttl_max_age),
@@ -40,7 +40,7 @@ pub fn validate(expiration: &Expiration) -> Result<(), HttpError> {
         if let Some(secs) = value
             && !(1..=MAX_TTL_SECS).contains(&secs)
         {
-            return Err(HttpError::bad_request(format!(
+            return Err(CoreError::invalid(format!(
                 "expiration.{name} must be 1..={MAX_TTL_SECS} seconds (10 years), got {secs}; \
                  leave it out for no limit"
             )));
@@ -48,12 +48,12 @@ pub fn validate(expiration: &Expiration) -> Result<(), HttpError> {
     }
     if let Some(text) = &expiration.expires_at {
         let at = parse_time(text).ok_or_else(|| {
-            HttpError::bad_request(format!(
+            CoreError::invalid(format!(
                 "expiration.expires_at '{text}' is not an RFC 3339 time (e.g. 2030-01-31T12:00:00Z)"
             ))
         })?;
         if at <= Utc::now() {
-            return Err(HttpError::bad_request(format!(
+            return Err(CoreError::invalid(format!(
                 "expiration.expires_at '{text}' is in the past"
             )));
         }
@@ -104,7 +104,7 @@ pub fn due(input: &ExpiryInput<'_>, now: DateTime<Utc>) -> Option<&'static str> 
 
 /// Deletes every sandbox whose policy (or the server's maximum age) has been met. Runs until
 /// aborted.
-pub async fn expiry_loop(state: AppState) {
+pub async fn expiry_loop(state: Core) {
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -115,7 +115,7 @@ pub async fn expiry_loop(state: AppState) {
     }
 }
 
-async fn expire_due(state: &AppState) -> Result<(), HttpError> {
+async fn expire_due(state: &Core) -> Result<(), CoreError> {
     let policies: std::collections::HashMap<String, Expiration> = state
         .store
         .sandbox_policies()
@@ -189,7 +189,7 @@ async fn expire_due(state: &AppState) -> Result<(), HttpError> {
         if let Some(reason) = reason {
             tracing::info!(sandbox = record.id, reason, "expired: deleting");
             if let Err(e) =
-                crate::service::delete_because(state, &record.id, reason, "system").await
+                crate::sandboxes::delete_because(state, &record.id, reason, "system").await
             {
                 tracing::warn!(sandbox = record.id, "expiry delete failed: {e}");
             }
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn bad_policies_are_refused() {
-        let bad = |e: Expiration| validate(&e).unwrap_err().body.message;
+        let bad = |e: Expiration| validate(&e).unwrap_err().to_string();
         assert!(
             bad(Expiration {
                 ttl_idle: Some(0),
@@ -373,7 +373,7 @@ pub struct MeasuredFigures {
     pub scope: &'static str,
     /// Share of metered time sandboxes were awake; `None` before anything was metered.
     pub active_ratio: Option<f64>,
-    pub per_sandbox: burrow_core::cost::PerSandbox,
+    pub per_sandbox: crate::cost::PerSandbox,
     /// The usage totals they come from.
     pub usage: burrow_types::Usage,
     /// Live sandboxes the allocation averages come from.
@@ -385,9 +385,9 @@ pub struct MeasuredFigures {
 /// limit); storage GB while asleep = standby GB-s / asleep s; vCPUs = the live sandboxes' mean
 /// allocation (1 if none).
 pub async fn measured_figures(
-    state: &AppState,
+    state: &Core,
     workspace: Option<&str>,
-) -> Result<MeasuredFigures, HttpError> {
+) -> Result<MeasuredFigures, CoreError> {
     let mut scope = if workspace.is_some() {
         "workspace"
     } else {
@@ -433,7 +433,7 @@ pub async fn measured_figures(
     Ok(MeasuredFigures {
         scope,
         active_ratio: (metered > 0.0).then(|| usage.running_seconds / metered),
-        per_sandbox: burrow_core::cost::PerSandbox {
+        per_sandbox: crate::cost::PerSandbox {
             vcpus,
             memory_gb,
             standby_storage_gb,
@@ -471,10 +471,10 @@ pub struct RetentionReport {
 }
 
 pub async fn report(
-    state: &AppState,
+    state: &Core,
     workspace: Option<&str>,
     window: Duration,
-) -> Result<RetentionReport, HttpError> {
+) -> Result<RetentionReport, CoreError> {
     let now = Utc::now();
     let cutoff = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     let cutoff_text = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);

@@ -6,40 +6,37 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use burrow_core::quota::{self, Ask, Load, Quotas, Tiers};
-use burrow_core::{CoreError, Principal, workspace};
+use crate::quota::{self, Ask, Load, Quotas, Tiers};
+use crate::{CoreError, Principal, workspace};
 use burrow_store::{StoreError, WorkspaceRecord};
 use burrow_types::SandboxState;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{HttpError, ServeError};
-use crate::state::AppState;
+use crate::Core;
 
 /// Reads `<data_dir>/tiers.toml` and `<data_dir>/prices.toml` if present; a bad file stops the
 /// start with a message naming it.
-pub fn load_tiers_and_prices(
-    data_dir: &Path,
-) -> Result<(Tiers, burrow_core::cost::Prices), ServeError> {
-    let read = |name: &str| -> Result<Option<String>, ServeError> {
+pub fn load_tiers_and_prices(data_dir: &Path) -> Result<(Tiers, crate::cost::Prices), CoreError> {
+    let read = |name: &str| -> Result<Option<String>, CoreError> {
         let path = data_dir.join(name);
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(ServeError::Config(format!("{}: {e}", path.display()))),
+            Err(e) => Err(CoreError::Invalid(format!("{}: {e}", path.display()))),
         }
     };
     let tiers = match read(crate::config::TIERS_FILE)? {
         Some(text) => Tiers::with_file(&text).map_err(|e| {
-            ServeError::Config(format!("{}: {e}", data_dir.join("tiers.toml").display()))
+            CoreError::Invalid(format!("{}: {e}", data_dir.join("tiers.toml").display()))
         })?,
         None => Tiers::default(),
     };
     let prices = match read(crate::config::PRICES_FILE)? {
-        Some(text) => burrow_core::cost::Prices::from_toml(&text).map_err(|e| {
-            ServeError::Config(format!("{}: {e}", data_dir.join("prices.toml").display()))
+        Some(text) => crate::cost::Prices::from_toml(&text).map_err(|e| {
+            CoreError::Invalid(format!("{}: {e}", data_dir.join("prices.toml").display()))
         })?,
-        None => burrow_core::cost::Prices::default(),
+        None => crate::cost::Prices::default(),
     };
     Ok((tiers, prices))
 }
@@ -111,7 +108,7 @@ pub fn quotas_of(tiers: &Tiers, rec: &WorkspaceRecord) -> Quotas {
     base.with(&overrides_of(rec))
 }
 
-async fn info(state: &AppState, rec: WorkspaceRecord) -> Result<WorkspaceInfo, HttpError> {
+async fn info(state: &Core, rec: WorkspaceRecord) -> Result<WorkspaceInfo, CoreError> {
     let counts = state.store.workspace_counts(&rec.id).await?;
     let load = load_of(state, &rec.id).await?;
     Ok(WorkspaceInfo {
@@ -135,20 +132,19 @@ async fn info(state: &AppState, rec: WorkspaceRecord) -> Result<WorkspaceInfo, H
     })
 }
 
-fn not_found(name: &str) -> HttpError {
+fn not_found(name: &str) -> CoreError {
     CoreError::NotFound {
         kind: "workspace",
         id: name.to_string(),
     }
-    .into()
 }
 
 /// The workspace named `name` if the principal may see it (its own, or any for the operator).
 pub async fn find(
-    state: &AppState,
+    state: &Core,
     principal: &Principal,
     name: &str,
-) -> Result<WorkspaceRecord, HttpError> {
+) -> Result<WorkspaceRecord, CoreError> {
     let rec = state
         .store
         .workspace_by_name(name)
@@ -163,10 +159,10 @@ pub async fn find(
 /// The workspace a call acts in: the caller's own; for the operator, the one it names, or
 /// `default`.
 pub async fn acting_in(
-    state: &AppState,
+    state: &Core,
     principal: &Principal,
     named: Option<&str>,
-) -> Result<WorkspaceRecord, HttpError> {
+) -> Result<WorkspaceRecord, CoreError> {
     match (principal.workspace_name(), named) {
         (Some(own), Some(name)) if own != name => Err(not_found(name)),
         (Some(own), _) => find(state, principal, own).await,
@@ -177,17 +173,17 @@ pub async fn acting_in(
 
 /// The workspace filter of a list: the caller's own; for the operator, the one it names or all.
 pub async fn list_filter(
-    state: &AppState,
+    state: &Core,
     principal: &Principal,
     named: Option<&str>,
-) -> Result<Option<String>, HttpError> {
+) -> Result<Option<String>, CoreError> {
     if principal.is_operator() && named.is_none() {
         return Ok(None);
     }
     Ok(Some(acting_in(state, principal, named).await?.id))
 }
 
-pub async fn create(state: &AppState, req: CreateWorkspace) -> Result<WorkspaceInfo, HttpError> {
+pub async fn create(state: &Core, req: CreateWorkspace) -> Result<WorkspaceInfo, CoreError> {
     workspace::validate_name(&req.name)?;
     let tier = req.tier.unwrap_or_else(|| quota::DEFAULT_TIER.to_string());
     state.tiers.require(&tier)?;
@@ -199,7 +195,9 @@ pub async fn create(state: &AppState, req: CreateWorkspace) -> Result<WorkspaceI
     let rec = match state.store.insert_workspace(&id, &req.name, &tier).await {
         Ok(rec) => rec,
         Err(StoreError::DuplicateName(name)) => {
-            return Err(CoreError::Conflict(format!("a workspace named '{name}' exists")).into());
+            return Err(CoreError::Conflict(format!(
+                "a workspace named '{name}' exists"
+            )));
         }
         Err(e) => return Err(e.into()),
     };
@@ -211,10 +209,7 @@ pub async fn create(state: &AppState, req: CreateWorkspace) -> Result<WorkspaceI
     info(state, rec).await
 }
 
-pub async fn list(
-    state: &AppState,
-    principal: &Principal,
-) -> Result<Vec<WorkspaceInfo>, HttpError> {
+pub async fn list(state: &Core, principal: &Principal) -> Result<Vec<WorkspaceInfo>, CoreError> {
     let mut out = Vec::new();
     for rec in state.store.list_workspaces().await? {
         if principal.sees(&rec.id) {
@@ -225,21 +220,21 @@ pub async fn list(
 }
 
 pub async fn get(
-    state: &AppState,
+    state: &Core,
     principal: &Principal,
     name: &str,
-) -> Result<WorkspaceInfo, HttpError> {
+) -> Result<WorkspaceInfo, CoreError> {
     info(state, find(state, principal, name).await?).await
 }
 
 /// Changes a workspace's tier or overrides. New limits apply to new work (and to the
 /// standby-age cap); awake sandboxes are never stopped by it.
 pub async fn update(
-    state: &AppState,
+    state: &Core,
     principal: &Principal,
     name: &str,
     req: UpdateWorkspace,
-) -> Result<WorkspaceInfo, HttpError> {
+) -> Result<WorkspaceInfo, CoreError> {
     let rec = find(state, principal, name).await?;
     let tier = req.tier.unwrap_or(rec.tier.clone());
     state.tiers.require(&tier)?;
@@ -260,23 +255,22 @@ pub async fn update(
     info(state, rec).await
 }
 
-/// Removes a workspace. Refused (409) while it owns sandboxes or templates, unless `force`:
+/// Removes a workspace. Refused (`Conflict`) while it owns sandboxes or templates, unless `force`:
 /// then its sandboxes are deleted (each with its erasure record, reason `workspace-removed`) and
 /// its templates removed first. Its keys are revoked. The `default` workspace stays.
 pub async fn remove(
-    state: &AppState,
+    state: &Core,
     principal: &Principal,
     name: &str,
     force: bool,
-) -> Result<(), HttpError> {
+) -> Result<(), CoreError> {
     let rec = find(state, principal, name).await?;
     if rec.id == workspace::DEFAULT_WORKSPACE_ID {
         return Err(CoreError::Invalid(
             "the default workspace cannot be removed (it holds everything made before \
              workspaces, and the operator's sandboxes)"
                 .into(),
-        )
-        .into());
+        ));
     }
     let counts = state.store.workspace_counts(&rec.id).await?;
     if !force && (counts.sandboxes > 0 || counts.templates > 0) {
@@ -284,8 +278,7 @@ pub async fn remove(
             "workspace '{name}' owns {} sandboxes and {} templates; delete them first, or \
              remove it with force (its sandboxes are deleted with erasure records)",
             counts.sandboxes, counts.templates
-        ))
-        .into());
+        )));
     }
     if force {
         let filter = burrow_store::SandboxFilter {
@@ -293,7 +286,7 @@ pub async fn remove(
             ..Default::default()
         };
         for sandbox in state.store.list_sandboxes(filter).await? {
-            crate::service::delete_because(
+            crate::sandboxes::delete_because(
                 state,
                 &sandbox.id,
                 crate::retention::reasons::WORKSPACE_REMOVED,
@@ -303,7 +296,7 @@ pub async fn remove(
         }
         for (template, owner) in state.store.template_owners().await? {
             if owner == rec.id {
-                crate::api::templates::remove_template(state, &template).await?;
+                crate::templates::remove_template(state, &template).await?;
             }
         }
     }
@@ -359,7 +352,7 @@ pub struct Admitted {
 }
 
 /// What a workspace holds now (its rows; awake = not asleep per the power registry).
-pub async fn load_of(state: &AppState, workspace_id: &str) -> Result<Load, HttpError> {
+pub async fn load_of(state: &Core, workspace_id: &str) -> Result<Load, CoreError> {
     let mut load = Load::default();
     for s in state.store.workspace_sandbox_sizes(workspace_id).await? {
         load.sandboxes += 1;
@@ -379,12 +372,12 @@ pub async fn load_of(state: &AppState, workspace_id: &str) -> Result<Load, HttpE
     Ok(load)
 }
 
-/// Admits a create of size `ask` in workspace `rec`, or refuses it with a 429 naming the limit.
+/// Admits a create of size `ask` in workspace `rec`, or refuses it with a `Quota` error naming the limit.
 pub async fn admit_create(
-    state: &AppState,
+    state: &Core,
     rec: &WorkspaceRecord,
     ask: Ask,
-) -> Result<Admitted, HttpError> {
+) -> Result<Admitted, CoreError> {
     let guard = state.quotas.lock_for(&rec.id).lock_owned().await;
     let quotas = quotas_of(&state.tiers, rec);
     let load = load_of(state, &rec.id).await?;
@@ -395,8 +388,8 @@ pub async fn admit_create(
 
 /// Standby-age caps per workspace id (`None`: indefinite).
 pub async fn standby_age_caps(
-    state: &AppState,
-) -> Result<HashMap<String, Option<Duration>>, HttpError> {
+    state: &Core,
+) -> Result<HashMap<String, Option<Duration>>, CoreError> {
     let mut caps = HashMap::new();
     for rec in state.store.list_workspaces().await? {
         let cap = quotas_of(&state.tiers, &rec).standby_age().unwrap_or(None);
@@ -414,8 +407,8 @@ const CAP_MIN_IDLE: Duration = Duration::from_secs(1);
 /// refused: a request to a sleeping sandbox is held, never failed). Sandboxes with work in
 /// flight (a stream, a lease) or active within the last second are left awake, so the cap may
 /// be exceeded until they go idle; nothing awake is ever killed.
-pub async fn enforce_awake_cap(state: AppState, woken: String) {
-    let Ok(Some(workspace)) = crate::auth::sandbox_owner(&state, &woken).await else {
+pub async fn enforce_awake_cap(state: Core, woken: String) {
+    let Ok(Some(workspace)) = crate::owners::sandbox_owner(&state, &woken).await else {
         return;
     };
     let Ok(Some(rec)) = state.store.workspace(&workspace).await else {
@@ -460,7 +453,7 @@ pub async fn enforce_awake_cap(state: AppState, woken: String) {
             cap,
             "over the workspace's max_awake_sandboxes after a wake: to standby"
         );
-        match crate::service::standby(&state, &id, false).await {
+        match crate::sandboxes::standby(&state, &id, false).await {
             Ok(()) => awake_count -= 1,
             Err(e) => tracing::warn!(sandbox = id, "awake cap standby: {e}"),
         }

@@ -1,20 +1,19 @@
 //! The sandbox service: create, delete, look up and reconcile sandboxes, keeping the store and the
-//! runtime consistent. HTTP handlers stay thin on top of it.
+//! runtime consistent. The REST and E2B handlers stay thin on top of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use burrow_runtime::{SandboxHandle, SandboxSpec};
 use burrow_store::{SandboxRecord, StoreError};
 use burrow_types::{CreateSandboxRequest, Sandbox, SandboxState, codes};
 
 use burrow_types::StandbyTier;
 
-use crate::error::HttpError;
+use crate::Core;
+use crate::CoreError;
 use crate::power::{ActivityGuard, DeepClaim, Entry, Power, SandboxPower, SleepClaim};
-use crate::state::AppState;
 use crate::{ids, keys, retention, standby, validate};
 
 /// Longest idle timeout a create request may ask for (30 days).
@@ -63,7 +62,7 @@ pub fn to_api(rec: SandboxRecord) -> Sandbox {
 }
 
 /// The API view of a sandbox with its power state (`standby` while asleep).
-pub fn describe(state: &AppState, rec: SandboxRecord) -> Sandbox {
+pub fn describe(state: &Core, rec: SandboxRecord) -> Sandbox {
     let power = (rec.state == SandboxState::Running)
         .then(|| state.power.get(&rec.id))
         .flatten()
@@ -92,13 +91,13 @@ fn host_cpus() -> f64 {
 /// Validates, creates and starts a sandbox. On any failure nothing is left behind: the runtime's
 /// partial work is destroyed and the row is deleted.
 pub async fn create(
-    state: &AppState,
-    principal: &burrow_core::Principal,
+    state: &Core,
+    principal: &crate::Principal,
     workspace: &burrow_store::WorkspaceRecord,
     req: CreateSandboxRequest,
-) -> Result<Sandbox, HttpError> {
+) -> Result<Sandbox, CoreError> {
     validate::template_name(&req.template)?;
-    crate::api::templates::check_visible(state, principal, &req.template).await?;
+    crate::templates::check_visible(state, principal, &req.template).await?;
     validate::limits(&req, host_cpus())?;
     validate::env(&req.env)?;
     validate::labels(&req.labels)?;
@@ -111,7 +110,7 @@ pub async fn create(
     };
     let idle_timeout = match req.idle_timeout {
         Some(secs) if secs > MAX_IDLE_TIMEOUT_SECS => {
-            return Err(HttpError::bad_request(format!(
+            return Err(CoreError::invalid(format!(
                 "idle_timeout {secs} is above {MAX_IDLE_TIMEOUT_SECS} seconds (30 days); use 0 to never sleep"
             )));
         }
@@ -123,7 +122,7 @@ pub async fn create(
         let name = req.template.clone();
         tokio::task::spawn_blocking(move || templates.get(&name))
             .await
-            .map_err(|e| HttpError::internal(format!("template lookup task: {e}")))??
+            .map_err(|e| CoreError::internal(format!("template lookup task: {e}")))??
     };
 
     let mut env: BTreeMap<String, String> = template.env.clone();
@@ -134,7 +133,7 @@ pub async fn create(
     let admitted = crate::workspaces::admit_create(
         state,
         workspace,
-        burrow_core::quota::Ask {
+        crate::quota::Ask {
             cpus: req.cpus,
             memory_mb: req.memory_mb,
             disk_mb: req.disk_mb,
@@ -198,7 +197,7 @@ pub async fn create(
             // Deleted while being created: honour the delete.
             let _ = state.runtime.destroy(&record.id).await;
             forget(state, &record.id);
-            return Err(HttpError::sandbox_not_found(&record.id));
+            return Err(CoreError::sandbox_not_found(&record.id));
         }
         Err(e) => {
             abandon(state, &record.id).await;
@@ -236,7 +235,7 @@ pub async fn create(
 /// left no complete checkpoint) starts again with the same id, envd access token, files (its
 /// upper dir), limits, env, labels and policy; fresh processes (init, agent, then the
 /// template's start command, as at create). E2B's filesystem-only resume.
-pub async fn restart(state: &AppState, id: &str) -> Result<Sandbox, HttpError> {
+pub async fn restart(state: &Core, id: &str) -> Result<Sandbox, CoreError> {
     let record = get(state, id).await?;
     match record.state {
         SandboxState::Error => {}
@@ -258,17 +257,14 @@ pub async fn restart(state: &AppState, id: &str) -> Result<Sandbox, HttpError> {
         let name = record.template.clone();
         tokio::task::spawn_blocking(move || templates.get(&name))
             .await
-            .map_err(|e| HttpError::internal(format!("template lookup task: {e}")))?
-            .map_err(|e| {
-                HttpError::new(
-                    StatusCode::CONFLICT,
-                    codes::RESTART_REFUSED,
-                    format!(
-                        "sandbox {id} cannot restart: its template {:?} is not available ({e}); \
+            .map_err(|e| CoreError::internal(format!("template lookup task: {e}")))?
+            .map_err(|e| CoreError::Refused {
+                code: codes::RESTART_REFUSED,
+                message: format!(
+                    "sandbox {id} cannot restart: its template {:?} is not available ({e}); \
                          its files stay until you delete it",
-                        record.template
-                    ),
-                )
+                    record.template
+                ),
             })?
     };
     let policy = state.store.sandbox_policy(id).await?;
@@ -302,7 +298,7 @@ pub async fn restart(state: &AppState, id: &str) -> Result<Sandbox, HttpError> {
     {
         // Deleted meanwhile: honour the delete.
         let _ = state.runtime.destroy(id).await;
-        return Err(HttpError::sandbox_not_found(id));
+        return Err(CoreError::sandbox_not_found(id));
     }
     let sandbox_dir = state.runtime.sandbox_dir(id);
     let idle_timeout = load_idle_timeout(&sandbox_dir).unwrap_or(state.config.default_idle_timeout);
@@ -330,12 +326,11 @@ pub async fn restart(state: &AppState, id: &str) -> Result<Sandbox, HttpError> {
     describe_full(state, get(state, id).await?).await
 }
 
-fn restart_refused(id: &str, why: &str) -> HttpError {
-    HttpError::new(
-        StatusCode::CONFLICT,
-        codes::RESTART_REFUSED,
-        format!("sandbox {id} cannot be restarted: {why}"),
-    )
+fn restart_refused(id: &str, why: &str) -> CoreError {
+    CoreError::Refused {
+        code: codes::RESTART_REFUSED,
+        message: format!("sandbox {id} cannot be restarted: {why}"),
+    }
 }
 
 /// Fills the retention fields of an API sandbox.
@@ -345,7 +340,7 @@ pub fn with_policy(sandbox: &mut Sandbox, policy: burrow_store::SandboxPolicy) {
 }
 
 /// The API view of a sandbox including its retention policy.
-pub async fn describe_full(state: &AppState, rec: SandboxRecord) -> Result<Sandbox, HttpError> {
+pub async fn describe_full(state: &Core, rec: SandboxRecord) -> Result<Sandbox, CoreError> {
     let policy = state.store.sandbox_policy(&rec.id).await?;
     let mut sandbox = describe(state, rec);
     with_policy(&mut sandbox, policy);
@@ -354,16 +349,16 @@ pub async fn describe_full(state: &AppState, rec: SandboxRecord) -> Result<Sandb
 
 /// Replaces a sandbox's expiry policy (ZDR is fixed at creation).
 pub async fn set_expiration(
-    state: &AppState,
+    state: &Core,
     id: &str,
     expiration: burrow_types::Expiration,
-) -> Result<Sandbox, HttpError> {
+) -> Result<Sandbox, CoreError> {
     retention::validate(&expiration)?;
     let record = get(state, id).await?;
     let mut policy = state.store.sandbox_policy(id).await?;
     policy.expiration = expiration;
     if !state.store.set_sandbox_policy(id, &policy).await? {
-        return Err(HttpError::sandbox_not_found(id));
+        return Err(CoreError::sandbox_not_found(id));
     }
     let mut sandbox = describe(state, record);
     with_policy(&mut sandbox, policy);
@@ -382,7 +377,7 @@ fn load_idle_timeout(sandbox_dir: &std::path::Path) -> Option<Duration> {
 }
 
 /// Undoes a failed create: runtime resources first, then the row.
-async fn abandon(state: &AppState, id: &str) {
+async fn abandon(state: &Core, id: &str) {
     if let Err(e) = state.runtime.destroy(id).await {
         tracing::error!(sandbox = id, "cleanup after a failed create: {e}");
     }
@@ -392,16 +387,16 @@ async fn abandon(state: &AppState, id: &str) {
     forget(state, id);
 }
 
-/// The sandbox's record, or 404.
-pub async fn get(state: &AppState, id: &str) -> Result<SandboxRecord, HttpError> {
+/// The sandbox's record, or `NotFound`.
+pub async fn get(state: &Core, id: &str) -> Result<SandboxRecord, CoreError> {
     if !burrow_types::is_valid_sandbox_id(id) {
-        return Err(HttpError::sandbox_not_found(id));
+        return Err(CoreError::sandbox_not_found(id));
     }
     let record = state
         .store
         .get_sandbox(id)
         .await?
-        .ok_or_else(|| HttpError::sandbox_not_found(id))?;
+        .ok_or_else(|| CoreError::sandbox_not_found(id))?;
     observe(state, record).await
 }
 
@@ -410,10 +405,7 @@ pub const EXITED: &str = "sandbox processes exited unexpectedly";
 
 /// A `running` record whose init is gone (killed, OOM, crashed) is marked `error`, so clients see
 /// the truth instead of agent timeouts. Its resources are released when it is deleted.
-pub async fn observe(
-    state: &AppState,
-    mut record: SandboxRecord,
-) -> Result<SandboxRecord, HttpError> {
+pub async fn observe(state: &Core, mut record: SandboxRecord) -> Result<SandboxRecord, CoreError> {
     if record.state != SandboxState::Running {
         return Ok(record);
     }
@@ -443,14 +435,14 @@ pub async fn observe(
     Ok(record)
 }
 
-/// The sandbox and its runtime handle, or 404 / 409 if it is not running. A sleeping sandbox is
+/// The sandbox and its runtime handle, or `NotFound` / `Refused` if it is not running. A sleeping sandbox is
 /// woken first. The returned `activity` keeps it awake until dropped; `source` (`exec`, `files`,
 /// `pty`, `tunnel`, `proxy`) is recorded as the sandbox's last activity.
 pub async fn running_as(
-    state: &AppState,
+    state: &Core,
     id: &str,
     source: &'static str,
-) -> Result<RunningSandbox, HttpError> {
+) -> Result<RunningSandbox, CoreError> {
     let (mut record, mut handle) = running_record(state, id).await?;
     let (guard, restored) = enter(state, id, source).await?;
     if restored {
@@ -472,12 +464,12 @@ pub async fn running_as(
 /// so no entry while a delete is in flight, and a new entry stays only if the row is still
 /// there after it was inserted (a delete that finished before has forgotten the sandbox and
 /// would never remove it; one that removes the row later forgets it after).
-async fn power_of(state: &AppState, id: &str) -> Result<Arc<SandboxPower>, HttpError> {
+async fn power_of(state: &Core, id: &str) -> Result<Arc<SandboxPower>, CoreError> {
     if let Some(power) = state.power.get(id) {
         return Ok(power);
     }
     if state.deletes.in_flight(id) {
-        return Err(HttpError::sandbox_not_found(id));
+        return Err(CoreError::sandbox_not_found(id));
     }
     let fresh = SandboxPower::new(state.config.default_idle_timeout, Power::Awake);
     let power = state.power.get_or_insert(id, fresh);
@@ -485,7 +477,7 @@ async fn power_of(state: &AppState, id: &str) -> Result<Arc<SandboxPower>, HttpE
         Some(rec) if rec.state == SandboxState::Running => Ok(power),
         _ => {
             state.power.remove_if(id, &power);
-            Err(HttpError::sandbox_not_found(id))
+            Err(CoreError::sandbox_not_found(id))
         }
     }
 }
@@ -494,10 +486,10 @@ async fn power_of(state: &AppState, id: &str) -> Result<Arc<SandboxPower>, HttpE
 /// wake: the first claims it, the others wait for it to settle. Also says whether the sandbox
 /// was restored from deep standby meanwhile (its handle changed).
 async fn enter(
-    state: &AppState,
+    state: &Core,
     id: &str,
     source: &'static str,
-) -> Result<(ActivityGuard, bool), HttpError> {
+) -> Result<(ActivityGuard, bool), CoreError> {
     let power = power_of(state, id).await?;
     let mut restored = false;
     loop {
@@ -518,11 +510,11 @@ async fn enter(
 
 /// Wakes a sandbox whose wake this caller claimed: thaw (warm) or CRIU restore (deep).
 async fn wake(
-    state: &AppState,
+    state: &Core,
     id: &str,
     power: &SandboxPower,
     tier: StandbyTier,
-) -> Result<(), HttpError> {
+) -> Result<(), CoreError> {
     let started = std::time::Instant::now();
     let woke = match tier {
         StandbyTier::Warm => standby::thaw(&state.runtime, id)
@@ -544,7 +536,7 @@ async fn wake(
 }
 
 /// Restores a checkpointed sandbox and records its new handle (init has a new host pid).
-async fn restore(state: &AppState, id: &str) -> Result<(), HttpError> {
+async fn restore(state: &Core, id: &str) -> Result<(), CoreError> {
     let handle = state
         .runtime
         .restore(id)
@@ -558,18 +550,17 @@ async fn restore(state: &AppState, id: &str) -> Result<(), HttpError> {
     Ok(())
 }
 
-fn standby_failed(id: &str, what: &str, e: &dyn std::fmt::Display) -> HttpError {
-    HttpError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        codes::STANDBY_FAILED,
-        format!("{what} of sandbox {id} failed: {e}"),
-    )
+fn standby_failed(id: &str, what: &str, e: &dyn std::fmt::Display) -> CoreError {
+    CoreError::Failed {
+        code: codes::STANDBY_FAILED,
+        message: format!("{what} of sandbox {id} failed: {e}"),
+    }
 }
 
 /// Puts a sandbox to standby. Already asleep (warm for a warm request, deep for a deep one):
 /// nothing to do. Open streams do not prevent an explicit warm standby: they pause with the
 /// sandbox and continue when it wakes; a deep standby cuts them (no process is left).
-pub async fn standby(state: &AppState, id: &str, deep: bool) -> Result<(), HttpError> {
+pub async fn standby(state: &Core, id: &str, deep: bool) -> Result<(), CoreError> {
     running_record(state, id).await?;
     refuse_if_zdr(state, id).await?;
     if deep {
@@ -588,19 +579,18 @@ pub async fn standby(state: &AppState, id: &str, deep: bool) -> Result<(), HttpE
 
 /// Deep standby: CRIU checkpoint to `<sandbox_dir>/checkpoint/`, from awake or from warm
 /// standby. `only_if_warm_for`: the deep-after timer's call (only a sandbox that has been in
-/// warm standby that long; anything else is left alone). 501 if the runtime cannot checkpoint
+/// warm standby that long; anything else is left alone). `Unavailable` if the runtime cannot checkpoint
 /// this sandbox (host netns mode); 500 if CRIU fails (the sandbox stays as it was).
 pub async fn deep_standby(
-    state: &AppState,
+    state: &Core,
     id: &str,
     only_if_warm_for: Option<Duration>,
-) -> Result<(), HttpError> {
+) -> Result<(), CoreError> {
     if let Err(e) = state.runtime.can_checkpoint(id) {
-        return Err(HttpError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            codes::STANDBY_FAILED,
-            format!("deep standby of sandbox {id} is not available: {e}"),
-        ));
+        return Err(CoreError::Unavailable {
+            code: codes::STANDBY_FAILED,
+            message: format!("deep standby of sandbox {id} is not available: {e}"),
+        });
     }
     let power = power_of(state, id).await?;
     loop {
@@ -630,7 +620,7 @@ pub async fn deep_standby(
 }
 
 /// The idle timer's standby: only if the sandbox is still idle when the claim is made.
-pub async fn standby_if_idle(state: &AppState, id: &str) -> Result<(), HttpError> {
+pub async fn standby_if_idle(state: &Core, id: &str) -> Result<(), CoreError> {
     let Some(power) = state.power.get(id) else {
         return Ok(());
     };
@@ -677,21 +667,20 @@ pub async fn standby_if_idle(state: &AppState, id: &str) -> Result<(), HttpError
     sleep(state, id, &power).await
 }
 
-/// 409 for zero-data-retention sandboxes: standby would page their memory out.
-async fn refuse_if_zdr(state: &AppState, id: &str) -> Result<(), HttpError> {
+/// `Refused` for zero-data-retention sandboxes: standby would page their memory out.
+async fn refuse_if_zdr(state: &Core, id: &str) -> Result<(), CoreError> {
     if state.store.sandbox_policy(id).await?.zdr {
-        return Err(HttpError::new(
-            StatusCode::CONFLICT,
-            codes::STANDBY_REFUSED,
-            format!(
+        return Err(CoreError::Refused {
+            code: codes::STANDBY_REFUSED,
+            message: format!(
                 "sandbox '{id}' is zero-data-retention: standby is refused because it would move                  its memory out of RAM; it is deleted at its idle timeout instead"
             ),
-        ));
+        });
     }
     Ok(())
 }
 
-async fn sleep(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), HttpError> {
+async fn sleep(state: &Core, id: &str, power: &SandboxPower) -> Result<(), CoreError> {
     let started = std::time::Instant::now();
     let frozen = standby::freeze(&state.runtime, id, &state.swap).await;
     power.finish_sleep(frozen.is_ok(), StandbyTier::Warm);
@@ -703,7 +692,7 @@ async fn sleep(state: &AppState, id: &str, power: &SandboxPower) -> Result<(), H
 }
 
 /// Wakes a sleeping sandbox; returns whether it was asleep. Counts as activity.
-pub async fn resume(state: &AppState, id: &str) -> Result<bool, HttpError> {
+pub async fn resume(state: &Core, id: &str) -> Result<bool, CoreError> {
     running_record(state, id).await?;
     let power = power_of(state, id).await?;
     let mut was_asleep = false;
@@ -722,20 +711,19 @@ pub async fn resume(state: &AppState, id: &str) -> Result<bool, HttpError> {
     }
 }
 
-/// A running sandbox's record and handle (asleep or awake), or 404 / 409.
+/// A running sandbox's record and handle (asleep or awake), or `NotFound` / `Refused`.
 pub(crate) async fn running_record(
-    state: &AppState,
+    state: &Core,
     id: &str,
-) -> Result<(SandboxRecord, SandboxHandle), HttpError> {
+) -> Result<(SandboxRecord, SandboxHandle), CoreError> {
     let record = get(state, id).await?;
     let handle = match (&record.state, &record.handle_json) {
         (SandboxState::Running, Some(json)) => serde_json::from_str::<SandboxHandle>(json)
-            .map_err(|e| HttpError::internal(format!("stored handle of {id} is invalid: {e}")))?,
+            .map_err(|e| CoreError::internal(format!("stored handle of {id} is invalid: {e}")))?,
         _ => {
-            return Err(HttpError::new(
-                StatusCode::CONFLICT,
-                codes::SANDBOX_NOT_RUNNING,
-                format!(
+            return Err(CoreError::Refused {
+                code: codes::SANDBOX_NOT_RUNNING,
+                message: format!(
                     "sandbox '{id}' is {}{}; delete it and create a new one",
                     record.state,
                     record
@@ -744,14 +732,14 @@ pub(crate) async fn running_record(
                         .map(|e| format!(" ({e})"))
                         .unwrap_or_default()
                 ),
-            ));
+            });
         }
     };
     Ok((record, handle))
 }
 
 /// Destroys a sandbox's processes and resources at a caller's request (see [`delete_because`]).
-pub async fn delete(state: &AppState, id: &str) -> Result<(), HttpError> {
+pub async fn delete(state: &Core, id: &str) -> Result<(), CoreError> {
     delete_because(state, id, retention::reasons::API, "api").await
 }
 
@@ -760,15 +748,15 @@ pub async fn delete(state: &AppState, id: &str) -> Result<(), HttpError> {
 /// E2B kill and timeout, expiry, ZDR idle) comes here, and ends with [`forget`].
 ///
 /// Idempotent under concurrency: a delete of a sandbox that is being deleted waits for that delete
-/// and then succeeds as if it had done it; a delete of a sandbox that is already gone is a 404.
+/// and then succeeds as if it had done it; a delete of a sandbox that is already gone is `NotFound`.
 pub async fn delete_because(
-    state: &AppState,
+    state: &Core,
     id: &str,
     reason: &'static str,
     deleted_by: &str,
-) -> Result<(), HttpError> {
+) -> Result<(), CoreError> {
     if !burrow_types::is_valid_sandbox_id(id) {
-        return Err(HttpError::sandbox_not_found(id));
+        return Err(CoreError::sandbox_not_found(id));
     }
     let turn = state.deletes.wait_turn(id).await;
     if turn.waited && state.store.get_sandbox(id).await?.is_none() {
@@ -789,7 +777,7 @@ pub async fn delete_because(
     let mut erased =
         tokio::task::spawn_blocking(move || retention::measure(&dir, swapped, processes))
             .await
-            .map_err(|e| HttpError::internal(format!("measuring the sandbox: {e}")))?;
+            .map_err(|e| CoreError::internal(format!("measuring the sandbox: {e}")))?;
     // From here on the timers leave it alone (a request racing with the delete cannot register
     // it again: see `power_of`).
     state.power.remove(id);
@@ -833,12 +821,13 @@ pub async fn delete_because(
 /// Drops everything kept in memory about a sandbox that no longer exists: its power state (so the
 /// idle and deep-after timers stop looking at it), its usage meter, its E2B lifecycle (end time)
 /// and E2B metric samples. Every path that removes a sandbox's row calls it.
-pub fn forget(state: &AppState, id: &str) {
+pub fn forget(state: &Core, id: &str) {
     state.power.remove(id);
     state.sandbox_owners.remove(id);
     crate::metering::forget(state, id);
-    state.e2b_lifecycles.remove(id);
-    state.e2b_metrics.forget(id);
+    for hook in state.forget_hooks.iter() {
+        hook(id);
+    }
 }
 
 /// The deletes in flight, one per sandbox id, so that concurrent deletes of one sandbox run one
@@ -911,7 +900,7 @@ pub const GONE_AFTER_RESTART: &str = "sandbox processes were gone after a restar
 
 /// After a start: rows left in `creating` by a crash are destroyed and removed; the runtime adopts
 /// live sandboxes and releases dead ones, which are marked `error`.
-pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError> {
+pub async fn reconcile(state: &Core) -> Result<(), CoreError> {
     let creating = state
         .store
         .list_sandboxes(burrow_store::SandboxFilter {
@@ -968,7 +957,7 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
         // A restore that finished while the daemon was down gave init a new host pid: the
         // row must name it, or the first look at the sandbox would find the old init gone.
         let json = serde_json::to_string(handle)
-            .map_err(|e| crate::error::ServeError::Config(format!("sandbox handle: {e}")))?;
+            .map_err(|e| CoreError::internal(format!("sandbox handle: {e}")))?;
         if let Some(rec) = state.store.get_sandbox(&handle.id).await?
             && rec.state == SandboxState::Running
             && rec.handle_json.as_deref() != Some(json.as_str())
@@ -994,7 +983,7 @@ pub async fn reconcile(state: &AppState) -> Result<(), crate::error::ServeError>
 }
 
 /// Registers a sandbox adopted in deep standby: asleep until a request restores it.
-fn adopt_deep(state: &AppState, id: &str) {
+fn adopt_deep(state: &Core, id: &str) {
     let dir = state.runtime.sandbox_dir(id);
     let timeout = load_idle_timeout(&dir).unwrap_or(state.config.default_idle_timeout);
     let since = std::fs::metadata(dir.join(burrow_runtime::CHECKPOINT_DIR))
@@ -1026,7 +1015,7 @@ fn image_size(dir: &std::path::Path) -> u64 {
 
 /// Registers an adopted sandbox's power state: frozen ones stay asleep until a request wakes
 /// them; one caught half-frozen by a crash is thawed.
-async fn adopt_power(state: &AppState, id: &str) {
+async fn adopt_power(state: &Core, id: &str) {
     let dir = state.runtime.sandbox_dir(id);
     let timeout = load_idle_timeout(&dir).unwrap_or(state.config.default_idle_timeout);
     let power = match standby::freezer_state(&state.runtime, id) {

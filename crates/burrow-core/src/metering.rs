@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use burrow_runtime::SandboxHandle;
 use burrow_types::{SandboxState, Usage};
 
+use crate::Core;
 use crate::power::Power;
-use crate::state::AppState;
 
 const GB: f64 = 1e9;
 
@@ -76,7 +76,7 @@ impl Sampler {
 
 /// Whether the power state counts as standby for metering: from the end of the freeze (or
 /// checkpoint) to the end of the thaw (or restore).
-fn is_asleep(state: &AppState, id: &str) -> bool {
+fn is_asleep(state: &Core, id: &str) -> bool {
     state
         .power
         .get(id)
@@ -84,7 +84,7 @@ fn is_asleep(state: &AppState, id: &str) -> bool {
 }
 
 /// Starts metering a sandbox that was just created (awake, no CPU time yet).
-pub fn started(state: &AppState, id: &str) {
+pub fn started(state: &Core, id: &str) {
     state
         .sampler
         .lock()
@@ -95,7 +95,7 @@ pub fn started(state: &AppState, id: &str) {
 /// Call right after a power transition of `id` ended (successfully or not): the time until now
 /// is credited to the state before it, the time from now to the state after it. Cheap (no I/O),
 /// for the sleep and wake paths.
-pub fn power_changed(state: &AppState, id: &str) {
+pub fn power_changed(state: &Core, id: &str) {
     let asleep = is_asleep(state, id);
     let now = Instant::now();
     let mut meters = state.sampler.lock();
@@ -112,7 +112,7 @@ pub fn power_changed(state: &AppState, id: &str) {
 }
 
 /// Samples every sandbox every `meter_interval`. Runs until aborted.
-pub async fn meter_loop(state: AppState) {
+pub async fn meter_loop(state: Core) {
     let mut tick = tokio::time::interval(state.config.meter_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -141,7 +141,7 @@ pub async fn meter_loop(state: AppState) {
 /// Adds the usage since the previous sample of one sandbox to the store: its awake and asleep
 /// seconds as split by the power transitions in between. A sandbox first seen (adopted after a
 /// daemon restart) counts one interval in its current state, and all CPU time used so far.
-pub async fn sample(state: &AppState, id: &str, handle_json: Option<&str>) {
+pub async fn sample(state: &Core, id: &str, handle_json: Option<&str>) {
     let Some(handle) = handle_json.and_then(|j| serde_json::from_str::<SandboxHandle>(j).ok())
     else {
         return;
@@ -189,7 +189,7 @@ pub async fn sample(state: &AppState, id: &str, handle_json: Option<&str>) {
 }
 
 /// Forgets a deleted sandbox's meter.
-pub fn forget(state: &AppState, id: &str) {
+pub fn forget(state: &Core, id: &str) {
     state.sampler.lock().remove(id);
 }
 
@@ -277,10 +277,7 @@ const MAX_WORKSPACE_LABELS: usize = 200;
 /// The Prometheus text exposition (format 0.0.4). With `workspace` (a workspace key's call),
 /// only that workspace's sandboxes and usage: server-wide counters would show other tenants'
 /// activity.
-pub async fn render(
-    state: &AppState,
-    workspace: Option<&str>,
-) -> Result<String, crate::error::HttpError> {
+pub async fn render(state: &Core, workspace: Option<&str>) -> Result<String, crate::CoreError> {
     if let Some(ws) = workspace {
         let mut out = String::new();
         render_sandboxes(state, Some(ws), &mut out).await?;
@@ -382,10 +379,10 @@ pub async fn render(
 }
 
 async fn render_sandboxes(
-    state: &AppState,
+    state: &Core,
     workspace: Option<&str>,
     out: &mut String,
-) -> Result<(), crate::error::HttpError> {
+) -> Result<(), crate::CoreError> {
     let mut by_state: BTreeMap<&'static str, u64> =
         SandboxState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     let filter = burrow_store::SandboxFilter {
@@ -413,10 +410,10 @@ async fn render_sandboxes(
 }
 
 async fn render_usage(
-    state: &AppState,
+    state: &Core,
     workspace: Option<&str>,
     out: &mut String,
-) -> Result<(), crate::error::HttpError> {
+) -> Result<(), crate::CoreError> {
     let total = state.store.usage_total(workspace).await?;
     for (name, help, value) in [
         (

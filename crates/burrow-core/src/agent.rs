@@ -2,32 +2,30 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use burrow_envd::proto::process::{ProcessEvent, StartRequest};
 use burrow_envd::{Code, EnvdClient, EnvdError, ProcessEventStream};
-use burrow_types::codes;
 use futures::StreamExt;
 
-use crate::error::HttpError;
-use crate::service::RunningSandbox;
+use crate::sandboxes::RunningSandbox;
+use crate::{AgentFailure, CoreError};
 
-pub fn client(sandbox: &RunningSandbox) -> Result<EnvdClient, HttpError> {
+pub fn client(sandbox: &RunningSandbox) -> Result<EnvdClient, CoreError> {
     EnvdClient::new(
         sandbox.handle.agent_addr(),
         sandbox.access_token().map(str::to_string),
     )
-    .map_err(|e| HttpError::internal(format!("cannot create the agent client: {e}")))
+    .map_err(|e| CoreError::internal(format!("cannot create the agent client: {e}")))
 }
 
 /// Starts a process and waits for its `start` event, so a process that cannot start is a plain
-/// HTTP error rather than a 200 stream, and the caller knows the pid before accepting input.
+/// plain error rather than a stream, and the caller knows the pid before accepting input.
 pub async fn start_process(
     client: &EnvdClient,
     start: StartRequest,
     user: Option<&str>,
     timeout: Option<Duration>,
     sandbox_id: &str,
-) -> Result<(u32, ProcessEventStream), HttpError> {
+) -> Result<(u32, ProcessEventStream), CoreError> {
     let mut events = client
         .start(start, user, timeout)
         .await
@@ -37,13 +35,13 @@ pub async fn start_process(
             Some(Ok(ProcessEvent::Start(start))) => return Ok((start.pid, events)),
             Some(Ok(ProcessEvent::Keepalive(_))) => continue,
             Some(Ok(other)) => {
-                return Err(HttpError::agent(format!(
+                return Err(CoreError::agent(format!(
                     "agent sent {other:?} before the process started"
                 )));
             }
             Some(Err(e)) => return Err(error(e, sandbox_id)),
             None => {
-                return Err(HttpError::agent(
+                return Err(CoreError::agent(
                     "agent closed the stream before the process started",
                 ));
             }
@@ -51,39 +49,37 @@ pub async fn start_process(
     }
 }
 
-/// Maps an agent error to the API: caller mistakes (bad path, unknown user, missing file) keep
-/// their meaning, anything else is a 502 `agent_error`.
-pub fn error(e: EnvdError, sandbox_id: &str) -> HttpError {
+/// Classifies an agent error: caller mistakes (bad path, unknown user, missing file) keep
+/// their meaning, anything else is [`AgentFailure::Other`].
+pub fn error(e: EnvdError, sandbox_id: &str) -> CoreError {
     let message = match &e {
         EnvdError::Rpc(rpc) => rpc.message.clone(),
         EnvdError::Http { message, .. } => message.clone(),
         other => other.to_string(),
     };
-    match e.code() {
-        Code::NotFound => HttpError::new(StatusCode::NOT_FOUND, codes::FILE_NOT_FOUND, message),
-        Code::AlreadyExists => HttpError::new(StatusCode::CONFLICT, codes::FILE_EXISTS, message),
+    let kind = match e.code() {
+        Code::NotFound => AgentFailure::FileNotFound,
+        Code::AlreadyExists => AgentFailure::FileExists,
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            HttpError::new(StatusCode::BAD_REQUEST, codes::INVALID_REQUEST, message)
+            AgentFailure::Invalid
         }
         // envd answers 401 for unknown users (the access token is always ours and right).
-        Code::Unauthenticated => {
-            HttpError::new(StatusCode::BAD_REQUEST, codes::INVALID_REQUEST, message)
-        }
+        Code::Unauthenticated => AgentFailure::Invalid,
         // The agent acts with the selected user's permissions.
-        Code::PermissionDenied => {
-            HttpError::new(StatusCode::FORBIDDEN, codes::PERMISSION_DENIED, message)
+        Code::PermissionDenied => AgentFailure::PermissionDenied,
+        Code::ResourceExhausted => {
+            return CoreError::Agent {
+                kind: AgentFailure::NoSpace,
+                message: format!("sandbox {sandbox_id}: {message}"),
+            };
         }
-        Code::ResourceExhausted => HttpError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            codes::AGENT_ERROR,
-            format!("sandbox {sandbox_id}: {message}"),
-        ),
-        _ => HttpError::agent(format!("agent of sandbox {sandbox_id}: {e}")),
-    }
+        _ => return CoreError::agent(format!("agent of sandbox {sandbox_id}: {e}")),
+    };
+    CoreError::Agent { kind, message }
 }
 
 /// A user name as envd accepts it.
-pub fn validate_user(user: &str) -> Result<(), HttpError> {
+pub fn validate_user(user: &str) -> Result<(), CoreError> {
     let ok = !user.is_empty()
         && user.len() <= 32
         && user
@@ -92,7 +88,7 @@ pub fn validate_user(user: &str) -> Result<(), HttpError> {
     if ok {
         Ok(())
     } else {
-        Err(HttpError::bad_request(format!(
+        Err(CoreError::invalid(format!(
             "invalid user name '{}'",
             user.escape_debug()
         )))

@@ -521,18 +521,6 @@ impl Drop for ActivityGuard {
     }
 }
 
-/// A response body that keeps the sandbox awake until it has been sent (or dropped).
-pub fn body_with_activity(
-    body: axum::body::Body,
-    activity: Arc<ActivityGuard>,
-) -> axum::body::Body {
-    use futures::StreamExt;
-    axum::body::Body::from_stream(body.into_data_stream().map(move |chunk| {
-        let _ = &activity;
-        chunk
-    }))
-}
-
 /// A lease held until dropped (exec `keep_alive`).
 #[derive(Debug)]
 pub struct LeaseGuard {
@@ -585,6 +573,10 @@ impl PowerRegistry {
 
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
     }
 
     pub fn all(&self) -> Vec<(String, Arc<SandboxPower>)> {

@@ -7,17 +7,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use burrow_envd::EnvdClient;
 use burrow_envd::proto::process::{DataEvent, ProcessConfig, ProcessEvent, StartRequest};
 use burrow_runtime::SandboxHandle;
 use burrow_templates::{ReadyCheck, StartCommand};
-use burrow_types::codes;
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use crate::CoreError;
 use crate::agent;
-use crate::error::HttpError;
 
 /// How long a start command may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -36,7 +34,7 @@ pub async fn run(
     handle: &SandboxHandle,
     access_token: &str,
     start: &StartCommand,
-) -> Result<(), HttpError> {
+) -> Result<(), CoreError> {
     run_with_timeout(sandbox_id, handle, access_token, start, READY_TIMEOUT).await
 }
 
@@ -46,9 +44,9 @@ async fn run_with_timeout(
     access_token: &str,
     start: &StartCommand,
     timeout: Duration,
-) -> Result<(), HttpError> {
+) -> Result<(), CoreError> {
     let client = EnvdClient::new(handle.agent_addr(), Some(access_token.to_string()))
-        .map_err(|e| HttpError::internal(format!("cannot create the agent client: {e}")))?;
+        .map_err(|e| CoreError::internal(format!("cannot create the agent client: {e}")))?;
     let request = StartRequest {
         process: shell(&start.command, start.workdir.clone()),
         pty: None,
@@ -58,12 +56,7 @@ async fn run_with_timeout(
     let (pid, mut events) =
         agent::start_process(&client, request, Some(&start.user), None, sandbox_id)
             .await
-            .map_err(|e| {
-                failed(format!(
-                    "the start command could not start: {}",
-                    e.body.message
-                ))
-            })?;
+            .map_err(|e| failed(format!("the start command could not start: {e}")))?;
     tracing::debug!(sandbox = sandbox_id, pid, "start command running");
     let Some(check) = &start.ready else {
         return Ok(());
@@ -168,8 +161,8 @@ fn describe(check: &ReadyCheck) -> String {
     }
 }
 
-fn failed(message: String) -> HttpError {
-    HttpError::new(StatusCode::BAD_GATEWAY, codes::START_FAILED, message)
+fn failed(message: String) -> CoreError {
+    CoreError::StartFailed(message)
 }
 
 /// The last bytes the start command wrote (stdout and stderr interleaved), for error messages.

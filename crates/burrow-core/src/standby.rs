@@ -7,8 +7,8 @@ use std::time::Duration;
 use burrow_runtime::Runtime;
 use burrow_standby::{freezer, pageout, zram};
 
+use crate::Core;
 use crate::power::Power;
-use crate::state::AppState;
 
 /// How long a freeze may take before it is abandoned (and the sandbox thawed again).
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -252,7 +252,7 @@ pub fn count_sandbox_leases(sandbox_dir: &Path) -> u32 {
 }
 
 /// Reads every awake sandbox's lease dir, then puts idle ones to sleep. Runs until aborted.
-pub async fn idle_loop(state: AppState) {
+pub async fn idle_loop(state: Core) {
     let mut tick = tokio::time::interval(IDLE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -277,7 +277,7 @@ pub async fn idle_loop(state: AppState) {
             if power.idle_due() {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = crate::service::standby_if_idle(&state, &id).await {
+                    if let Err(e) = crate::sandboxes::standby_if_idle(&state, &id).await {
                         state.metrics.idle_standby_failed();
                         tracing::warn!(sandbox = id, "idle standby failed: {e}");
                     }
@@ -292,7 +292,7 @@ pub async fn idle_loop(state: AppState) {
 /// ~0.1 s); the next tick takes the next one. Which one: under host memory pressure
 /// (`MemAvailable` below `--deep-below-available-mb`) the one asleep the longest, whatever
 /// `--deep-after` says; otherwise one that has been in warm standby for `--deep-after`.
-fn deep_after_tick(state: &AppState) {
+fn deep_after_tick(state: &Core) {
     if state.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox {
         return;
     }
@@ -330,7 +330,7 @@ fn deep_after_tick(state: &AppState) {
     };
     let state = state.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::service::deep_standby(&state, &id, Some(wanted_warm_for)).await {
+        if let Err(e) = crate::sandboxes::deep_standby(&state, &id, Some(wanted_warm_for)).await {
             tracing::warn!(sandbox = id, "deep standby ({why}) failed: {e}");
         }
     });

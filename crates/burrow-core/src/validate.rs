@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use burrow_types::CreateSandboxRequest;
 use burrow_types::sandbox::{MAX_DISK_MB, MAX_MEMORY_MB, MIN_CPUS, MIN_DISK_MB, MIN_MEMORY_MB};
 
-use crate::error::HttpError;
+use crate::CoreError;
 
 const MAX_ENV_ENTRIES: usize = 1024;
 const MAX_ENV_VALUE_BYTES: usize = 128 * 1024;
 const MAX_LABELS: usize = 64;
 
 /// Template names: 1-63 characters a-z, 0-9, '-', '_', starting with a letter or digit.
-pub fn template_name(name: &str) -> Result<(), HttpError> {
+pub fn template_name(name: &str) -> Result<(), CoreError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -25,7 +25,7 @@ pub fn template_name(name: &str) -> Result<(), HttpError> {
     if ok {
         Ok(())
     } else {
-        Err(HttpError::bad_request(format!(
+        Err(CoreError::invalid(format!(
             "invalid template name '{}': use 1-63 characters a-z, 0-9, '-', '_', starting with a letter or digit",
             name.escape_debug()
         )))
@@ -33,9 +33,9 @@ pub fn template_name(name: &str) -> Result<(), HttpError> {
 }
 
 /// Environment variables: POSIX-ish names, no NUL anywhere.
-pub fn env(env: &BTreeMap<String, String>) -> Result<(), HttpError> {
+pub fn env(env: &BTreeMap<String, String>) -> Result<(), CoreError> {
     if env.len() > MAX_ENV_ENTRIES {
-        return Err(HttpError::bad_request(format!(
+        return Err(CoreError::invalid(format!(
             "too many environment variables ({}, at most {MAX_ENV_ENTRIES})",
             env.len()
         )));
@@ -46,13 +46,13 @@ pub fn env(env: &BTreeMap<String, String>) -> Result<(), HttpError> {
             && !key.as_bytes()[0].is_ascii_digit()
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !key_ok {
-            return Err(HttpError::bad_request(format!(
+            return Err(CoreError::invalid(format!(
                 "invalid environment variable name '{}': use letters, digits and '_', not starting with a digit",
                 key.escape_debug()
             )));
         }
         if value.contains('\0') || value.len() > MAX_ENV_VALUE_BYTES {
-            return Err(HttpError::bad_request(format!(
+            return Err(CoreError::invalid(format!(
                 "invalid value for environment variable {key}: no NUL bytes, at most {MAX_ENV_VALUE_BYTES} bytes"
             )));
         }
@@ -61,9 +61,9 @@ pub fn env(env: &BTreeMap<String, String>) -> Result<(), HttpError> {
 }
 
 /// Labels: keys 1-63 of `[A-Za-z0-9._/-]`, values up to 255 printable characters.
-pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), HttpError> {
+pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), CoreError> {
     if labels.len() > MAX_LABELS {
-        return Err(HttpError::bad_request(format!(
+        return Err(CoreError::invalid(format!(
             "too many labels ({}, at most {MAX_LABELS})",
             labels.len()
         )));
@@ -74,20 +74,20 @@ pub fn labels(labels: &BTreeMap<String, String>) -> Result<(), HttpError> {
     Ok(())
 }
 
-pub fn label_pair(key: &str, value: &str) -> Result<(), HttpError> {
+pub fn label_pair(key: &str, value: &str) -> Result<(), CoreError> {
     let key_ok = !key.is_empty()
         && key.len() <= 63
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._/-".contains(&b));
     if !key_ok {
-        return Err(HttpError::bad_request(format!(
+        return Err(CoreError::invalid(format!(
             "invalid label key '{}': use 1-63 characters A-Z, a-z, 0-9, '.', '_', '/', '-'",
             key.escape_debug()
         )));
     }
     if value.len() > 255 || value.chars().any(char::is_control) {
-        return Err(HttpError::bad_request(format!(
+        return Err(CoreError::invalid(format!(
             "invalid value for label {key}: at most 255 characters, no control characters"
         )));
     }
@@ -95,21 +95,21 @@ pub fn label_pair(key: &str, value: &str) -> Result<(), HttpError> {
 }
 
 /// Resource limits of a create request against this host.
-pub fn limits(req: &CreateSandboxRequest, host_cpus: f64) -> Result<(), HttpError> {
+pub fn limits(req: &CreateSandboxRequest, host_cpus: f64) -> Result<(), CoreError> {
     if !req.cpus.is_finite() || req.cpus < MIN_CPUS || req.cpus > host_cpus {
-        return Err(HttpError::bad_request(format!(
+        return Err(CoreError::invalid(format!(
             "cpus must be between {MIN_CPUS} and {host_cpus} (this host's cores), got {}",
             req.cpus
         )));
     }
     if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&req.memory_mb) {
-        return Err(HttpError::bad_request(format!(
+        return Err(CoreError::invalid(format!(
             "memory_mb must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB}, got {}",
             req.memory_mb
         )));
     }
     if !(MIN_DISK_MB..=MAX_DISK_MB).contains(&req.disk_mb) {
-        return Err(HttpError::bad_request(format!(
+        return Err(CoreError::invalid(format!(
             "disk_mb must be between {MIN_DISK_MB} and {MAX_DISK_MB}, got {}",
             req.disk_mb
         )));
@@ -120,15 +120,15 @@ pub fn limits(req: &CreateSandboxRequest, host_cpus: f64) -> Result<(), HttpErro
 /// A path inside a sandbox: absolute or relative to the user's home, no NUL, bounded length.
 /// `..` is allowed: the agent resolves paths inside the sandbox's own root, which is the
 /// isolation boundary.
-pub fn sandbox_path(path: &str) -> Result<(), HttpError> {
+pub fn sandbox_path(path: &str) -> Result<(), CoreError> {
     if path.is_empty() {
-        return Err(HttpError::invalid_path("missing 'path' query parameter"));
+        return Err(CoreError::invalid_path("missing 'path' query parameter"));
     }
     if path.contains('\0') {
-        return Err(HttpError::invalid_path("path must not contain NUL bytes"));
+        return Err(CoreError::invalid_path("path must not contain NUL bytes"));
     }
     if path.len() > 4096 {
-        return Err(HttpError::invalid_path("path is longer than 4096 bytes"));
+        return Err(CoreError::invalid_path("path is longer than 4096 bytes"));
     }
     Ok(())
 }
@@ -158,7 +158,3 @@ mod tests {
         assert!(env(&nul).is_err());
     }
 }
-
-#[cfg(test)]
-#[path = "prop_tests.rs"]
-mod prop_tests;

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use burrow_types::StandbyTier;
 
+use crate::Core;
 use crate::config::DeepOnShutdown;
 use crate::power::Power;
-use crate::service;
-use crate::state::AppState;
+use crate::sandboxes;
 
 /// Marker in a sandbox's dir: it was awake when a shutdown checkpointed it, so the next start
 /// restores it without waiting for a request.
@@ -19,7 +19,7 @@ pub const RESUME_ON_START: &str = "resume-on-start";
 /// with [`DeepOnShutdown::All`] the awake ones first (their processes are doing something; each
 /// gets the marker), then those in warm standby. Zero-data-retention sandboxes are never
 /// written to disk: they stay awake and do not survive a host reboot.
-pub async fn deep_on_shutdown(state: &AppState, mode: DeepOnShutdown, budget: Duration) {
+pub async fn deep_on_shutdown(state: &Core, mode: DeepOnShutdown, budget: Duration) {
     if mode == DeepOnShutdown::Off
         || state.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox
     {
@@ -58,7 +58,8 @@ pub async fn deep_on_shutdown(state: &AppState, mode: DeepOnShutdown, budget: Du
         }
         // From awake: any state; from warm: only if it is still in warm standby.
         let only_if_warm_for = (!was_awake).then_some(Duration::ZERO);
-        match tokio::time::timeout(left, service::deep_standby(state, &id, only_if_warm_for)).await
+        match tokio::time::timeout(left, sandboxes::deep_standby(state, &id, only_if_warm_for))
+            .await
         {
             Ok(Ok(())) => {
                 checkpointed += 1;
@@ -80,7 +81,7 @@ pub async fn deep_on_shutdown(state: &AppState, mode: DeepOnShutdown, budget: Du
     }
 }
 
-async fn is_zdr(state: &AppState, id: &str) -> bool {
+async fn is_zdr(state: &Core, id: &str) -> bool {
     match state.store.sandbox_policy(id).await {
         Ok(policy) => policy.zdr,
         // Unknown policy: never risk writing a ZDR sandbox's memory to disk.
@@ -103,7 +104,7 @@ fn mark_resume_on_start(dir: &Path) {
 /// they were awake. Each marker is removed before its restore is tried, so a sandbox that
 /// cannot be restored is not retried at every start (it stays in deep standby; a request
 /// tries again and reports the error).
-pub async fn resume_marked(state: AppState) {
+pub async fn resume_marked(state: Core) {
     let mut resumed = 0;
     for (id, power) in state.power.all() {
         let marker = state.runtime.sandbox_dir(&id).join(RESUME_ON_START);
@@ -124,7 +125,7 @@ pub async fn resume_marked(state: AppState) {
         ) {
             continue;
         }
-        match service::resume(&state, &id).await {
+        match sandboxes::resume(&state, &id).await {
             Ok(_) => resumed += 1,
             Err(e) => tracing::warn!(
                 sandbox = id,

@@ -16,7 +16,7 @@ use burrow_envd::EnvdClient;
 use burrow_envd::proto::process::{ProcessConfig, ProcessEvent, StartRequest};
 use futures::StreamExt;
 
-use crate::state::AppState;
+use crate::Core;
 
 /// Where the hook lives inside the sandbox.
 pub const HOOK_PATH: &str = "/etc/burrow/pre-standby";
@@ -30,7 +30,7 @@ const KILL_SLACK: Duration = Duration::from_secs(2);
 /// Runs the sandbox's pre-standby hook if it has one and waits for it (at most the server's
 /// grace). True if the hook asked to postpone the standby. Failures are logged: a broken hook
 /// never keeps a sandbox awake.
-pub async fn run_hook(state: &AppState, id: &str) -> bool {
+pub async fn run_hook(state: &Core, id: &str) -> bool {
     match run(state, id).await {
         Ok(outcome) => outcome == HookOutcome::Postpone,
         Err(e) => {
@@ -47,11 +47,11 @@ enum HookOutcome {
     Postpone,
 }
 
-async fn run(state: &AppState, id: &str) -> Result<HookOutcome, String> {
+async fn run(state: &Core, id: &str) -> Result<HookOutcome, String> {
     let grace = state.config.standby_grace;
-    let (record, handle) = crate::service::running_record(state, id)
+    let (record, handle) = crate::sandboxes::running_record(state, id)
         .await
-        .map_err(|e| e.body.message)?;
+        .map_err(|e| e.to_string())?;
     let client = EnvdClient::new(handle.agent_addr(), record.access_token.clone())
         .map_err(|e| format!("agent client: {e}"))?;
     match client.stat(HOOK_PATH, Some("root")).await {
