@@ -76,17 +76,15 @@ impl Sampler {
 
 /// Whether the power state counts as standby for metering: from the end of the freeze (or
 /// checkpoint) to the end of the thaw (or restore).
-fn is_asleep(state: &Core, id: &str) -> bool {
-    state
-        .power
+fn is_asleep(core: &Core, id: &str) -> bool {
+    core.power
         .get(id)
         .is_some_and(|p| matches!(p.power(), Power::Asleep { .. } | Power::Waking))
 }
 
 /// Starts metering a sandbox that was just created (awake, no CPU time yet).
-pub fn started(state: &Core, id: &str) {
-    state
-        .sampler
+pub fn started(core: &Core, id: &str) {
+    core.sampler
         .lock()
         .entry(id.to_string())
         .or_insert_with(|| Meter::new(Instant::now(), 0.0, false));
@@ -95,10 +93,10 @@ pub fn started(state: &Core, id: &str) {
 /// Call right after a power transition of `id` ended (successfully or not): the time until now
 /// is credited to the state before it, the time from now to the state after it. Cheap (no I/O),
 /// for the sleep and wake paths.
-pub fn power_changed(state: &Core, id: &str) {
-    let asleep = is_asleep(state, id);
+pub fn power_changed(core: &Core, id: &str) {
+    let asleep = is_asleep(core, id);
     let now = Instant::now();
-    let mut meters = state.sampler.lock();
+    let mut meters = core.sampler.lock();
     match meters.get_mut(id) {
         Some(meter) => {
             meter.advance(now);
@@ -112,12 +110,12 @@ pub fn power_changed(state: &Core, id: &str) {
 }
 
 /// Samples every sandbox every `meter_interval`. Runs until aborted.
-pub async fn meter_loop(state: Core) {
-    let mut tick = tokio::time::interval(state.config.meter_interval);
+pub async fn meter_loop(core: Core) {
+    let mut tick = tokio::time::interval(core.config.meter_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let records = match state
+        let records = match core
             .store
             .list_sandboxes(burrow_store::SandboxFilter {
                 state: Some(SandboxState::Running),
@@ -133,7 +131,7 @@ pub async fn meter_loop(state: Core) {
             }
         };
         for record in records {
-            sample(&state, &record.id, record.handle_json.as_deref()).await;
+            sample(&core, &record.id, record.handle_json.as_deref()).await;
         }
     }
 }
@@ -141,18 +139,18 @@ pub async fn meter_loop(state: Core) {
 /// Adds the usage since the previous sample of one sandbox to the store: its awake and asleep
 /// seconds as split by the power transitions in between. A sandbox first seen (adopted after a
 /// daemon restart) counts one interval in its current state, and all CPU time used so far.
-pub async fn sample(state: &Core, id: &str, handle_json: Option<&str>) {
+pub async fn sample(core: &Core, id: &str, handle_json: Option<&str>) {
     let Some(handle) = handle_json.and_then(|j| serde_json::from_str::<SandboxHandle>(j).ok())
     else {
         return;
     };
-    let Ok(now_usage) = state.runtime.usage(&handle).await else {
+    let Ok(now_usage) = core.runtime.usage(&handle).await else {
         return;
     };
-    let asleep_now = is_asleep(state, id);
+    let asleep_now = is_asleep(core, id);
     let now = Instant::now();
     let (awake_secs, asleep_secs, cpu_delta) = {
-        let mut meters = state.sampler.lock();
+        let mut meters = core.sampler.lock();
         match meters.get_mut(id) {
             Some(meter) => {
                 let (awake, asleep) = meter.take(now);
@@ -165,7 +163,7 @@ pub async fn sample(state: &Core, id: &str, handle_json: Option<&str>) {
                     id.to_string(),
                     Meter::new(now, now_usage.cpu_seconds, asleep_now),
                 );
-                let secs = state.config.meter_interval.as_secs_f64();
+                let secs = core.config.meter_interval.as_secs_f64();
                 let (awake, asleep) = if asleep_now { (0.0, secs) } else { (secs, 0.0) };
                 (awake, asleep, now_usage.cpu_seconds)
             }
@@ -179,18 +177,18 @@ pub async fn sample(state: &Core, id: &str, handle_json: Option<&str>) {
         ..Usage::default()
     };
     if asleep_secs > 0.0 {
-        let swapped = crate::standby::memcg_bytes(&state.runtime, id).map_or(0, |(_, swap)| swap);
+        let swapped = crate::standby::memcg_bytes(&core.runtime, id).map_or(0, |(_, swap)| swap);
         delta.standby_storage_gb_seconds =
             (now_usage.disk_bytes + swapped) as f64 / GB * asleep_secs;
     }
-    if let Err(e) = state.store.add_usage(id, &delta).await {
+    if let Err(e) = core.store.add_usage(id, &delta).await {
         tracing::warn!(sandbox = id, "metering: storing usage: {e}");
     }
 }
 
 /// Forgets a deleted sandbox's meter.
-pub fn forget(state: &Core, id: &str) {
-    state.sampler.lock().remove(id);
+pub fn forget(core: &Core, id: &str) {
+    core.sampler.lock().remove(id);
 }
 
 /// Latency histogram buckets, in seconds.
@@ -277,14 +275,14 @@ const MAX_WORKSPACE_LABELS: usize = 200;
 /// The Prometheus text exposition (format 0.0.4). With `workspace` (a workspace key's call),
 /// only that workspace's sandboxes and usage: server-wide counters would show other tenants'
 /// activity.
-pub async fn render(state: &Core, workspace: Option<&str>) -> Result<String, crate::CoreError> {
+pub async fn render(core: &Core, workspace: Option<&str>) -> Result<String, crate::CoreError> {
     if let Some(ws) = workspace {
         let mut out = String::new();
-        render_sandboxes(state, Some(ws), &mut out).await?;
-        render_usage(state, Some(ws), &mut out).await?;
+        render_sandboxes(core, Some(ws), &mut out).await?;
+        render_usage(core, Some(ws), &mut out).await?;
         return Ok(out);
     }
-    let m = &state.metrics;
+    let m = &core.metrics;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -317,7 +315,7 @@ pub async fn render(state: &Core, workspace: Option<&str>) -> Result<String, cra
          timers track (one per existing running sandbox).\n\
          # TYPE burrow_power_tracked_sandboxes gauge\n\
          burrow_power_tracked_sandboxes {}",
-        state.power.len()
+        core.power.len()
     );
     m.standby.render(
         &mut out,
@@ -329,10 +327,10 @@ pub async fn render(state: &Core, workspace: Option<&str>) -> Result<String, cra
         "burrow_resume_seconds",
         "Time to wake a sandbox from standby.",
     );
-    render_sandboxes(state, None, &mut out).await?;
-    render_usage(state, None, &mut out).await?;
+    render_sandboxes(core, None, &mut out).await?;
+    render_usage(core, None, &mut out).await?;
     // Per workspace (bounded label cardinality: see MAX_WORKSPACE_LABELS).
-    let names: HashMap<String, String> = state
+    let names: HashMap<String, String> = core
         .store
         .list_workspaces()
         .await?
@@ -340,7 +338,7 @@ pub async fn render(state: &Core, workspace: Option<&str>) -> Result<String, cra
         .map(|w| (w.id, w.name))
         .collect();
     let mut per: BTreeMap<String, burrow_types::Usage> = BTreeMap::new();
-    for (ws, usage) in state.store.usage_by_workspace().await? {
+    for (ws, usage) in core.store.usage_by_workspace().await? {
         let label = match names.get(&ws) {
             Some(name) if per.len() < MAX_WORKSPACE_LABELS || per.contains_key(name) => {
                 name.clone()
@@ -379,7 +377,7 @@ pub async fn render(state: &Core, workspace: Option<&str>) -> Result<String, cra
 }
 
 async fn render_sandboxes(
-    state: &Core,
+    core: &Core,
     workspace: Option<&str>,
     out: &mut String,
 ) -> Result<(), crate::CoreError> {
@@ -389,9 +387,9 @@ async fn render_sandboxes(
         workspace_id: workspace.map(str::to_string),
         ..Default::default()
     };
-    for record in state.store.list_sandboxes(filter).await? {
+    for record in core.store.list_sandboxes(filter).await? {
         let asleep = record.state == SandboxState::Running
-            && state.power.get(&record.id).is_some_and(|p| !p.info().awake);
+            && core.power.get(&record.id).is_some_and(|p| !p.info().awake);
         let shown = if asleep {
             SandboxState::Standby
         } else {
@@ -410,11 +408,11 @@ async fn render_sandboxes(
 }
 
 async fn render_usage(
-    state: &Core,
+    core: &Core,
     workspace: Option<&str>,
     out: &mut String,
 ) -> Result<(), crate::CoreError> {
-    let total = state.store.usage_total(workspace).await?;
+    let total = core.store.usage_total(workspace).await?;
     for (name, help, value) in [
         (
             "burrow_usage_active_gb_seconds_total",

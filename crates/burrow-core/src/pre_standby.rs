@@ -30,8 +30,8 @@ const KILL_SLACK: Duration = Duration::from_secs(2);
 /// Runs the sandbox's pre-standby hook if it has one and waits for it (at most the server's
 /// grace). True if the hook asked to postpone the standby. Failures are logged: a broken hook
 /// never keeps a sandbox awake.
-pub async fn run_hook(state: &Core, id: &str) -> bool {
-    match run(state, id).await {
+pub async fn run_hook(core: &Core, id: &str) -> bool {
+    match run(core, id).await {
         Ok(outcome) => outcome == HookOutcome::Postpone,
         Err(e) => {
             tracing::warn!(sandbox = id, "pre-standby hook: {e}");
@@ -47,9 +47,9 @@ enum HookOutcome {
     Postpone,
 }
 
-async fn run(state: &Core, id: &str) -> Result<HookOutcome, String> {
-    let grace = state.config.standby_grace;
-    let (record, handle) = crate::sandboxes::running_record(state, id)
+async fn run(core: &Core, id: &str) -> Result<HookOutcome, String> {
+    let grace = core.config.standby_grace;
+    let (record, handle) = crate::sandboxes::running_record(core, id)
         .await
         .map_err(|e| e.to_string())?;
     let client = EnvdClient::new(handle.agent_addr(), record.access_token.clone())

@@ -104,27 +104,27 @@ pub fn due(input: &ExpiryInput<'_>, now: DateTime<Utc>) -> Option<&'static str> 
 
 /// Deletes every sandbox whose policy (or the server's maximum age) has been met. Runs until
 /// aborted.
-pub async fn expiry_loop(state: Core) {
+pub async fn expiry_loop(core: Core) {
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = expire_due(&state).await {
+        if let Err(e) = expire_due(&core).await {
             tracing::warn!("expiry check failed: {e}");
         }
     }
 }
 
-async fn expire_due(state: &Core) -> Result<(), CoreError> {
-    let policies: std::collections::HashMap<String, Expiration> = state
+async fn expire_due(core: &Core) -> Result<(), CoreError> {
+    let policies: std::collections::HashMap<String, Expiration> = core
         .store
         .sandbox_policies()
         .await?
         .into_iter()
         .map(|(id, p)| (id, p.expiration))
         .collect();
-    let max_sandbox_age = state.config.max_sandbox_age;
-    let caps = crate::workspaces::standby_age_caps(state).await?;
+    let max_sandbox_age = core.config.max_sandbox_age;
+    let caps = crate::workspaces::standby_age_caps(core).await?;
     if policies.is_empty() && max_sandbox_age.is_none() && caps.values().all(Option::is_none) {
         return Ok(());
     }
@@ -141,7 +141,7 @@ async fn expire_due(state: &Core) -> Result<(), CoreError> {
         .min()
         .copied();
     if let Some(least_cap) = least_cap {
-        for (id, workspace, created) in state.store.sandbox_ages().await? {
+        for (id, workspace, created) in core.store.sandbox_ages().await? {
             let Some(age) = parse_time(&created).and_then(|c| (now - c).to_std().ok()) else {
                 continue;
             };
@@ -156,7 +156,7 @@ async fn expire_due(state: &Core) -> Result<(), CoreError> {
         }
     }
     for id in candidates {
-        let Some(record) = state.store.get_sandbox(&id).await? else {
+        let Some(record) = core.store.get_sandbox(&id).await? else {
             continue;
         };
         if record.state == burrow_types::SandboxState::Creating {
@@ -165,7 +165,7 @@ async fn expire_due(state: &Core) -> Result<(), CoreError> {
         let Some(created_at) = parse_time(&record.created_at) else {
             continue;
         };
-        let idle_for = state
+        let idle_for = core
             .power
             .get(&record.id)
             .map_or(Duration::ZERO, |p| p.idle_for());
@@ -183,13 +183,13 @@ async fn expire_due(state: &Core) -> Result<(), CoreError> {
             .flatten()
             .is_some_and(|cap| (now - created_at).to_std().unwrap_or_default() >= cap)
             && (record.state == burrow_types::SandboxState::Error
-                || state.power.is_asleep(&record.id));
+                || core.power.is_asleep(&record.id));
         let reason =
             due(&input, now).or(over_workspace_cap.then_some(reasons::WORKSPACE_STANDBY_AGE));
         if let Some(reason) = reason {
             tracing::info!(sandbox = record.id, reason, "expired: deleting");
             if let Err(e) =
-                crate::sandboxes::delete_because(state, &record.id, reason, "system").await
+                crate::sandboxes::delete_because(core, &record.id, reason, "system").await
             {
                 tracing::warn!(sandbox = record.id, "expiry delete failed: {e}");
             }
@@ -385,7 +385,7 @@ pub struct MeasuredFigures {
 /// limit); storage GB while asleep = standby GB-s / asleep s; vCPUs = the live sandboxes' mean
 /// allocation (1 if none).
 pub async fn measured_figures(
-    state: &Core,
+    core: &Core,
     workspace: Option<&str>,
 ) -> Result<MeasuredFigures, CoreError> {
     let mut scope = if workspace.is_some() {
@@ -393,14 +393,14 @@ pub async fn measured_figures(
     } else {
         "server"
     };
-    let mut usage = state.store.usage_total(workspace).await?;
+    let mut usage = core.store.usage_total(workspace).await?;
     let mut live_filter = workspace.map(str::to_string);
     if usage.running_seconds + usage.standby_seconds <= 0.0 && workspace.is_some() {
-        usage = state.store.usage_total(None).await?;
+        usage = core.store.usage_total(None).await?;
         scope = "server";
         live_filter = None;
     }
-    let live = state
+    let live = core
         .store
         .list_sandboxes(burrow_store::SandboxFilter {
             workspace_id: live_filter,
@@ -471,22 +471,22 @@ pub struct RetentionReport {
 }
 
 pub async fn report(
-    state: &Core,
+    core: &Core,
     workspace: Option<&str>,
     window: Duration,
 ) -> Result<RetentionReport, CoreError> {
     let now = Utc::now();
     let cutoff = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
     let cutoff_text = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let deleted: Vec<burrow_types::Tombstone> = state
+    let deleted: Vec<burrow_types::Tombstone> = core
         .store
         .tombstones(workspace, None)
         .await?
         .into_iter()
         .filter(|t| parse_time(&t.created_at).is_some_and(|c| c < cutoff))
         .collect();
-    let caps = crate::workspaces::standby_age_caps(state).await?;
-    let policies: std::collections::HashMap<String, Expiration> = state
+    let caps = crate::workspaces::standby_age_caps(core).await?;
+    let policies: std::collections::HashMap<String, Expiration> = core
         .store
         .sandbox_policies()
         .await?
@@ -494,7 +494,7 @@ pub async fn report(
         .map(|(id, p)| (id, p.expiration))
         .collect();
     let mut exceptions = Vec::new();
-    let live = state
+    let live = core
         .store
         .list_sandboxes(burrow_store::SandboxFilter {
             workspace_id: workspace.map(str::to_string),
@@ -505,7 +505,7 @@ pub async fn report(
         if parse_time(&record.created_at).is_none_or(|c| c >= cutoff) {
             continue;
         }
-        let awake = !state.power.is_asleep(&record.id);
+        let awake = !core.power.is_asleep(&record.id);
         let cap = caps.get(&record.workspace_id).copied().flatten();
         let policy = policies.get(&record.id);
         let why = match cap {

@@ -62,14 +62,14 @@ pub fn to_api(rec: SandboxRecord) -> Sandbox {
 }
 
 /// The API view of a sandbox with its power state (`standby` while asleep).
-pub fn describe(state: &Core, rec: SandboxRecord) -> Sandbox {
+pub fn describe(core: &Core, rec: SandboxRecord) -> Sandbox {
     let power = (rec.state == SandboxState::Running)
-        .then(|| state.power.get(&rec.id))
+        .then(|| core.power.get(&rec.id))
         .flatten()
         .map(|p| p.info());
     let memory = power
         .as_ref()
-        .map(|_| standby::memcg_bytes(&state.runtime, &rec.id));
+        .map(|_| standby::memcg_bytes(&core.runtime, &rec.id));
     let mut sandbox = to_api(rec);
     if let Some(mut info) = power {
         if !info.awake {
@@ -91,13 +91,13 @@ fn host_cpus() -> f64 {
 /// Validates, creates and starts a sandbox. On any failure nothing is left behind: the runtime's
 /// partial work is destroyed and the row is deleted.
 pub async fn create(
-    state: &Core,
+    core: &Core,
     principal: &crate::Principal,
     workspace: &burrow_store::WorkspaceRecord,
     req: CreateSandboxRequest,
 ) -> Result<Sandbox, CoreError> {
     validate::template_name(&req.template)?;
-    crate::templates::check_visible(state, principal, &req.template).await?;
+    crate::templates::check_visible(core, principal, &req.template).await?;
     validate::limits(&req, host_cpus())?;
     validate::env(&req.env)?;
     validate::labels(&req.labels)?;
@@ -115,10 +115,10 @@ pub async fn create(
             )));
         }
         Some(secs) => Duration::from_secs(secs),
-        None => state.config.default_idle_timeout,
+        None => core.config.default_idle_timeout,
     };
     let template = {
-        let templates = state.templates.clone();
+        let templates = core.templates.clone();
         let name = req.template.clone();
         tokio::task::spawn_blocking(move || templates.get(&name))
             .await
@@ -131,7 +131,7 @@ pub async fn create(
 
     // Held until the row is in the store, so the next create of the workspace counts this one.
     let admitted = crate::workspaces::admit_create(
-        state,
+        core,
         workspace,
         crate::quota::Ask {
             cpus: req.cpus,
@@ -149,18 +149,16 @@ pub async fn create(
     record.labels = req.labels;
     record.access_token = Some(access_token.clone());
     // A duplicate id is a 1-in-2^98 event; retry once rather than fail.
-    if let Err(StoreError::DuplicateSandbox(_)) = state.store.insert_sandbox(&record).await {
+    if let Err(StoreError::DuplicateSandbox(_)) = core.store.insert_sandbox(&record).await {
         record.id = ids::new_sandbox_id();
-        state.store.insert_sandbox(&record).await?;
+        core.store.insert_sandbox(&record).await?;
     }
     drop(admitted);
-    state
-        .sandbox_owners
-        .insert(&record.id, &record.workspace_id);
+    core.sandbox_owners.insert(&record.id, &record.workspace_id);
     if policy != burrow_store::SandboxPolicy::default()
-        && let Err(e) = state.store.set_sandbox_policy(&record.id, &policy).await
+        && let Err(e) = core.store.set_sandbox_policy(&record.id, &policy).await
     {
-        abandon(state, &record.id).await;
+        abandon(core, &record.id).await;
         return Err(e.into());
     }
 
@@ -178,16 +176,16 @@ pub async fn create(
         default_workdir: template.workdir.clone(),
         zdr: req.zdr,
     };
-    let handle = match state.runtime.create(spec).await {
+    let handle = match core.runtime.create(spec).await {
         Ok(handle) => handle,
         Err(e) => {
-            abandon(state, &record.id).await;
+            abandon(core, &record.id).await;
             return Err(e.into());
         }
     };
     let handle_json = serde_json::to_string(&handle).expect("a handle always serialises");
     let ip = handle.ip.to_string();
-    match state
+    match core
         .store
         .mark_sandbox_running(&record.id, &handle_json, &ip)
         .await
@@ -195,38 +193,37 @@ pub async fn create(
         Ok(true) => {}
         Ok(false) => {
             // Deleted while being created: honour the delete.
-            let _ = state.runtime.destroy(&record.id).await;
-            forget(state, &record.id);
+            let _ = core.runtime.destroy(&record.id).await;
+            forget(core, &record.id);
             return Err(CoreError::sandbox_not_found(&record.id));
         }
         Err(e) => {
-            abandon(state, &record.id).await;
+            abandon(core, &record.id).await;
             return Err(e.into());
         }
     }
     if let Some(start) = &template.start {
         let token = record.access_token.as_deref().unwrap_or_default();
         if let Err(e) = crate::template_start::run(&record.id, &handle, token, start).await {
-            abandon(state, &record.id).await;
+            abandon(core, &record.id).await;
             return Err(e);
         }
     }
-    let sandbox_dir = state.runtime.sandbox_dir(&record.id);
+    let sandbox_dir = core.runtime.sandbox_dir(&record.id);
     if let Err(e) = save_idle_timeout(&sandbox_dir, idle_timeout) {
         tracing::warn!(sandbox = record.id, "saving {STANDBY_FILE}: {e}");
     }
     if let Err(e) = standby::create_lease_dir(&sandbox_dir, handle.uid_base) {
         tracing::warn!(sandbox = record.id, "creating /run/burrow/leases: {e}");
     }
-    state
-        .power
+    core.power
         .insert(&record.id, SandboxPower::new(idle_timeout, Power::Awake));
     record.state = SandboxState::Running;
     record.handle_json = Some(handle_json);
     record.ip = Some(ip);
-    state.metrics.created();
-    crate::metering::started(state, &record.id);
-    let mut sandbox = describe(state, record);
+    core.metrics.created();
+    crate::metering::started(core, &record.id);
+    let mut sandbox = describe(core, record);
     with_policy(&mut sandbox, policy);
     Ok(sandbox)
 }
@@ -235,8 +232,8 @@ pub async fn create(
 /// left no complete checkpoint) starts again with the same id, envd access token, files (its
 /// upper dir), limits, env, labels and policy; fresh processes (init, agent, then the
 /// template's start command, as at create). E2B's filesystem-only resume.
-pub async fn restart(state: &Core, id: &str) -> Result<Sandbox, CoreError> {
-    let record = get(state, id).await?;
+pub async fn restart(core: &Core, id: &str) -> Result<Sandbox, CoreError> {
+    let record = get(core, id).await?;
     match record.state {
         SandboxState::Error => {}
         SandboxState::Creating => {
@@ -253,7 +250,7 @@ pub async fn restart(state: &Core, id: &str) -> Result<Sandbox, CoreError> {
         }
     }
     let template = {
-        let templates = state.templates.clone();
+        let templates = core.templates.clone();
         let name = record.template.clone();
         tokio::task::spawn_blocking(move || templates.get(&name))
             .await
@@ -267,7 +264,7 @@ pub async fn restart(state: &Core, id: &str) -> Result<Sandbox, CoreError> {
                 ),
             })?
     };
-    let policy = state.store.sandbox_policy(id).await?;
+    let policy = core.store.sandbox_policy(id).await?;
     let spec = SandboxSpec {
         id: record.id.clone(),
         template: template.name.clone(),
@@ -282,7 +279,7 @@ pub async fn restart(state: &Core, id: &str) -> Result<Sandbox, CoreError> {
         default_workdir: template.workdir.clone(),
         zdr: policy.zdr,
     };
-    let handle = match state.runtime.restart_from_files(spec).await {
+    let handle = match core.runtime.restart_from_files(spec).await {
         Ok(handle) => handle,
         Err(burrow_runtime::RuntimeError::Busy(why)) => {
             return Err(restart_refused(id, &why));
@@ -291,28 +288,26 @@ pub async fn restart(state: &Core, id: &str) -> Result<Sandbox, CoreError> {
     };
     let handle_json = serde_json::to_string(&handle).expect("a handle always serialises");
     let ip = handle.ip.to_string();
-    if !state
+    if !core
         .store
         .mark_sandbox_running(id, &handle_json, &ip)
         .await?
     {
         // Deleted meanwhile: honour the delete.
-        let _ = state.runtime.destroy(id).await;
+        let _ = core.runtime.destroy(id).await;
         return Err(CoreError::sandbox_not_found(id));
     }
-    let sandbox_dir = state.runtime.sandbox_dir(id);
-    let idle_timeout = load_idle_timeout(&sandbox_dir).unwrap_or(state.config.default_idle_timeout);
-    state
-        .power
+    let sandbox_dir = core.runtime.sandbox_dir(id);
+    let idle_timeout = load_idle_timeout(&sandbox_dir).unwrap_or(core.config.default_idle_timeout);
+    core.power
         .insert(id, SandboxPower::new(idle_timeout, Power::Awake));
     if let Some(start) = &template.start {
         let token = record.access_token.as_deref().unwrap_or_default();
         if let Err(e) = crate::template_start::run(id, &handle, token, start).await {
             // Keep the files: back to `error`, with the reason, restartable again.
-            state.power.remove(id);
-            let _ = state.runtime.stop_keeping_files(id).await;
-            state
-                .store
+            core.power.remove(id);
+            let _ = core.runtime.stop_keeping_files(id).await;
+            core.store
                 .mark_sandbox_error(id, &format!("restart: {e}"))
                 .await?;
             return Err(e);
@@ -321,9 +316,9 @@ pub async fn restart(state: &Core, id: &str) -> Result<Sandbox, CoreError> {
     if let Err(e) = standby::create_lease_dir(&sandbox_dir, handle.uid_base) {
         tracing::warn!(sandbox = id, "creating /run/burrow/leases: {e}");
     }
-    crate::metering::started(state, id);
+    crate::metering::started(core, id);
     tracing::info!(sandbox = id, "sandbox restarted from its files");
-    describe_full(state, get(state, id).await?).await
+    describe_full(core, get(core, id).await?).await
 }
 
 fn restart_refused(id: &str, why: &str) -> CoreError {
@@ -340,27 +335,27 @@ pub fn with_policy(sandbox: &mut Sandbox, policy: burrow_store::SandboxPolicy) {
 }
 
 /// The API view of a sandbox including its retention policy.
-pub async fn describe_full(state: &Core, rec: SandboxRecord) -> Result<Sandbox, CoreError> {
-    let policy = state.store.sandbox_policy(&rec.id).await?;
-    let mut sandbox = describe(state, rec);
+pub async fn describe_full(core: &Core, rec: SandboxRecord) -> Result<Sandbox, CoreError> {
+    let policy = core.store.sandbox_policy(&rec.id).await?;
+    let mut sandbox = describe(core, rec);
     with_policy(&mut sandbox, policy);
     Ok(sandbox)
 }
 
 /// Replaces a sandbox's expiry policy (ZDR is fixed at creation).
 pub async fn set_expiration(
-    state: &Core,
+    core: &Core,
     id: &str,
     expiration: burrow_types::Expiration,
 ) -> Result<Sandbox, CoreError> {
     retention::validate(&expiration)?;
-    let record = get(state, id).await?;
-    let mut policy = state.store.sandbox_policy(id).await?;
+    let record = get(core, id).await?;
+    let mut policy = core.store.sandbox_policy(id).await?;
     policy.expiration = expiration;
-    if !state.store.set_sandbox_policy(id, &policy).await? {
+    if !core.store.set_sandbox_policy(id, &policy).await? {
         return Err(CoreError::sandbox_not_found(id));
     }
-    let mut sandbox = describe(state, record);
+    let mut sandbox = describe(core, record);
     with_policy(&mut sandbox, policy);
     Ok(sandbox)
 }
@@ -377,27 +372,27 @@ fn load_idle_timeout(sandbox_dir: &std::path::Path) -> Option<Duration> {
 }
 
 /// Undoes a failed create: runtime resources first, then the row.
-async fn abandon(state: &Core, id: &str) {
-    if let Err(e) = state.runtime.destroy(id).await {
+async fn abandon(core: &Core, id: &str) {
+    if let Err(e) = core.runtime.destroy(id).await {
         tracing::error!(sandbox = id, "cleanup after a failed create: {e}");
     }
-    if let Err(e) = state.store.delete_sandbox(id).await {
+    if let Err(e) = core.store.delete_sandbox(id).await {
         tracing::error!(sandbox = id, "removing the row of a failed create: {e}");
     }
-    forget(state, id);
+    forget(core, id);
 }
 
 /// The sandbox's record, or `NotFound`.
-pub async fn get(state: &Core, id: &str) -> Result<SandboxRecord, CoreError> {
+pub async fn get(core: &Core, id: &str) -> Result<SandboxRecord, CoreError> {
     if !burrow_types::is_valid_sandbox_id(id) {
         return Err(CoreError::sandbox_not_found(id));
     }
-    let record = state
+    let record = core
         .store
         .get_sandbox(id)
         .await?
         .ok_or_else(|| CoreError::sandbox_not_found(id))?;
-    observe(state, record).await
+    observe(core, record).await
 }
 
 /// Reason recorded for sandboxes whose init died while the daemon was running.
@@ -405,12 +400,12 @@ pub const EXITED: &str = "sandbox processes exited unexpectedly";
 
 /// A `running` record whose init is gone (killed, OOM, crashed) is marked `error`, so clients see
 /// the truth instead of agent timeouts. Its resources are released when it is deleted.
-pub async fn observe(state: &Core, mut record: SandboxRecord) -> Result<SandboxRecord, CoreError> {
+pub async fn observe(core: &Core, mut record: SandboxRecord) -> Result<SandboxRecord, CoreError> {
     if record.state != SandboxState::Running {
         return Ok(record);
     }
     // In deep standby (or on the way in or out of it) no process runs, by design.
-    if state
+    if core
         .power
         .get(&record.id)
         .is_some_and(|p| p.power() != Power::Awake)
@@ -424,10 +419,10 @@ pub async fn observe(state: &Core, mut record: SandboxRecord) -> Result<SandboxR
     else {
         return Ok(record);
     };
-    if state.runtime.is_alive(&handle) {
+    if core.runtime.is_alive(&handle) {
         return Ok(record);
     }
-    state.store.mark_sandbox_error(&record.id, EXITED).await?;
+    core.store.mark_sandbox_error(&record.id, EXITED).await?;
     record.state = SandboxState::Error;
     record.error = Some(EXITED.to_string());
     record.handle_json = None;
@@ -439,15 +434,15 @@ pub async fn observe(state: &Core, mut record: SandboxRecord) -> Result<SandboxR
 /// woken first. The returned `activity` keeps it awake until dropped; `source` (`exec`, `files`,
 /// `pty`, `tunnel`, `proxy`) is recorded as the sandbox's last activity.
 pub async fn running_as(
-    state: &Core,
+    core: &Core,
     id: &str,
     source: &'static str,
 ) -> Result<RunningSandbox, CoreError> {
-    let (mut record, mut handle) = running_record(state, id).await?;
-    let (guard, restored) = enter(state, id, source).await?;
+    let (mut record, mut handle) = running_record(core, id).await?;
+    let (guard, restored) = enter(core, id, source).await?;
     if restored {
         // A restore gave init a new host pid.
-        (record, handle) = running_record(state, id).await?;
+        (record, handle) = running_record(core, id).await?;
     }
     let activity = Arc::new(guard);
     Ok(RunningSandbox {
@@ -464,19 +459,19 @@ pub async fn running_as(
 /// so no entry while a delete is in flight, and a new entry stays only if the row is still
 /// there after it was inserted (a delete that finished before has forgotten the sandbox and
 /// would never remove it; one that removes the row later forgets it after).
-async fn power_of(state: &Core, id: &str) -> Result<Arc<SandboxPower>, CoreError> {
-    if let Some(power) = state.power.get(id) {
+async fn power_of(core: &Core, id: &str) -> Result<Arc<SandboxPower>, CoreError> {
+    if let Some(power) = core.power.get(id) {
         return Ok(power);
     }
-    if state.deletes.in_flight(id) {
+    if core.deletes.in_flight(id) {
         return Err(CoreError::sandbox_not_found(id));
     }
-    let fresh = SandboxPower::new(state.config.default_idle_timeout, Power::Awake);
-    let power = state.power.get_or_insert(id, fresh);
-    match state.store.get_sandbox(id).await? {
+    let fresh = SandboxPower::new(core.config.default_idle_timeout, Power::Awake);
+    let power = core.power.get_or_insert(id, fresh);
+    match core.store.get_sandbox(id).await? {
         Some(rec) if rec.state == SandboxState::Running => Ok(power),
         _ => {
-            state.power.remove_if(id, &power);
+            core.power.remove_if(id, &power);
             Err(CoreError::sandbox_not_found(id))
         }
     }
@@ -486,11 +481,11 @@ async fn power_of(state: &Core, id: &str) -> Result<Arc<SandboxPower>, CoreError
 /// wake: the first claims it, the others wait for it to settle. Also says whether the sandbox
 /// was restored from deep standby meanwhile (its handle changed).
 async fn enter(
-    state: &Core,
+    core: &Core,
     id: &str,
     source: &'static str,
 ) -> Result<(ActivityGuard, bool), CoreError> {
-    let power = power_of(state, id).await?;
+    let power = power_of(core, id).await?;
     let mut restored = false;
     loop {
         match power.enter(source) {
@@ -502,7 +497,7 @@ async fn enter(
             }
             Entry::MustWake(tier) => {
                 restored |= tier == StandbyTier::Deep;
-                wake(state, id, &power, tier).await?;
+                wake(core, id, &power, tier).await?;
             }
         }
     }
@@ -510,25 +505,25 @@ async fn enter(
 
 /// Wakes a sandbox whose wake this caller claimed: thaw (warm) or CRIU restore (deep).
 async fn wake(
-    state: &Core,
+    core: &Core,
     id: &str,
     power: &SandboxPower,
     tier: StandbyTier,
 ) -> Result<(), CoreError> {
     let started = std::time::Instant::now();
     let woke = match tier {
-        StandbyTier::Warm => standby::thaw(&state.runtime, id)
+        StandbyTier::Warm => standby::thaw(&core.runtime, id)
             .await
             .map_err(|e| standby_failed(id, "resume", &e)),
-        StandbyTier::Deep => restore(state, id).await,
+        StandbyTier::Deep => restore(core, id).await,
     };
     power.finish_wake(woke.is_ok());
-    crate::metering::power_changed(state, id);
+    crate::metering::power_changed(core, id);
     woke?;
-    state.metrics.woke(started.elapsed());
+    core.metrics.woke(started.elapsed());
     // Off the wake's path: the request goes on while the cap is enforced.
     tokio::spawn(crate::workspaces::enforce_awake_cap(
-        state.clone(),
+        core.clone(),
         id.to_string(),
     ));
     tracing::debug!(sandbox = id, ?tier, elapsed = ?started.elapsed(), "resumed");
@@ -536,15 +531,14 @@ async fn wake(
 }
 
 /// Restores a checkpointed sandbox and records its new handle (init has a new host pid).
-async fn restore(state: &Core, id: &str) -> Result<(), CoreError> {
-    let handle = state
+async fn restore(core: &Core, id: &str) -> Result<(), CoreError> {
+    let handle = core
         .runtime
         .restore(id)
         .await
         .map_err(|e| standby_failed(id, "restore from deep standby", &e))?;
     let json = serde_json::to_string(&handle).expect("a handle always serialises");
-    state
-        .store
+    core.store
         .mark_sandbox_running(id, &json, &handle.ip.to_string())
         .await?;
     Ok(())
@@ -560,13 +554,13 @@ fn standby_failed(id: &str, what: &str, e: &dyn std::fmt::Display) -> CoreError 
 /// Puts a sandbox to standby. Already asleep (warm for a warm request, deep for a deep one):
 /// nothing to do. Open streams do not prevent an explicit warm standby: they pause with the
 /// sandbox and continue when it wakes; a deep standby cuts them (no process is left).
-pub async fn standby(state: &Core, id: &str, deep: bool) -> Result<(), CoreError> {
-    running_record(state, id).await?;
-    refuse_if_zdr(state, id).await?;
+pub async fn standby(core: &Core, id: &str, deep: bool) -> Result<(), CoreError> {
+    running_record(core, id).await?;
+    refuse_if_zdr(core, id).await?;
     if deep {
-        return deep_standby(state, id, None).await;
+        return deep_standby(core, id, None).await;
     }
-    let power = power_of(state, id).await?;
+    let power = power_of(core, id).await?;
     loop {
         match power.begin_sleep(false) {
             SleepClaim::Claimed => break,
@@ -574,7 +568,7 @@ pub async fn standby(state: &Core, id: &str, deep: bool) -> Result<(), CoreError
             SleepClaim::InTransition | SleepClaim::Busy => power.settled().await,
         }
     }
-    sleep(state, id, &power).await
+    sleep(core, id, &power).await
 }
 
 /// Deep standby: CRIU checkpoint to `<sandbox_dir>/checkpoint/`, from awake or from warm
@@ -582,17 +576,17 @@ pub async fn standby(state: &Core, id: &str, deep: bool) -> Result<(), CoreError
 /// warm standby that long; anything else is left alone). `Unavailable` if the runtime cannot checkpoint
 /// this sandbox (host netns mode); 500 if CRIU fails (the sandbox stays as it was).
 pub async fn deep_standby(
-    state: &Core,
+    core: &Core,
     id: &str,
     only_if_warm_for: Option<Duration>,
 ) -> Result<(), CoreError> {
-    if let Err(e) = state.runtime.can_checkpoint(id) {
+    if let Err(e) = core.runtime.can_checkpoint(id) {
         return Err(CoreError::Unavailable {
             code: codes::STANDBY_FAILED,
             message: format!("deep standby of sandbox {id} is not available: {e}"),
         });
     }
-    let power = power_of(state, id).await?;
+    let power = power_of(core, id).await?;
     loop {
         match power.begin_deep(only_if_warm_for) {
             DeepClaim::FromAwake | DeepClaim::FromWarm => break,
@@ -603,11 +597,11 @@ pub async fn deep_standby(
         }
     }
     let started = std::time::Instant::now();
-    match state.runtime.checkpoint(id).await {
+    match core.runtime.checkpoint(id).await {
         Ok(info) => {
             power.finish_deep(Some(info.image_bytes));
-            crate::metering::power_changed(state, id);
-            state.metrics.slept(started.elapsed());
+            crate::metering::power_changed(core, id);
+            core.metrics.slept(started.elapsed());
             tracing::info!(sandbox = id, image_bytes = info.image_bytes,
                 elapsed = ?started.elapsed(), "deep standby");
             Ok(())
@@ -620,43 +614,43 @@ pub async fn deep_standby(
 }
 
 /// The idle timer's standby: only if the sandbox is still idle when the claim is made.
-pub async fn standby_if_idle(state: &Core, id: &str) -> Result<(), CoreError> {
-    let Some(power) = state.power.get(id) else {
+pub async fn standby_if_idle(core: &Core, id: &str) -> Result<(), CoreError> {
+    let Some(power) = core.power.get(id) else {
         return Ok(());
     };
-    if state.deletes.in_flight(id) {
+    if core.deletes.in_flight(id) {
         return Ok(());
     }
-    match state.store.get_sandbox(id).await? {
+    match core.store.get_sandbox(id).await? {
         Some(record) if record.state == SandboxState::Running => {}
         // Failed (its processes died): nothing to freeze; it stays until deleted.
         Some(_) => {
-            state.power.remove(id);
+            core.power.remove(id);
             return Ok(());
         }
         // A delete forgets the sandbox itself; this is the backstop, so the timer can never
         // retry a sandbox that is gone, forever.
         None => {
-            if !state.deletes.in_flight(id) {
+            if !core.deletes.in_flight(id) {
                 tracing::warn!(
                     sandbox = id,
                     "idle timer: the sandbox is gone; forgetting it"
                 );
-                forget(state, id);
+                forget(core, id);
             }
             return Ok(());
         }
     }
-    if state.store.sandbox_policy(id).await?.zdr {
+    if core.store.sandbox_policy(id).await?.zdr {
         // Its memory must never leave RAM: at idle timeout a ZDR sandbox is deleted instead.
         if power.idle_due() {
             tracing::info!(sandbox = id, "zero-data-retention sandbox idle: deleting");
-            return delete_because(state, id, retention::reasons::ZDR_IDLE, "system").await;
+            return delete_because(core, id, retention::reasons::ZDR_IDLE, "system").await;
         }
         return Ok(());
     }
-    if !state.config.standby_grace.is_zero() && power.begin_grace() {
-        let postpone = crate::pre_standby::run_hook(state, id).await;
+    if !core.config.standby_grace.is_zero() && power.begin_grace() {
+        let postpone = crate::pre_standby::run_hook(core, id).await;
         power.end_grace(postpone);
     }
     // Atomically re-checks idleness: activity or a lease during the hook keeps it awake.
@@ -664,12 +658,12 @@ pub async fn standby_if_idle(state: &Core, id: &str) -> Result<(), CoreError> {
         return Ok(());
     }
     tracing::debug!(sandbox = id, "idle: going to standby");
-    sleep(state, id, &power).await
+    sleep(core, id, &power).await
 }
 
 /// `Refused` for zero-data-retention sandboxes: standby would page their memory out.
-async fn refuse_if_zdr(state: &Core, id: &str) -> Result<(), CoreError> {
-    if state.store.sandbox_policy(id).await?.zdr {
+async fn refuse_if_zdr(core: &Core, id: &str) -> Result<(), CoreError> {
+    if core.store.sandbox_policy(id).await?.zdr {
         return Err(CoreError::Refused {
             code: codes::STANDBY_REFUSED,
             message: format!(
@@ -680,21 +674,21 @@ async fn refuse_if_zdr(state: &Core, id: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
-async fn sleep(state: &Core, id: &str, power: &SandboxPower) -> Result<(), CoreError> {
+async fn sleep(core: &Core, id: &str, power: &SandboxPower) -> Result<(), CoreError> {
     let started = std::time::Instant::now();
-    let frozen = standby::freeze(&state.runtime, id, &state.swap).await;
+    let frozen = standby::freeze(&core.runtime, id, &core.swap).await;
     power.finish_sleep(frozen.is_ok(), StandbyTier::Warm);
-    crate::metering::power_changed(state, id);
+    crate::metering::power_changed(core, id);
     if frozen.is_ok() {
-        state.metrics.slept(started.elapsed());
+        core.metrics.slept(started.elapsed());
     }
     frozen.map_err(|e| standby_failed(id, "standby", &e))
 }
 
 /// Wakes a sleeping sandbox; returns whether it was asleep. Counts as activity.
-pub async fn resume(state: &Core, id: &str) -> Result<bool, CoreError> {
-    running_record(state, id).await?;
-    let power = power_of(state, id).await?;
+pub async fn resume(core: &Core, id: &str) -> Result<bool, CoreError> {
+    running_record(core, id).await?;
+    let power = power_of(core, id).await?;
     let mut was_asleep = false;
     loop {
         match power.enter("resume") {
@@ -705,7 +699,7 @@ pub async fn resume(state: &Core, id: &str) -> Result<bool, CoreError> {
             }
             Entry::MustWake(tier) => {
                 was_asleep = true;
-                wake(state, id, &power, tier).await?;
+                wake(core, id, &power, tier).await?;
             }
         }
     }
@@ -713,10 +707,10 @@ pub async fn resume(state: &Core, id: &str) -> Result<bool, CoreError> {
 
 /// A running sandbox's record and handle (asleep or awake), or `NotFound` / `Refused`.
 pub(crate) async fn running_record(
-    state: &Core,
+    core: &Core,
     id: &str,
 ) -> Result<(SandboxRecord, SandboxHandle), CoreError> {
-    let record = get(state, id).await?;
+    let record = get(core, id).await?;
     let handle = match (&record.state, &record.handle_json) {
         (SandboxState::Running, Some(json)) => serde_json::from_str::<SandboxHandle>(json)
             .map_err(|e| CoreError::internal(format!("stored handle of {id} is invalid: {e}")))?,
@@ -739,8 +733,8 @@ pub(crate) async fn running_record(
 }
 
 /// Destroys a sandbox's processes and resources at a caller's request (see [`delete_because`]).
-pub async fn delete(state: &Core, id: &str) -> Result<(), CoreError> {
-    delete_because(state, id, retention::reasons::API, "api").await
+pub async fn delete(core: &Core, id: &str) -> Result<(), CoreError> {
+    delete_because(core, id, retention::reasons::API, "api").await
 }
 
 /// Destroys a sandbox's processes and resources, discards the freed blocks, deletes its row and
@@ -750,7 +744,7 @@ pub async fn delete(state: &Core, id: &str) -> Result<(), CoreError> {
 /// Idempotent under concurrency: a delete of a sandbox that is being deleted waits for that delete
 /// and then succeeds as if it had done it; a delete of a sandbox that is already gone is `NotFound`.
 pub async fn delete_because(
-    state: &Core,
+    core: &Core,
     id: &str,
     reason: &'static str,
     deleted_by: &str,
@@ -758,32 +752,32 @@ pub async fn delete_because(
     if !burrow_types::is_valid_sandbox_id(id) {
         return Err(CoreError::sandbox_not_found(id));
     }
-    let turn = state.deletes.wait_turn(id).await;
-    if turn.waited && state.store.get_sandbox(id).await?.is_none() {
+    let turn = core.deletes.wait_turn(id).await;
+    if turn.waited && core.store.get_sandbox(id).await?.is_none() {
         // The delete we waited for did it.
         return Ok(());
     }
-    let record = get(state, id).await?;
-    let policy = state.store.sandbox_policy(id).await?;
+    let record = get(core, id).await?;
+    let policy = core.store.sandbox_policy(id).await?;
     // The last usage sample covers the time up to the delete.
-    crate::metering::sample(state, id, record.handle_json.as_deref()).await;
-    let swapped = standby::memcg_bytes(&state.runtime, id).map_or(0, |(_, swap)| swap);
+    crate::metering::sample(core, id, record.handle_json.as_deref()).await;
+    let swapped = standby::memcg_bytes(&core.runtime, id).map_or(0, |(_, swap)| swap);
     let processes =
-        std::fs::read_to_string(state.runtime.cgroup_dir("pids", id).join("pids.current"))
+        std::fs::read_to_string(core.runtime.cgroup_dir("pids", id).join("pids.current"))
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0);
-    let dir = state.runtime.sandbox_dir(id);
+    let dir = core.runtime.sandbox_dir(id);
     let mut erased =
         tokio::task::spawn_blocking(move || retention::measure(&dir, swapped, processes))
             .await
             .map_err(|e| CoreError::internal(format!("measuring the sandbox: {e}")))?;
     // From here on the timers leave it alone (a request racing with the delete cannot register
     // it again: see `power_of`).
-    state.power.remove(id);
+    core.power.remove(id);
     // The runtime kills frozen sandboxes too (it freezes, kills, then thaws).
-    state.runtime.destroy(id).await?;
-    let sandboxes_dir = state.config.data_dir.join("sandboxes");
+    core.runtime.destroy(id).await?;
+    let sandboxes_dir = core.config.data_dir.join("sandboxes");
     match retention::discard_freed_blocks(&sandboxes_dir).await {
         Ok(note) => {
             erased.blocks_discarded = true;
@@ -796,7 +790,7 @@ pub async fn delete_because(
                 .push(format!("freed blocks NOT discarded: {e}"));
         }
     }
-    let usage = state.store.usage(id).await?;
+    let usage = core.store.usage(id).await?;
     let tombstone = burrow_types::Tombstone {
         id: id.to_string(),
         template: record.template,
@@ -810,10 +804,10 @@ pub async fn delete_because(
         workspace_id: record.workspace_id.clone(),
     };
     // The tombstone first: a crash in between leaves a record, never an unrecorded deletion.
-    state.store.insert_tombstone(&tombstone).await?;
-    state.store.delete_sandbox(id).await?;
-    forget(state, id);
-    state.metrics.deleted(reason);
+    core.store.insert_tombstone(&tombstone).await?;
+    core.store.delete_sandbox(id).await?;
+    forget(core, id);
+    core.metrics.deleted(reason);
     drop(turn);
     Ok(())
 }
@@ -821,11 +815,11 @@ pub async fn delete_because(
 /// Drops everything kept in memory about a sandbox that no longer exists: its power state (so the
 /// idle and deep-after timers stop looking at it), its usage meter, its E2B lifecycle (end time)
 /// and E2B metric samples. Every path that removes a sandbox's row calls it.
-pub fn forget(state: &Core, id: &str) {
-    state.power.remove(id);
-    state.sandbox_owners.remove(id);
-    crate::metering::forget(state, id);
-    for hook in state.forget_hooks.iter() {
+pub fn forget(core: &Core, id: &str) {
+    core.power.remove(id);
+    core.sandbox_owners.remove(id);
+    crate::metering::forget(core, id);
+    for hook in core.forget_hooks.iter() {
         hook(id);
     }
 }
@@ -900,8 +894,8 @@ pub const GONE_AFTER_RESTART: &str = "sandbox processes were gone after a restar
 
 /// After a start: rows left in `creating` by a crash are destroyed and removed; the runtime adopts
 /// live sandboxes and releases dead ones, which are marked `error`.
-pub async fn reconcile(state: &Core) -> Result<(), CoreError> {
-    let creating = state
+pub async fn reconcile(core: &Core) -> Result<(), CoreError> {
+    let creating = core
         .store
         .list_sandboxes(burrow_store::SandboxFilter {
             state: Some(SandboxState::Creating),
@@ -914,18 +908,17 @@ pub async fn reconcile(state: &Core) -> Result<(), CoreError> {
             sandbox = rec.id,
             "removing a sandbox whose creation was interrupted"
         );
-        state.runtime.destroy(&rec.id).await?;
-        state.store.delete_sandbox(&rec.id).await?;
-        forget(state, &rec.id);
+        core.runtime.destroy(&rec.id).await?;
+        core.store.delete_sandbox(&rec.id).await?;
+        forget(core, &rec.id);
     }
-    let known = state.store.sandbox_ids().await?;
-    let report = state.runtime.reconcile(&known).await?;
+    let known = core.store.sandbox_ids().await?;
+    let report = core.runtime.reconcile(&known).await?;
     for id in &report.dead {
-        if let Some(rec) = state.store.get_sandbox(id).await?
+        if let Some(rec) = core.store.get_sandbox(id).await?
             && rec.state == SandboxState::Running
         {
-            state
-                .store
+            core.store
                 .mark_sandbox_error(id, GONE_AFTER_RESTART)
                 .await?;
         }
@@ -937,7 +930,7 @@ pub async fn reconcile(state: &Core) -> Result<(), CoreError> {
         .chain(&report.checkpointed)
         .map(|h| h.id.as_str())
         .collect();
-    let running = state
+    let running = core
         .store
         .list_sandboxes(burrow_store::SandboxFilter {
             state: Some(SandboxState::Running),
@@ -947,8 +940,7 @@ pub async fn reconcile(state: &Core) -> Result<(), CoreError> {
         .await?;
     for rec in running {
         if !adopted.contains(rec.id.as_str()) {
-            state
-                .store
+            core.store
                 .mark_sandbox_error(&rec.id, GONE_AFTER_RESTART)
                 .await?;
         }
@@ -958,19 +950,18 @@ pub async fn reconcile(state: &Core) -> Result<(), CoreError> {
         // row must name it, or the first look at the sandbox would find the old init gone.
         let json = serde_json::to_string(handle)
             .map_err(|e| CoreError::internal(format!("sandbox handle: {e}")))?;
-        if let Some(rec) = state.store.get_sandbox(&handle.id).await?
+        if let Some(rec) = core.store.get_sandbox(&handle.id).await?
             && rec.state == SandboxState::Running
             && rec.handle_json.as_deref() != Some(json.as_str())
         {
-            state
-                .store
+            core.store
                 .mark_sandbox_running(&handle.id, &json, &handle.ip.to_string())
                 .await?;
         }
-        adopt_power(state, &handle.id).await;
+        adopt_power(core, &handle.id).await;
     }
     for handle in &report.checkpointed {
-        adopt_deep(state, &handle.id);
+        adopt_deep(core, &handle.id);
     }
     tracing::info!(
         adopted = report.adopted.len(),
@@ -983,9 +974,9 @@ pub async fn reconcile(state: &Core) -> Result<(), CoreError> {
 }
 
 /// Registers a sandbox adopted in deep standby: asleep until a request restores it.
-fn adopt_deep(state: &Core, id: &str) {
-    let dir = state.runtime.sandbox_dir(id);
-    let timeout = load_idle_timeout(&dir).unwrap_or(state.config.default_idle_timeout);
+fn adopt_deep(core: &Core, id: &str) {
+    let dir = core.runtime.sandbox_dir(id);
+    let timeout = load_idle_timeout(&dir).unwrap_or(core.config.default_idle_timeout);
     let since = std::fs::metadata(dir.join(burrow_runtime::CHECKPOINT_DIR))
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| std::time::SystemTime::now());
@@ -997,7 +988,7 @@ fn adopt_deep(state: &Core, id: &str) {
         },
     );
     power.set_image_bytes(image_size(&dir.join(burrow_runtime::CHECKPOINT_DIR)));
-    state.power.insert(id, power);
+    core.power.insert(id, power);
 }
 
 fn image_size(dir: &std::path::Path) -> u64 {
@@ -1015,21 +1006,21 @@ fn image_size(dir: &std::path::Path) -> u64 {
 
 /// Registers an adopted sandbox's power state: frozen ones stay asleep until a request wakes
 /// them; one caught half-frozen by a crash is thawed.
-async fn adopt_power(state: &Core, id: &str) {
-    let dir = state.runtime.sandbox_dir(id);
-    let timeout = load_idle_timeout(&dir).unwrap_or(state.config.default_idle_timeout);
-    let power = match standby::freezer_state(&state.runtime, id) {
+async fn adopt_power(core: &Core, id: &str) {
+    let dir = core.runtime.sandbox_dir(id);
+    let timeout = load_idle_timeout(&dir).unwrap_or(core.config.default_idle_timeout);
+    let power = match standby::freezer_state(&core.runtime, id) {
         Some(burrow_standby::freezer::FreezerState::Frozen) => Power::Asleep {
             since: std::time::SystemTime::now(),
             tier: StandbyTier::Warm,
         },
         Some(burrow_standby::freezer::FreezerState::Freezing) => {
-            if let Err(e) = standby::thaw(&state.runtime, id).await {
+            if let Err(e) = standby::thaw(&core.runtime, id).await {
                 tracing::warn!(sandbox = id, "thawing a half-frozen sandbox: {e}");
             }
             Power::Awake
         }
         _ => Power::Awake,
     };
-    state.power.insert(id, SandboxPower::new(timeout, power));
+    core.power.insert(id, SandboxPower::new(timeout, power));
 }

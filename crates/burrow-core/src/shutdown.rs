@@ -19,16 +19,16 @@ pub const RESUME_ON_START: &str = "resume-on-start";
 /// with [`DeepOnShutdown::All`] the awake ones first (their processes are doing something; each
 /// gets the marker), then those in warm standby. Zero-data-retention sandboxes are never
 /// written to disk: they stay awake and do not survive a host reboot.
-pub async fn deep_on_shutdown(state: &Core, mode: DeepOnShutdown, budget: Duration) {
+pub async fn deep_on_shutdown(core: &Core, mode: DeepOnShutdown, budget: Duration) {
     if mode == DeepOnShutdown::Off
-        || state.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox
+        || core.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox
     {
         return;
     }
     let deadline = Instant::now() + budget;
     let mut awake = Vec::new();
     let mut warm = Vec::new();
-    for (id, power) in state.power.all() {
+    for (id, power) in core.power.all() {
         match power.power() {
             Power::Awake if mode == DeepOnShutdown::All => awake.push(id),
             Power::Asleep {
@@ -53,18 +53,17 @@ pub async fn deep_on_shutdown(state: &Core, mode: DeepOnShutdown, budget: Durati
             );
             break;
         }
-        if was_awake && is_zdr(state, &id).await {
+        if was_awake && is_zdr(core, &id).await {
             continue;
         }
         // From awake: any state; from warm: only if it is still in warm standby.
         let only_if_warm_for = (!was_awake).then_some(Duration::ZERO);
-        match tokio::time::timeout(left, sandboxes::deep_standby(state, &id, only_if_warm_for))
-            .await
+        match tokio::time::timeout(left, sandboxes::deep_standby(core, &id, only_if_warm_for)).await
         {
             Ok(Ok(())) => {
                 checkpointed += 1;
                 if was_awake {
-                    mark_resume_on_start(&state.runtime.sandbox_dir(&id));
+                    mark_resume_on_start(&core.runtime.sandbox_dir(&id));
                 }
             }
             Ok(Err(e)) => tracing::warn!(sandbox = id, "shutdown: deep standby failed: {e}"),
@@ -81,8 +80,8 @@ pub async fn deep_on_shutdown(state: &Core, mode: DeepOnShutdown, budget: Durati
     }
 }
 
-async fn is_zdr(state: &Core, id: &str) -> bool {
-    match state.store.sandbox_policy(id).await {
+async fn is_zdr(core: &Core, id: &str) -> bool {
+    match core.store.sandbox_policy(id).await {
         Ok(policy) => policy.zdr,
         // Unknown policy: never risk writing a ZDR sandbox's memory to disk.
         Err(e) => {
@@ -104,10 +103,10 @@ fn mark_resume_on_start(dir: &Path) {
 /// they were awake. Each marker is removed before its restore is tried, so a sandbox that
 /// cannot be restored is not retried at every start (it stays in deep standby; a request
 /// tries again and reports the error).
-pub async fn resume_marked(state: Core) {
+pub async fn resume_marked(core: Core) {
     let mut resumed = 0;
-    for (id, power) in state.power.all() {
-        let marker = state.runtime.sandbox_dir(&id).join(RESUME_ON_START);
+    for (id, power) in core.power.all() {
+        let marker = core.runtime.sandbox_dir(&id).join(RESUME_ON_START);
         match std::fs::remove_file(&marker) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -125,7 +124,7 @@ pub async fn resume_marked(state: Core) {
         ) {
             continue;
         }
-        match sandboxes::resume(&state, &id).await {
+        match sandboxes::resume(&core, &id).await {
             Ok(_) => resumed += 1,
             Err(e) => tracing::warn!(
                 sandbox = id,

@@ -252,12 +252,12 @@ pub fn count_sandbox_leases(sandbox_dir: &Path) -> u32 {
 }
 
 /// Reads every awake sandbox's lease dir, then puts idle ones to sleep. Runs until aborted.
-pub async fn idle_loop(state: Core) {
+pub async fn idle_loop(core: Core) {
     let mut tick = tokio::time::interval(IDLE_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let awake: Vec<_> = state
+        let awake: Vec<_> = core
             .power
             .all()
             .into_iter()
@@ -265,7 +265,7 @@ pub async fn idle_loop(state: Core) {
             .collect();
         let dirs: Vec<_> = awake
             .iter()
-            .map(|(id, p)| (state.runtime.sandbox_dir(id), p.clone()))
+            .map(|(id, p)| (core.runtime.sandbox_dir(id), p.clone()))
             .collect();
         let _ = tokio::task::spawn_blocking(move || {
             for (dir, power) in dirs {
@@ -275,16 +275,16 @@ pub async fn idle_loop(state: Core) {
         .await;
         for (id, power) in awake {
             if power.idle_due() {
-                let state = state.clone();
+                let core = core.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = crate::sandboxes::standby_if_idle(&state, &id).await {
-                        state.metrics.idle_standby_failed();
+                    if let Err(e) = crate::sandboxes::standby_if_idle(&core, &id).await {
+                        core.metrics.idle_standby_failed();
                         tracing::warn!(sandbox = id, "idle standby failed: {e}");
                     }
                 });
             }
         }
-        deep_after_tick(&state);
+        deep_after_tick(&core);
     }
 }
 
@@ -292,11 +292,11 @@ pub async fn idle_loop(state: Core) {
 /// ~0.1 s); the next tick takes the next one. Which one: under host memory pressure
 /// (`MemAvailable` below `--deep-below-available-mb`) the one asleep the longest, whatever
 /// `--deep-after` says; otherwise one that has been in warm standby for `--deep-after`.
-fn deep_after_tick(state: &Core) {
-    if state.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox {
+fn deep_after_tick(core: &Core) {
+    if core.runtime.netns_mode() != burrow_runtime::NetnsMode::Sandbox {
         return;
     }
-    let all = state.power.all();
+    let all = core.power.all();
     if all.iter().any(|(_, p)| p.power() == Power::FallingAsleep) {
         return;
     }
@@ -313,8 +313,8 @@ fn deep_after_tick(state: &Core) {
     if warm.is_empty() {
         return;
     }
-    let after = state.config.deep_after;
-    let (wanted_warm_for, why) = if under_memory_pressure(state.config.deep_below_available) {
+    let after = core.config.deep_after;
+    let (wanted_warm_for, why) = if under_memory_pressure(core.config.deep_below_available) {
         warm.sort_by_key(|(since, _, _)| *since);
         (Duration::ZERO, "host memory pressure")
     } else if after.is_zero() {
@@ -324,13 +324,13 @@ fn deep_after_tick(state: &Core) {
     };
     let Some((_, id, _)) = warm
         .into_iter()
-        .find(|(_, id, p)| p.deep_due(wanted_warm_for) && state.runtime.can_checkpoint(id).is_ok())
+        .find(|(_, id, p)| p.deep_due(wanted_warm_for) && core.runtime.can_checkpoint(id).is_ok())
     else {
         return;
     };
-    let state = state.clone();
+    let core = core.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::sandboxes::deep_standby(&state, &id, Some(wanted_warm_for)).await {
+        if let Err(e) = crate::sandboxes::deep_standby(&core, &id, Some(wanted_warm_for)).await {
             tracing::warn!(sandbox = id, "deep standby ({why}) failed: {e}");
         }
     });

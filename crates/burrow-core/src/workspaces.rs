@@ -108,9 +108,9 @@ pub fn quotas_of(tiers: &Tiers, rec: &WorkspaceRecord) -> Quotas {
     base.with(&overrides_of(rec))
 }
 
-async fn info(state: &Core, rec: WorkspaceRecord) -> Result<WorkspaceInfo, CoreError> {
-    let counts = state.store.workspace_counts(&rec.id).await?;
-    let load = load_of(state, &rec.id).await?;
+async fn info(core: &Core, rec: WorkspaceRecord) -> Result<WorkspaceInfo, CoreError> {
+    let counts = core.store.workspace_counts(&rec.id).await?;
+    let load = load_of(core, &rec.id).await?;
     Ok(WorkspaceInfo {
         in_use: InUse {
             sandboxes: load.sandboxes,
@@ -120,7 +120,7 @@ async fn info(state: &Core, rec: WorkspaceRecord) -> Result<WorkspaceInfo, CoreE
             disk_mb: load.disk_mb,
             creates_last_minute: load.creates_last_minute,
         },
-        quotas: quotas_of(&state.tiers, &rec),
+        quotas: quotas_of(&core.tiers, &rec),
         overrides: overrides_of(&rec),
         id: rec.id,
         name: rec.name,
@@ -141,11 +141,11 @@ fn not_found(name: &str) -> CoreError {
 
 /// The workspace named `name` if the principal may see it (its own, or any for the operator).
 pub async fn find(
-    state: &Core,
+    core: &Core,
     principal: &Principal,
     name: &str,
 ) -> Result<WorkspaceRecord, CoreError> {
-    let rec = state
+    let rec = core
         .store
         .workspace_by_name(name)
         .await?
@@ -159,40 +159,40 @@ pub async fn find(
 /// The workspace a call acts in: the caller's own; for the operator, the one it names, or
 /// `default`.
 pub async fn acting_in(
-    state: &Core,
+    core: &Core,
     principal: &Principal,
     named: Option<&str>,
 ) -> Result<WorkspaceRecord, CoreError> {
     match (principal.workspace_name(), named) {
         (Some(own), Some(name)) if own != name => Err(not_found(name)),
-        (Some(own), _) => find(state, principal, own).await,
-        (None, Some(name)) => find(state, principal, name).await,
-        (None, None) => find(state, principal, workspace::DEFAULT_WORKSPACE_NAME).await,
+        (Some(own), _) => find(core, principal, own).await,
+        (None, Some(name)) => find(core, principal, name).await,
+        (None, None) => find(core, principal, workspace::DEFAULT_WORKSPACE_NAME).await,
     }
 }
 
 /// The workspace filter of a list: the caller's own; for the operator, the one it names or all.
 pub async fn list_filter(
-    state: &Core,
+    core: &Core,
     principal: &Principal,
     named: Option<&str>,
 ) -> Result<Option<String>, CoreError> {
     if principal.is_operator() && named.is_none() {
         return Ok(None);
     }
-    Ok(Some(acting_in(state, principal, named).await?.id))
+    Ok(Some(acting_in(core, principal, named).await?.id))
 }
 
-pub async fn create(state: &Core, req: CreateWorkspace) -> Result<WorkspaceInfo, CoreError> {
+pub async fn create(core: &Core, req: CreateWorkspace) -> Result<WorkspaceInfo, CoreError> {
     workspace::validate_name(&req.name)?;
     let tier = req.tier.unwrap_or_else(|| quota::DEFAULT_TIER.to_string());
-    state.tiers.require(&tier)?;
+    core.tiers.require(&tier)?;
     let overrides = req.quotas.unwrap_or_default();
     overrides.validate()?;
     let mut bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut bytes);
     let id = format!("ws_{}", hex::encode(bytes));
-    let rec = match state.store.insert_workspace(&id, &req.name, &tier).await {
+    let rec = match core.store.insert_workspace(&id, &req.name, &tier).await {
         Ok(rec) => rec,
         Err(StoreError::DuplicateName(name)) => {
             return Err(CoreError::Conflict(format!(
@@ -203,41 +203,41 @@ pub async fn create(state: &Core, req: CreateWorkspace) -> Result<WorkspaceInfo,
     };
     if overrides != Quotas::default() {
         let json = serde_json::to_string(&overrides).expect("quotas serialise");
-        state.store.update_workspace(&id, &tier, &json).await?;
+        core.store.update_workspace(&id, &tier, &json).await?;
     }
-    let rec = state.store.workspace(&id).await?.unwrap_or(rec);
-    info(state, rec).await
+    let rec = core.store.workspace(&id).await?.unwrap_or(rec);
+    info(core, rec).await
 }
 
-pub async fn list(state: &Core, principal: &Principal) -> Result<Vec<WorkspaceInfo>, CoreError> {
+pub async fn list(core: &Core, principal: &Principal) -> Result<Vec<WorkspaceInfo>, CoreError> {
     let mut out = Vec::new();
-    for rec in state.store.list_workspaces().await? {
+    for rec in core.store.list_workspaces().await? {
         if principal.sees(&rec.id) {
-            out.push(info(state, rec).await?);
+            out.push(info(core, rec).await?);
         }
     }
     Ok(out)
 }
 
 pub async fn get(
-    state: &Core,
+    core: &Core,
     principal: &Principal,
     name: &str,
 ) -> Result<WorkspaceInfo, CoreError> {
-    info(state, find(state, principal, name).await?).await
+    info(core, find(core, principal, name).await?).await
 }
 
 /// Changes a workspace's tier or overrides. New limits apply to new work (and to the
 /// standby-age cap); awake sandboxes are never stopped by it.
 pub async fn update(
-    state: &Core,
+    core: &Core,
     principal: &Principal,
     name: &str,
     req: UpdateWorkspace,
 ) -> Result<WorkspaceInfo, CoreError> {
-    let rec = find(state, principal, name).await?;
+    let rec = find(core, principal, name).await?;
     let tier = req.tier.unwrap_or(rec.tier.clone());
-    state.tiers.require(&tier)?;
+    core.tiers.require(&tier)?;
     let overrides = match req.quotas {
         Some(q) => {
             q.validate()?;
@@ -246,25 +246,25 @@ pub async fn update(
         None => overrides_of(&rec),
     };
     let json = serde_json::to_string(&overrides).expect("quotas serialise");
-    state.store.update_workspace(&rec.id, &tier, &json).await?;
-    let rec = state
+    core.store.update_workspace(&rec.id, &tier, &json).await?;
+    let rec = core
         .store
         .workspace(&rec.id)
         .await?
         .ok_or_else(|| not_found(name))?;
-    info(state, rec).await
+    info(core, rec).await
 }
 
 /// Removes a workspace. Refused (`Conflict`) while it owns sandboxes or templates, unless `force`:
 /// then its sandboxes are deleted (each with its erasure record, reason `workspace-removed`) and
 /// its templates removed first. Its keys are revoked. The `default` workspace stays.
 pub async fn remove(
-    state: &Core,
+    core: &Core,
     principal: &Principal,
     name: &str,
     force: bool,
 ) -> Result<(), CoreError> {
-    let rec = find(state, principal, name).await?;
+    let rec = find(core, principal, name).await?;
     if rec.id == workspace::DEFAULT_WORKSPACE_ID {
         return Err(CoreError::Invalid(
             "the default workspace cannot be removed (it holds everything made before \
@@ -272,7 +272,7 @@ pub async fn remove(
                 .into(),
         ));
     }
-    let counts = state.store.workspace_counts(&rec.id).await?;
+    let counts = core.store.workspace_counts(&rec.id).await?;
     if !force && (counts.sandboxes > 0 || counts.templates > 0) {
         return Err(CoreError::Conflict(format!(
             "workspace '{name}' owns {} sandboxes and {} templates; delete them first, or \
@@ -285,22 +285,22 @@ pub async fn remove(
             workspace_id: Some(rec.id.clone()),
             ..Default::default()
         };
-        for sandbox in state.store.list_sandboxes(filter).await? {
+        for sandbox in core.store.list_sandboxes(filter).await? {
             crate::sandboxes::delete_because(
-                state,
+                core,
                 &sandbox.id,
                 crate::retention::reasons::WORKSPACE_REMOVED,
                 &principal.key_id,
             )
             .await?;
         }
-        for (template, owner) in state.store.template_owners().await? {
+        for (template, owner) in core.store.template_owners().await? {
             if owner == rec.id {
-                crate::templates::remove_template(state, &template).await?;
+                crate::templates::remove_template(core, &template).await?;
             }
         }
     }
-    state.store.delete_workspace(&rec.id).await?;
+    core.store.delete_workspace(&rec.id).await?;
     Ok(())
 }
 
@@ -352,14 +352,14 @@ pub struct Admitted {
 }
 
 /// What a workspace holds now (its rows; awake = not asleep per the power registry).
-pub async fn load_of(state: &Core, workspace_id: &str) -> Result<Load, CoreError> {
+pub async fn load_of(core: &Core, workspace_id: &str) -> Result<Load, CoreError> {
     let mut load = Load::default();
-    for s in state.store.workspace_sandbox_sizes(workspace_id).await? {
+    for s in core.store.workspace_sandbox_sizes(workspace_id).await? {
         load.sandboxes += 1;
         load.disk_mb += s.disk_mb;
         let awake = match SandboxState::parse(&s.state) {
             Some(SandboxState::Creating) => true,
-            Some(SandboxState::Running) => !state.power.is_asleep(&s.id),
+            Some(SandboxState::Running) => !core.power.is_asleep(&s.id),
             _ => false,
         };
         if awake {
@@ -368,31 +368,29 @@ pub async fn load_of(state: &Core, workspace_id: &str) -> Result<Load, CoreError
             load.awake_memory_mb += s.memory_mb;
         }
     }
-    load.creates_last_minute = state.quotas.creates_last_minute(workspace_id);
+    load.creates_last_minute = core.quotas.creates_last_minute(workspace_id);
     Ok(load)
 }
 
 /// Admits a create of size `ask` in workspace `rec`, or refuses it with a `Quota` error naming the limit.
 pub async fn admit_create(
-    state: &Core,
+    core: &Core,
     rec: &WorkspaceRecord,
     ask: Ask,
 ) -> Result<Admitted, CoreError> {
-    let guard = state.quotas.lock_for(&rec.id).lock_owned().await;
-    let quotas = quotas_of(&state.tiers, rec);
-    let load = load_of(state, &rec.id).await?;
+    let guard = core.quotas.lock_for(&rec.id).lock_owned().await;
+    let quotas = quotas_of(&core.tiers, rec);
+    let load = load_of(core, &rec.id).await?;
     quota::check_create(&rec.name, &quotas, &load, &ask)?;
-    state.quotas.record_create(&rec.id);
+    core.quotas.record_create(&rec.id);
     Ok(Admitted { _guard: guard })
 }
 
 /// Standby-age caps per workspace id (`None`: indefinite).
-pub async fn standby_age_caps(
-    state: &Core,
-) -> Result<HashMap<String, Option<Duration>>, CoreError> {
+pub async fn standby_age_caps(core: &Core) -> Result<HashMap<String, Option<Duration>>, CoreError> {
     let mut caps = HashMap::new();
-    for rec in state.store.list_workspaces().await? {
-        let cap = quotas_of(&state.tiers, &rec).standby_age().unwrap_or(None);
+    for rec in core.store.list_workspaces().await? {
+        let cap = quotas_of(&core.tiers, &rec).standby_age().unwrap_or(None);
         caps.insert(rec.id, cap);
     }
     Ok(caps)
@@ -407,17 +405,17 @@ const CAP_MIN_IDLE: Duration = Duration::from_secs(1);
 /// refused: a request to a sleeping sandbox is held, never failed). Sandboxes with work in
 /// flight (a stream, a lease) or active within the last second are left awake, so the cap may
 /// be exceeded until they go idle; nothing awake is ever killed.
-pub async fn enforce_awake_cap(state: Core, woken: String) {
-    let Ok(Some(workspace)) = crate::owners::sandbox_owner(&state, &woken).await else {
+pub async fn enforce_awake_cap(core: Core, woken: String) {
+    let Ok(Some(workspace)) = crate::owners::sandbox_owner(&core, &woken).await else {
         return;
     };
-    let Ok(Some(rec)) = state.store.workspace(&workspace).await else {
+    let Ok(Some(rec)) = core.store.workspace(&workspace).await else {
         return;
     };
-    let Some(cap) = quotas_of(&state.tiers, &rec).max_awake_sandboxes else {
+    let Some(cap) = quotas_of(&core.tiers, &rec).max_awake_sandboxes else {
         return;
     };
-    let Ok(sizes) = state.store.workspace_sandbox_sizes(&workspace).await else {
+    let Ok(sizes) = core.store.workspace_sandbox_sizes(&workspace).await else {
         return;
     };
     let mut awake: Vec<(Duration, String)> = Vec::new();
@@ -426,7 +424,7 @@ pub async fn enforce_awake_cap(state: Core, woken: String) {
         match SandboxState::parse(&s.state) {
             Some(SandboxState::Creating) => awake_count += 1,
             Some(SandboxState::Running) => {
-                let Some(power) = state.power.get(&s.id) else {
+                let Some(power) = core.power.get(&s.id) else {
                     continue;
                 };
                 if power.is_asleep() {
@@ -453,7 +451,7 @@ pub async fn enforce_awake_cap(state: Core, woken: String) {
             cap,
             "over the workspace's max_awake_sandboxes after a wake: to standby"
         );
-        match crate::sandboxes::standby(&state, &id, false).await {
+        match crate::sandboxes::standby(&core, &id, false).await {
             Ok(()) => awake_count -= 1,
             Err(e) => tracing::warn!(sandbox = id, "awake cap standby: {e}"),
         }
