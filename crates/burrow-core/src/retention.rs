@@ -476,7 +476,12 @@ pub async fn report(
     window: Duration,
 ) -> Result<RetentionReport, CoreError> {
     let now = Utc::now();
-    let cutoff = now - chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+    // A window reaching before the earliest representable time covers every sandbox (a
+    // plain `-` would panic on it: `?window=1000000y` was a 500).
+    let cutoff = chrono::Duration::from_std(window)
+        .ok()
+        .and_then(|w| now.checked_sub_signed(w))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let cutoff_text = cutoff.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let deleted: Vec<burrow_types::Tombstone> = core
         .store
