@@ -26,6 +26,7 @@ pub mod standby;
 mod state;
 pub mod template_start;
 pub mod templates;
+pub mod traffic;
 pub mod validate;
 pub mod workspace;
 pub mod workspaces;

@@ -54,6 +54,7 @@ pub fn to_api(rec: SandboxRecord) -> Sandbox {
         ip: rec.ip,
         error: rec.error,
         envd_access_token: rec.access_token,
+        traffic_access_token: None,
         workspace_id: Some(rec.workspace_id),
         power: None,
         expiration: None,
@@ -155,6 +156,16 @@ pub async fn create(
     }
     drop(admitted);
     core.sandbox_owners.insert(&record.id, &record.workspace_id);
+    // Stored before the sandbox starts, so its ports are never public for a moment.
+    let traffic_token = (!req.public_traffic).then(keys::generate_access_token);
+    if let Some(token) = &traffic_token
+        && let Err(e) = core.store.set_traffic_token(&record.id, token).await
+    {
+        abandon(core, &record.id).await;
+        return Err(e.into());
+    }
+    core.traffic_tokens
+        .insert(&record.id, traffic_token.clone());
     if policy != burrow_store::SandboxPolicy::default()
         && let Err(e) = core.store.set_sandbox_policy(&record.id, &policy).await
     {
@@ -225,6 +236,7 @@ pub async fn create(
     crate::metering::started(core, &record.id);
     let mut sandbox = describe(core, record);
     with_policy(&mut sandbox, policy);
+    sandbox.traffic_access_token = traffic_token;
     Ok(sandbox)
 }
 
@@ -337,8 +349,10 @@ pub fn with_policy(sandbox: &mut Sandbox, policy: burrow_store::SandboxPolicy) {
 /// The API view of a sandbox including its retention policy.
 pub async fn describe_full(core: &Core, rec: SandboxRecord) -> Result<Sandbox, CoreError> {
     let policy = core.store.sandbox_policy(&rec.id).await?;
+    let traffic_token = core.store.traffic_token(&rec.id).await?;
     let mut sandbox = describe(core, rec);
     with_policy(&mut sandbox, policy);
+    sandbox.traffic_access_token = traffic_token;
     Ok(sandbox)
 }
 
@@ -355,9 +369,7 @@ pub async fn set_expiration(
     if !core.store.set_sandbox_policy(id, &policy).await? {
         return Err(CoreError::sandbox_not_found(id));
     }
-    let mut sandbox = describe(core, record);
-    with_policy(&mut sandbox, policy);
-    Ok(sandbox)
+    describe_full(core, record).await
 }
 
 fn save_idle_timeout(sandbox_dir: &std::path::Path, timeout: Duration) -> std::io::Result<()> {
@@ -818,6 +830,7 @@ pub async fn delete_because(
 pub fn forget(core: &Core, id: &str) {
     core.power.remove(id);
     core.sandbox_owners.remove(id);
+    core.traffic_tokens.remove(id);
     crate::metering::forget(core, id);
     for hook in core.forget_hooks.iter() {
         hook(id);

@@ -32,6 +32,8 @@ pub struct Core {
     pub deletes: Arc<crate::sandboxes::DeletesInFlight>,
     /// Sandbox → owning workspace, for the wall between workspaces.
     pub sandbox_owners: Arc<crate::owners::SandboxOwners>,
+    /// Each sandbox's traffic access token (private ports), as the proxy asks for it.
+    pub traffic_tokens: Arc<crate::traffic::TrafficTokens>,
     /// The tiers workspaces may be on (built in + `<data_dir>/tiers.toml`).
     pub tiers: Arc<crate::quota::Tiers>,
     /// Prices for cost projections (`<data_dir>/prices.toml` or the built-in default).

@@ -57,6 +57,8 @@ pub struct CreateSandbox {
     pub env_vars: BTreeMap<String, String>,
     /// `None` = the server's default policy.
     pub allow_internet_access: Option<bool>,
+    /// `network.allowPublicTraffic`: false = the sandbox's URLs need its traffic access token.
+    pub public_traffic: bool,
     /// Client-chosen idempotency key (`[a-z0-9-]{1,255}`): a retried create with the same key and
     /// principal should return the sandbox created the first time instead of a new one.
     pub idempotency_key: Option<String>,
@@ -76,6 +78,9 @@ pub struct SandboxInfo {
     pub metadata: BTreeMap<String, String>,
     /// Token envd requires in `X-Access-Token`; `None` if the sandbox's envd is unauthenticated.
     pub envd_access_token: Option<String>,
+    /// Token the sandbox's URLs require in `e2b-traffic-access-token`; `None`: public. Reported
+    /// by create and connect (E2B's `Sandbox`).
+    pub traffic_access_token: Option<String>,
     pub on_timeout: OnTimeout,
     pub auto_resume: bool,
     pub allow_internet_access: Option<bool>,

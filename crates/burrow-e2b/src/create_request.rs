@@ -57,13 +57,13 @@ pub fn to_create_sandbox(
             "autoResume cannot be combined with autoPauseMemory=false (filesystem-only pause)",
         ));
     }
-    let unsupported_network = network_config::check(body.network.as_ref())?;
+    let network = network_config::check(body.network.as_ref())?;
     let metadata = body.metadata.unwrap_or_default();
     validate_metadata(&metadata)?;
     let env_vars = body.env_vars.unwrap_or_default();
     validate_env_vars(&env_vars)?;
     // Valid input asking for what burrow does not do yet: 501, checked after every 400.
-    if let Some(err) = unsupported_network {
+    if let Some(err) = network.unsupported {
         return Err(err);
     }
     reject_unsupported("mcp", body.mcp.as_ref())?;
@@ -86,6 +86,7 @@ pub fn to_create_sandbox(
         metadata,
         env_vars,
         allow_internet_access: body.allow_internet_access,
+        public_traffic: network.public_traffic,
         idempotency_key: idempotency_key(headers)?,
     })
 }

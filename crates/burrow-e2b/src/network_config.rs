@@ -1,9 +1,9 @@
 //! The `network` object of a create request (E2B's `SandboxNetworkConfig`).
 //!
-//! burrow's sandboxes have open egress and sandbox URLs that need no traffic token, so a config
-//! that asks for exactly that (`{"allowPublicTraffic": true}`, empty lists) is accepted. Anything
-//! else is valid E2B input burrow does not implement yet: the caller gets a 501 naming the fields,
-//! never a sandbox with a policy it did not ask for. Malformed input is a 400 first.
+//! burrow's sandboxes have open egress; their URLs are public, or private behind a traffic access
+//! token (`allowPublicTraffic: false`). A config asking for that is accepted. Anything else is
+//! valid E2B input burrow does not implement yet: the caller gets a 501 naming the fields, never
+//! a sandbox with a policy it did not ask for. Malformed input is a 400 first.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -33,19 +33,32 @@ struct NetworkConfig {
     unknown: BTreeMap<String, serde_json::Value>,
 }
 
-/// Checks `network`: `Err` (400) when it is malformed, `Ok(Some(error))` (a 501 to return once the
-/// rest of the request is validated) when it asks for something burrow does not do yet.
-pub fn check(network: Option<&serde_json::Value>) -> Result<Option<ApiError>, ApiError> {
+/// What a create's `network` asks for.
+#[derive(Debug)]
+pub struct Checked {
+    /// `allowPublicTraffic` (default true).
+    pub public_traffic: bool,
+    /// A 501 to return once the rest of the request is validated: it asks for something burrow
+    /// does not do yet.
+    pub unsupported: Option<ApiError>,
+}
+
+/// Checks `network`: `Err` (400) when it is malformed.
+pub fn check(network: Option<&serde_json::Value>) -> Result<Checked, ApiError> {
     let config: NetworkConfig = match network {
-        None | Some(serde_json::Value::Null) => return Ok(None),
+        None | Some(serde_json::Value::Null) => NetworkConfig::default(),
         Some(value) => serde_json::from_value(value.clone())
             .map_err(|e| ApiError::bad_request(format!("invalid network: {e}")))?,
     };
     validate(&config)?;
+    Ok(Checked {
+        public_traffic: config.allow_public_traffic.unwrap_or(true),
+        unsupported: unsupported(&config),
+    })
+}
+
+fn unsupported(config: &NetworkConfig) -> Option<ApiError> {
     let mut unsupported = Vec::new();
-    if config.allow_public_traffic == Some(false) {
-        unsupported.push("allowPublicTraffic=false (sandbox URLs are always public)".to_owned());
-    }
     let non_empty = [
         (
             "allowOut",
@@ -76,16 +89,16 @@ pub fn check(network: Option<&serde_json::Value>) -> Result<Option<ApiError>, Ap
     );
     unsupported.extend(config.unknown.keys().cloned());
     if unsupported.is_empty() {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(ApiError::not_implemented(format!(
-        "network.{} not supported by burrow yet: its sandboxes have unrestricted egress and \
-         public sandbox URLs (omit these fields or use {{\"allowPublicTraffic\": true}})",
+    Some(ApiError::not_implemented(format!(
+        "network.{} not supported by burrow yet: its sandboxes have unrestricted egress (omit \
+         these fields; allowPublicTraffic is supported)",
         match unsupported.as_slice() {
             [one] => format!("{one} is"),
             many => format!("{{{}}} are", many.join(", ")),
         }
-    ))))
+    )))
 }
 
 /// E2B's own 400s: deny lists take addresses only, an allow list with domains needs a deny-all.

@@ -176,7 +176,7 @@ impl Sandbox {
             client_id: CLIENT_ID,
             envd_version,
             envd_access_token: info.envd_access_token,
-            traffic_access_token: None,
+            traffic_access_token: info.traffic_access_token,
             domain,
         }
     }

@@ -635,7 +635,7 @@ async fn v1_list_returns_every_running_sandbox_and_v2_pages_at_100() {
 #[tokio::test]
 async fn network_config_burrow_provides_is_accepted_and_the_rest_is_501() {
     let c = Client::start().await;
-    // What burrow does anyway (sandbox URLs need no traffic token, egress is open): accepted.
+    // What burrow does (public sandbox URLs, open egress): accepted.
     // `{"allowPublicTraffic": true}` is what the OpenAI Agents SDK's E2B provider sends.
     for network in [
         json!({"allowPublicTraffic": true}),
@@ -652,10 +652,22 @@ async fn network_config_burrow_provides_is_accepted_and_the_rest_is_501() {
             .call(Method::POST, "/sandboxes", Some(&body.to_string()))
             .await;
         assert_eq!(status, StatusCode::CREATED, "v1 {network}: {json}");
+        assert!(json["trafficAccessToken"].is_null(), "public: {json}");
     }
+    // Private sandbox URLs: created with a traffic access token.
+    let body = json!({"templateID": "base", "network": {"allowPublicTraffic": false}});
+    let (status, json) = c
+        .call(Method::POST, "/v2/sandboxes", Some(&body.to_string()))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert!(
+        json["trafficAccessToken"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "private: {json}"
+    );
     // Valid E2B network settings burrow does not implement: 501 naming the field.
     for (network, field) in [
-        (json!({"allowPublicTraffic": false}), "allowPublicTraffic"),
         (json!({"denyOut": ["0.0.0.0/0"]}), "denyOut"),
         (json!({"allowOut": ["10.0.0.0/8"]}), "allowOut"),
         (

@@ -151,9 +151,12 @@ pub async fn audit_loop(state: AppState) {
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(tokio::time::Instant::now());
-            let before = chrono::Utc::now()
-                - chrono::Duration::from_std(state.config.audit_retention)
-                    .unwrap_or(chrono::Duration::MAX);
+            // A retention reaching before the earliest representable time keeps everything (a
+            // plain `-` would panic on `--audit-retention 1000000y` and stop this loop).
+            let before = chrono::Duration::from_std(state.config.audit_retention)
+                .ok()
+                .and_then(|keep| chrono::Utc::now().checked_sub_signed(keep))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
             let before = before.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             match state.store.prune_audit(&before).await {
                 Ok(0) => {}

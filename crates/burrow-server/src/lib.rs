@@ -141,6 +141,7 @@ impl Server {
             sampler: Arc::default(),
             deletes: Arc::default(),
             sandbox_owners: Arc::default(),
+            traffic_tokens: Arc::default(),
             tiers: Arc::new(tiers),
             prices: Arc::new(prices),
             quotas: Arc::default(),

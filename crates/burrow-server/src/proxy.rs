@@ -2,7 +2,10 @@
 //! `E2b-Sandbox-Port` (on a `localhost`/IP/`sandbox.{domain}` host), go to `sandbox_ip:port`.
 //!
 //! No API key is needed: the agent on 49983 checks its own access token, and other ports are
-//! public like E2B's (anyone who can reach the daemon and knows the id can reach them).
+//! public like E2B's (anyone who can reach the daemon and knows the id can reach them) unless
+//! the sandbox was created with private ports: then a request needs the sandbox's traffic
+//! access token in `e2b-traffic-access-token` (checked before anything wakes the sandbox; the
+//! header is not passed on to the sandbox).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -22,6 +25,7 @@ use serde_json::json;
 use crate::error::HttpError;
 use crate::state::AppState;
 use burrow_core::power::ActivityGuard;
+use burrow_core::traffic::{self, Admission};
 
 pub const HEADER_SANDBOX_ID: &str = "e2b-sandbox-id";
 pub const HEADER_SANDBOX_PORT: &str = "e2b-sandbox-port";
@@ -206,8 +210,30 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .flatten()
 }
 
+/// E2B's shape for a refused request to a private sandbox's port: 401.
+fn traffic_token_refused(id: &str, admission: &Admission) -> Response {
+    let message = match admission {
+        Admission::MissingToken => format!(
+            "The sandbox's ports are private: send its traffic access token in the {} header",
+            traffic::TRAFFIC_TOKEN_HEADER
+        ),
+        _ => "The traffic access token is not this sandbox's".to_string(),
+    };
+    let body = json!({"sandboxId": id, "message": message, "code": 401});
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+}
+
 async fn forward(state: &AppState, target: ProxyTarget, mut request: Request) -> Response {
     let ProxyTarget { sandbox_id, port } = target;
+    // The token is ours, not the sandbox's app's: never passed on.
+    let presented = request.headers_mut().remove(traffic::TRAFFIC_TOKEN_HEADER);
+    if port != burrow_types::ENVD_PORT && is_valid_sandbox_id(&sandbox_id) {
+        match traffic::admit(state, &sandbox_id, presented.as_ref().map(|v| v.as_bytes())).await {
+            Ok(Admission::Admit) => {}
+            Ok(refused) => return traffic_token_refused(&sandbox_id, &refused),
+            Err(e) => return HttpError::from(e).into_response(),
+        }
+    }
     let Some((ip, activity)) = sandbox_ip(state, &sandbox_id).await else {
         return sandbox_not_found(&sandbox_id);
     };

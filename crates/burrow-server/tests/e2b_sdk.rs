@@ -801,6 +801,59 @@ async fn python_sdk_over_plain_http_with_api_and_sandbox_urls() {
     server.stop().await;
 }
 
+/// `network={"allow_public_traffic": False}` with the real SDK: the sandbox has a traffic access
+/// token, and its ports answer (E2B's header routing, on the plain listener) only to requests
+/// that carry it in `e2b-traffic-access-token`; a public sandbox has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_private_sandbox_urls_need_the_traffic_token() {
+    let env = TestEnv::new();
+    if !install_test_template(env.path()) {
+        return;
+    }
+    let python = sdk_python(PYTHON_SDKS[0]).await;
+    let server = TestServer::start(env.path()).await;
+    let script = r#"
+import os, time, urllib.request, urllib.error
+from e2b import Sandbox
+public = Sandbox.create('base', timeout=60)
+print('public token', public.traffic_access_token)
+public.kill()
+s = Sandbox.create('base', timeout=60, network={'allow_public_traffic': False})
+token = s.traffic_access_token
+print('private token', bool(token) and len(token) >= 32)
+s.commands.run('python3 -m http.server 8080 --directory /tmp', background=True)
+def get(headers):
+    request = urllib.request.Request(os.environ['E2B_API_URL'] + '/', headers={
+        'E2b-Sandbox-Id': s.sandbox_id, 'E2b-Sandbox-Port': '8080', **headers})
+    try:
+        return urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+for _ in range(100):
+    if get({'e2b-traffic-access-token': token}) == 200:
+        break
+    time.sleep(0.1)
+print('with token', get({'e2b-traffic-access-token': token}))
+print('without token', get({}))
+print('wrong token', get({'e2b-traffic-access-token': 'x' + token}))
+print(s.kill())
+"#;
+    let base = format!("http://{}", server.addr);
+    let stdout = run_python(&python, script, &base, &server.key).await;
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "public token None",
+            "private token True",
+            "with token 200",
+            "without token 401",
+            "wrong token 401",
+            "True"
+        ]
+    );
+    server.stop().await;
+}
+
 /// `Template.exists` (`GET /templates/aliases/{alias}`) with the real SDK, on the plain listener:
 /// True for burrow's `base` and for `code-interpreter-v1` (burrow's `code-interpreter`), False for
 /// an unknown name.

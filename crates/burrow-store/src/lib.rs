@@ -8,6 +8,7 @@ mod keys;
 mod migrations;
 mod retention;
 mod sandboxes;
+mod traffic;
 mod workspaces;
 
 use std::path::Path;

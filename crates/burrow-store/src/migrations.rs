@@ -119,6 +119,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_log_at ON audit_log(at);
     CREATE INDEX audit_log_workspace ON audit_log(workspace_id, at);
     "#,
+    // 5: private sandbox ports: the token the proxy requires (E2B's traffic access token)
+    r#"
+    CREATE TABLE sandbox_traffic_tokens (
+        id     TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,
+        token  TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub(crate) fn current_version(conn: &Connection) -> Result<u32, StoreError> {

@@ -49,12 +49,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let (id, json, zdr) = (id.to_string(), to_json(&policy.expiration), policy.zdr);
         self.call(move |c| {
-            let exists: bool = c.query_row(
-                "SELECT count(*) > 0 FROM sandboxes WHERE id = ?1",
-                [&id],
-                |r| r.get(0),
-            )?;
-            if !exists {
+            if !crate::sandboxes::exists(c, &id)? {
                 return Ok(false);
             }
             c.execute(

@@ -309,3 +309,12 @@ impl Store {
         .await
     }
 }
+
+/// Whether sandbox row `id` exists (for rows that hang off it).
+pub(crate) fn exists(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<bool> {
+    c.query_row(
+        "SELECT count(*) > 0 FROM sandboxes WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )
+}

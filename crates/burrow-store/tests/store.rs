@@ -26,14 +26,14 @@ async fn migrations_are_applied_once_and_reopen_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("burrow.db");
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     store
         .insert_sandbox(&record("iaaa", "base", &[]))
         .await
         .unwrap();
     drop(store);
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     assert_eq!(store.sandbox_ids().await.unwrap(), vec!["iaaa".to_string()]);
     let mode: String = rusqlite::Connection::open(&path)
         .unwrap()
@@ -231,7 +231,7 @@ async fn keys_of_a_version_2_database_keep_working() {
         .unwrap();
     }
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.schema_version().await.unwrap(), 4);
+    assert_eq!(store.schema_version().await.unwrap(), 5);
     let found = store
         .find_api_key("bw_old")
         .await
@@ -489,4 +489,27 @@ async fn workspaces_scope_keys_sandboxes_templates_usage_and_audit() {
         "its keys are revoked"
     );
     assert!(store.workspace_by_name("acme").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn traffic_tokens_belong_to_their_sandbox_and_go_with_it() {
+    let (_dir, store) = open_temp().await;
+    assert!(!store.set_traffic_token("inope", "t").await.unwrap());
+    store
+        .insert_sandbox(&SandboxRecord::new_creating("ia".into(), "base".into()))
+        .await
+        .unwrap();
+    store
+        .insert_sandbox(&SandboxRecord::new_creating("ib".into(), "base".into()))
+        .await
+        .unwrap();
+    assert_eq!(store.traffic_token("ia").await.unwrap(), None);
+    assert!(store.set_traffic_token("ia", "secret-a").await.unwrap());
+    assert_eq!(
+        store.traffic_token("ia").await.unwrap().as_deref(),
+        Some("secret-a")
+    );
+    assert_eq!(store.traffic_token("ib").await.unwrap(), None);
+    store.delete_sandbox("ia").await.unwrap();
+    assert_eq!(store.traffic_token("ia").await.unwrap(), None);
 }

@@ -75,6 +75,10 @@ pub struct Sandbox {
     /// or the proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envd_access_token: Option<String>,
+    /// The token the proxy requires in the `e2b-traffic-access-token` header on every port but
+    /// the agent's, for a sandbox created with `public_traffic: false` (shown by create and get).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_access_token: Option<String>,
     /// The workspace (`ws_…`) that owns it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace_id: Option<String>,
@@ -133,6 +137,16 @@ pub struct CreateSandboxRequest {
     /// timeout deletes it instead (see docs/retention.md for what is still on disk).
     #[serde(default)]
     pub zdr: bool,
+    /// Whether the proxy serves the sandbox's ports (`{port}-{id}.{domain}`) to anyone who knows
+    /// its id (default) or only to requests carrying its traffic access token
+    /// (`e2b-traffic-access-token` header; E2B's `allowPublicTraffic: false`).
+    #[serde(default = "default_public_traffic")]
+    #[schema(default = true)]
+    pub public_traffic: bool,
+}
+
+fn default_public_traffic() -> bool {
+    true
 }
 
 impl Default for CreateSandboxRequest {
@@ -147,6 +161,7 @@ impl Default for CreateSandboxRequest {
             idle_timeout: None,
             expiration: None,
             zdr: false,
+            public_traffic: true,
         }
     }
 }

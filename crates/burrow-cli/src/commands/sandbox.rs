@@ -43,6 +43,10 @@ pub struct CreateArgs {
     /// timeout deletes it.
     #[arg(long)]
     pub zdr: bool,
+    /// Private ports: the proxy serves `{port}-{id}.{domain}` only to requests carrying the
+    /// sandbox's traffic access token (`e2b-traffic-access-token` header; `burrow info` shows it).
+    #[arg(long)]
+    pub private: bool,
     /// Print the whole sandbox as JSON instead of its id.
     #[arg(long)]
     pub json: bool,
@@ -74,6 +78,9 @@ pub async fn create(api: &ApiClient, args: CreateArgs) -> anyhow::Result<ExitCod
     }
     if args.zdr {
         body["zdr"] = json!(true);
+    }
+    if args.private {
+        body["public_traffic"] = json!(false);
     }
     let mut request = api.request(reqwest::Method::POST, "/v1/sandboxes");
     if let Some(ws) = &args.workspace {

@@ -178,6 +178,7 @@ impl E2bBackend for MemoryBackend {
             disk_size_mb: 1024,
             metadata: request.metadata,
             envd_access_token: Some(hex::encode(token)),
+            traffic_access_token: (!request.public_traffic).then(|| hex::encode(token).repeat(2)),
             on_timeout: request.on_timeout,
             auto_resume: request.auto_resume,
             allow_internet_access: request.allow_internet_access,

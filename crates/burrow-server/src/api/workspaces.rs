@@ -25,7 +25,14 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<serde_json::Value>, HttpError> {
+    // As every other list: a filter this list does not have is an error, not ignored.
+    super::only_params(
+        &query_pairs(query.as_deref()),
+        &[],
+        "this list takes none (GET /v1/workspaces/{name} shows one workspace)",
+    )?;
     let list = workspaces::list(&state, &principal).await?;
     Ok(Json(serde_json::json!({
         "workspaces": list,

@@ -146,6 +146,7 @@ impl E2bService {
             disk_size_mb: record.disk_mb,
             metadata: record.labels,
             envd_access_token: record.access_token,
+            traffic_access_token: None,
             on_timeout: lifecycle
                 .as_ref()
                 .map_or(burrow_e2b::OnTimeout::Kill, |l| l.on_timeout.into()),
@@ -154,6 +155,20 @@ impl E2bService {
             template: record.template,
             id: record.id,
         }
+    }
+
+    /// [`Self::info`] with the sandbox's traffic access token: E2B's create and connect
+    /// responses carry it.
+    async fn info_with_token(&self, record: SandboxRecord) -> Result<SandboxInfo, BackendError> {
+        let token = self
+            .state
+            .store
+            .traffic_token(&record.id)
+            .await
+            .map_err(|e| backend_error(burrow_core::CoreError::from(e), ""))?;
+        let mut info = self.info(record);
+        info.traffic_access_token = token;
+        Ok(info)
     }
 
     async fn create_sandbox(
@@ -172,6 +187,7 @@ impl E2bService {
             template: burrow_template_name(&request.template).to_string(),
             env: request.env_vars,
             labels: request.metadata,
+            public_traffic: request.public_traffic,
             ..CreateSandboxRequest::default()
         };
         let (core, workspace) = self.core_principal(principal).await?;
@@ -201,7 +217,7 @@ impl E2bService {
             },
         );
         let record = self.visible(principal, &sandbox.id).await?;
-        Ok(self.info(record))
+        self.info_with_token(record).await
     }
 
     /// Kills now or pauses, whichever the sandbox's on-timeout action says.
@@ -364,7 +380,7 @@ impl E2bBackend for E2bService {
         if let Some(id) = keys.get(&key)
             && let Ok(record) = self.visible(principal, id).await
         {
-            return Ok(self.info(record));
+            return self.info_with_token(record).await;
         }
         let info = self.create_sandbox(principal, request).await?;
         keys.insert(key, info.id.clone());
@@ -540,11 +556,14 @@ impl E2bBackend for E2bService {
                 l.end_at = end_at;
             });
             let record = self.visible(principal, id).await?;
-            return Ok((self.info(record), ConnectOutcome::Resumed));
+            return Ok((self.info_with_token(record).await?, ConnectOutcome::Resumed));
         }
         self.lifecycles
             .update(id, |l| l.end_at = l.end_at.max(end_at));
-        Ok((self.info(record), ConnectOutcome::AlreadyRunning))
+        Ok((
+            self.info_with_token(record).await?,
+            ConnectOutcome::AlreadyRunning,
+        ))
     }
 
     async fn metrics(

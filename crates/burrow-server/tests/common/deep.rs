@@ -143,14 +143,20 @@ impl Api {
 
     /// `GET /` of the counter through the proxy: (pid, count, child pid).
     pub async fn counter(&self, id: &str) -> (u32, u64, u32) {
-        let resp = self
+        self.counter_with(id, None).await
+    }
+
+    /// [`Self::counter`] of a sandbox with private ports, with its traffic access token.
+    pub async fn counter_with(&self, id: &str, traffic_token: Option<&str>) -> (u32, u64, u32) {
+        let mut request = self
             .http
             .get(format!("{}/", self.base))
             .header("Host", format!("8080-{id}.burrow.test"))
-            .timeout(WAKE_TIMEOUT)
-            .send()
-            .await
-            .unwrap();
+            .timeout(WAKE_TIMEOUT);
+        if let Some(token) = traffic_token {
+            request = request.header("e2b-traffic-access-token", token);
+        }
+        let resp = request.send().await.unwrap();
         let status = resp.status();
         let text = resp.text().await.unwrap();
         assert_eq!(status, 200, "{text}");
@@ -286,17 +292,19 @@ pub async fn start_counter(api: &Api, sb: &Value) -> (u64, (u32, u64, u32)) {
     };
     // Disconnecting does not stop an envd process: the deep standby cuts this stream anyway.
     drop(events);
+    let traffic_token = sb["traffic_access_token"].as_str();
     let start = Instant::now();
     loop {
-        let resp = api
+        let mut request = api
             .http
             .get(format!("{}/", api.base))
-            .header("Host", format!("8080-{id}.burrow.test"))
-            .send()
-            .await
-            .unwrap();
+            .header("Host", format!("8080-{id}.burrow.test"));
+        if let Some(token) = traffic_token {
+            request = request.header("e2b-traffic-access-token", token);
+        }
+        let resp = request.send().await.unwrap();
         if resp.status() == 200 {
-            return (envd_pid, api.counter(id).await);
+            return (envd_pid, api.counter_with(id, traffic_token).await);
         }
         assert!(
             start.elapsed() < Duration::from_secs(10),
