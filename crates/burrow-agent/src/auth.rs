@@ -1,23 +1,16 @@
 //! Access-token checks, user selection from `Authorization: Basic`, and /files signatures.
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use burrow_envd::{Code, ConnectError};
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
 
 pub const ACCESS_TOKEN_HEADER: &str = "x-access-token";
 pub const UNAUTHORIZED_MESSAGE: &str =
     "unauthorized access, please provide a valid access token or method signing if supported";
 pub const SIGNATURE_EXPIRED_MESSAGE: &str = "signature is already expired";
 
-/// Compares without an early exit so timing does not reveal the matching prefix.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use burrow_envd::signature::{constant_time_eq, file_signature};
 
 /// True when no token is configured or the request carries the right one.
 pub fn has_valid_token(expected: Option<&str>, headers: &HeaderMap) -> bool {
@@ -51,24 +44,6 @@ pub fn basic_auth_user(headers: &HeaderMap) -> Result<Option<String>, ConnectErr
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
     let user = decoded.split(':').next().unwrap_or_default();
     Ok((!user.is_empty()).then(|| user.to_string()))
-}
-
-/// `v1_` + base64(sha256("{path}:{op}:{user}:{token}[:{expiration}]")), padding stripped.
-pub fn file_signature(
-    path: &str,
-    operation: &str,
-    username: &str,
-    token: &str,
-    expiration: Option<i64>,
-) -> String {
-    let raw = match expiration {
-        Some(exp) => format!("{path}:{operation}:{username}:{token}:{exp}"),
-        None => format!("{path}:{operation}:{username}:{token}"),
-    };
-    format!(
-        "v1_{}",
-        STANDARD_NO_PAD.encode(Sha256::digest(raw.as_bytes()))
-    )
 }
 
 /// The /files access rule: a valid header token, or a valid unexpired signature.

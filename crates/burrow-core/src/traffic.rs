@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use burrow_envd::signature::constant_time_eq;
+
 use crate::{Core, CoreError};
 
 /// The header a request to a private sandbox port must carry.
@@ -50,15 +52,6 @@ pub async fn admit(
     })
 }
 
-/// Compares without an early exit, so the time taken tells nothing of how much of a guess was
-/// right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Each sandbox's token (`None`: public), as stored; a sandbox's token never changes, so
 /// answers are kept until the sandbox is forgotten.
 #[derive(Debug, Default)]
@@ -78,18 +71,5 @@ impl TrafficTokens {
     }
     pub fn remove(&self, id: &str) {
         self.lock().remove(id);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(!constant_time_eq(b"", b"a"));
     }
 }

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod connect;
 pub mod proto;
+pub mod signature;
 
 pub use client::{ByteStream, EnvdClient, EnvdError, ProcessEventStream, WrittenFile};
 pub use connect::{Code, ConnectError};

@@ -26,6 +26,7 @@ use crate::error::HttpError;
 use crate::state::AppState;
 use burrow_core::power::ActivityGuard;
 use burrow_core::traffic::{self, Admission};
+use burrow_envd::signature::{constant_time_eq, file_signature};
 
 pub const HEADER_SANDBOX_ID: &str = "e2b-sandbox-id";
 pub const HEADER_SANDBOX_PORT: &str = "e2b-sandbox-port";
@@ -112,6 +113,87 @@ pub fn route(
     }
 }
 
+/// A signed `/files` URL that names no sandbox: what E2B's SDKs make for `download_url` and
+/// `upload_url` when `E2B_SANDBOX_URL` points every envd call at one address (the SDK adds its
+/// routing headers to its own calls, but a signed URL is for anyone, a browser included). The
+/// signature is a hash over the path, operation, user, expiration and the sandbox's envd access
+/// token, so the sandbox it was made for is the one whose token reproduces it; the agent then
+/// checks it again (and its expiration) as for any signed URL. Only on the shared hosts (where
+/// header routing applies), only for GET (read) and POST (write) `/files` with a `signature`.
+fn signed_files_url(domain: &str, request: &Request) -> Option<SignedFilesUrl> {
+    if request.uri().path() != "/files" {
+        return None;
+    }
+    let operation = match *request.method() {
+        axum::http::Method::GET => "read",
+        axum::http::Method::POST => "write",
+        _ => return None,
+    };
+    let host = request_host(request.headers(), request.uri())?;
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let shared_host = host == "localhost"
+        || host.parse::<IpAddr>().is_ok()
+        || host == format!("sandbox.{domain}");
+    if !shared_host {
+        return None;
+    }
+    let mut url = SignedFilesUrl {
+        operation,
+        ..SignedFilesUrl::default()
+    };
+    let mut signature = None;
+    for (key, value) in url::form_urlencoded::parse(request.uri().query()?.as_bytes()) {
+        match &*key {
+            "path" => url.path = value.into_owned(),
+            "username" => url.username = value.into_owned(),
+            "signature" => signature = Some(value.into_owned()),
+            "signature_expiration" if !value.is_empty() => {
+                url.expiration = Some(value.parse().ok()?);
+            }
+            _ => {}
+        }
+    }
+    url.signature = signature?;
+    Some(url)
+}
+
+/// The parts of a signed `/files` URL that its signature covers.
+#[derive(Default)]
+struct SignedFilesUrl {
+    operation: &'static str,
+    path: String,
+    username: String,
+    signature: String,
+    expiration: Option<i64>,
+}
+
+impl SignedFilesUrl {
+    /// The agent of the running (or sleeping) sandbox whose envd token makes this signature.
+    async fn target(&self, state: &AppState) -> Option<ProxyTarget> {
+        let filter = burrow_store::SandboxFilter {
+            state: Some(burrow_types::SandboxState::Running),
+            ..Default::default()
+        };
+        let sandboxes = state.store.list_sandboxes(filter).await.ok()?;
+        sandboxes.into_iter().find_map(|record| {
+            let token = record.access_token.as_deref()?;
+            let expected = file_signature(
+                &self.path,
+                self.operation,
+                &self.username,
+                token,
+                self.expiration,
+            );
+            constant_time_eq(expected.as_bytes(), self.signature.as_bytes()).then_some(
+                ProxyTarget {
+                    sandbox_id: record.id,
+                    port: burrow_types::ENVD_PORT,
+                },
+            )
+        })
+    }
+}
+
 fn parse_port(text: &str) -> Option<u16> {
     text.trim().parse::<u16>().ok().filter(|p| *p != 0)
 }
@@ -119,7 +201,16 @@ fn parse_port(text: &str) -> Option<u16> {
 /// Middleware: forwards proxy requests, passes everything else on to the API.
 pub async fn proxy_or_api(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match route(request.headers(), request.uri(), &state.config.domain) {
-        Ok(None) => next.run(request).await,
+        Ok(None) => {
+            let signed = signed_files_url(&state.config.domain, &request);
+            match signed {
+                Some(signed) => match signed.target(&state).await {
+                    Some(target) => forward(&state, target, request).await,
+                    None => next.run(request).await,
+                },
+                None => next.run(request).await,
+            }
+        }
         Ok(Some(target)) => forward(&state, target, request).await,
         Err(e) => e.into_response(),
     }

@@ -777,7 +777,8 @@ async fn run_python(python: &Path, script: &str, base: &str, key: &str) -> Strin
 }
 
 /// Without DNS or TLS: `E2B_API_URL` and `E2B_SANDBOX_URL` both point at the plain listener; the
-/// E2B API is found by path, envd traffic by the SDK's `E2b-Sandbox-Id`/`-Port` headers.
+/// E2B API is found by path, envd traffic by the SDK's `E2b-Sandbox-Id`/`-Port` headers, signed
+/// file URLs (which carry no sandbox id in this mode) by their signature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_over_plain_http_with_api_and_sandbox_urls() {
     let env = TestEnv::new();
@@ -786,17 +787,42 @@ async fn python_sdk_over_plain_http_with_api_and_sandbox_urls() {
     }
     let python = sdk_python(PYTHON_SDKS[0]).await;
     let server = TestServer::start(env.path()).await;
-    let script = "from e2b import Sandbox\n\
-                  s = Sandbox.create('base', timeout=60)\n\
-                  print(s.commands.run('echo plain-$((6*7))').stdout.strip())\n\
-                  s.files.write('/tmp/f.txt', 'data')\n\
-                  print(s.files.read('/tmp/f.txt'))\n\
-                  print(s.kill())\n";
+    // Signed file URLs name no sandbox in this mode (the SDK builds them on E2B_SANDBOX_URL):
+    // the server finds the sandbox whose envd token made the signature.
+    let script = r#"
+import urllib.request, urllib.error
+from e2b import Sandbox
+other = Sandbox.create('base', timeout=60)
+s = Sandbox.create('base', timeout=60)
+print(s.commands.run('echo plain-$((6*7))').stdout.strip())
+s.files.write('/tmp/f.txt', 'data')
+print(s.files.read('/tmp/f.txt'))
+def fetch(url):
+    try:
+        return urllib.request.urlopen(url, timeout=10).read().decode()
+    except urllib.error.HTTPError as e:
+        return str(e.code)
+url = s.download_url('/tmp/f.txt')
+print('signed', fetch(url))
+print('expiring', fetch(s.download_url('/tmp/f.txt', use_signature_expiration=60)))
+print('tampered', fetch(url.replace('f.txt', 'g.txt')))
+print('expired', fetch(s.download_url('/tmp/f.txt', use_signature_expiration=-10)))
+other.kill()
+print(s.kill())
+"#;
     let base = format!("http://{}", server.addr);
     let stdout = run_python(&python, script, &base, &server.key).await;
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
-        ["plain-42", "data", "True"]
+        [
+            "plain-42",
+            "data",
+            "signed data",
+            "expiring data",
+            "tampered 401",
+            "expired 401",
+            "True"
+        ]
     );
     server.stop().await;
 }
