@@ -61,6 +61,11 @@ impl Store {
                 )));
             }
             conn.execute_batch("PRAGMA foreign_keys=ON; PRAGMA synchronous=NORMAL;")?;
+            // Up to 64 MiB of page cache (SQLite's default is 2 MiB), taken only as pages are
+            // read: listing 10,000 sandboxes of 50,000 touches most of a 13 MB database, which
+            // otherwise is read again from the OS on every list (p50 ~2 ms faster, A/B measured;
+            // docs/performance.md, session 9).
+            conn.execute_batch("PRAGMA cache_size=-65536;")?;
             migrations::apply(&mut conn, version)?;
             Ok(conn)
         })

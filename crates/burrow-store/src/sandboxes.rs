@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use burrow_types::SandboxState;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::{Store, StoreError, now_rfc3339};
 
@@ -55,16 +57,16 @@ const COLUMNS: &str = "id, template, state, cpus, memory_mb, disk_mb, env_json, 
                        access_token, handle_json, ip, error, created_at, updated_at, workspace_id";
 
 fn from_row(r: &Row<'_>) -> Result<SandboxRecord, StoreError> {
-    let state_text: String = r.get(2)?;
-    let env_json: String = r.get(6)?;
-    let labels_json: String = r.get(7)?;
     let id: String = r.get(0)?;
-    let state = SandboxState::parse(&state_text).ok_or_else(|| {
+    // State, env and labels are read in place (borrowed from SQLite's row buffer): lists decode
+    // them for thousands of rows, and an owned copy of each text would only be parsed and freed.
+    let state_text = text(r, 2)?;
+    let state = SandboxState::parse(state_text).ok_or_else(|| {
         StoreError::Corrupt(format!("sandbox {id}: unknown state '{state_text}'"))
     })?;
-    let env = serde_json::from_str(&env_json)
+    let env = serde_json::from_str(text(r, 6)?)
         .map_err(|e| StoreError::Corrupt(format!("sandbox {id}: env: {e}")))?;
-    let labels = serde_json::from_str(&labels_json)
+    let labels = serde_json::from_str(text(r, 7)?)
         .map_err(|e| StoreError::Corrupt(format!("sandbox {id}: labels: {e}")))?;
     Ok(SandboxRecord {
         template: r.get(1)?,
@@ -83,6 +85,72 @@ fn from_row(r: &Row<'_>) -> Result<SandboxRecord, StoreError> {
         workspace_id: r.get(14)?,
         id,
     })
+}
+
+/// Column `i` of `r` as text, borrowed.
+fn text<'r>(r: &'r Row<'_>, i: usize) -> Result<&'r str, StoreError> {
+    let value = r.get_ref(i)?;
+    value.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, value.data_type(), Box::new(e)).into()
+    })
+}
+
+/// Calls `each` with every sandbox matching `filter`, oldest first, until it returns `false`.
+fn for_each_sandbox(
+    c: &Connection,
+    filter: &SandboxFilter,
+    mut each: impl FnMut(SandboxRecord) -> bool,
+) -> Result<(), StoreError> {
+    // `workspace_id = ?2` only when filtering: an `?2 IS NULL OR …` condition would keep
+    // SQLite from using the (workspace_id, created_at, id) index (a scan and a sort of
+    // every row instead).
+    let workspace = if filter.workspace_id.is_some() {
+        "workspace_id = ?2"
+    } else {
+        "?2 IS NULL"
+    };
+    let mut stmt = c.prepare(&format!(
+        "SELECT {COLUMNS} FROM sandboxes WHERE (?1 IS NULL OR state = ?1) \
+         AND {workspace} ORDER BY created_at, id"
+    ))?;
+    let state = filter.state.map(|s| s.as_str());
+    let mut rows = stmt.query(params![state, filter.workspace_id])?;
+    while let Some(row) = rows.next()? {
+        let rec = from_row(row)?;
+        if filter
+            .labels
+            .iter()
+            .all(|(k, v)| rec.labels.get(k) == Some(v))
+            && !each(rec)
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What [`Store::list_sandboxes_batched`] returns: the matching sandboxes, a batch at a time.
+pub struct SandboxBatches {
+    rx: mpsc::UnboundedReceiver<Vec<SandboxRecord>>,
+    /// The query's thread: its result tells a complete list from one cut short by an error.
+    task: Option<JoinHandle<Result<(), StoreError>>>,
+}
+
+impl SandboxBatches {
+    /// The next batch (never empty), `None` once every matching row was returned, or the error
+    /// that ended the query (after the batches read before it).
+    pub async fn next(&mut self) -> Option<Result<Vec<SandboxRecord>, StoreError>> {
+        if let Some(batch) = self.rx.recv().await {
+            return Some(Ok(batch));
+        }
+        // The sender is gone: the query ended. Only its result says whether it ended well (a
+        // closed channel looks the same after the last row as after an error or a panic).
+        match self.task.take()?.await {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(Err(e)),
+            Err(e) => Some(Err(StoreError::Task(e.to_string()))),
+        }
+    }
 }
 
 impl SandboxRecord {
@@ -180,34 +248,52 @@ impl Store {
         filter: SandboxFilter,
     ) -> Result<Vec<SandboxRecord>, StoreError> {
         self.call(move |c| {
-            // `workspace_id = ?2` only when filtering: an `?2 IS NULL OR …` condition would keep
-            // SQLite from using the (workspace_id, created_at, id) index (a scan and a sort of
-            // every row instead).
-            let workspace = if filter.workspace_id.is_some() {
-                "workspace_id = ?2"
-            } else {
-                "?2 IS NULL"
-            };
-            let mut stmt = c.prepare(&format!(
-                "SELECT {COLUMNS} FROM sandboxes WHERE (?1 IS NULL OR state = ?1) \
-                 AND {workspace} ORDER BY created_at, id"
-            ))?;
-            let state = filter.state.map(|s| s.as_str());
-            let rows = stmt.query_map(params![state, filter.workspace_id], |r| Ok(from_row(r)))?;
             let mut out = Vec::new();
-            for row in rows {
-                let rec = row??;
-                if filter
-                    .labels
-                    .iter()
-                    .all(|(k, v)| rec.labels.get(k) == Some(v))
-                {
-                    out.push(rec);
-                }
-            }
+            for_each_sandbox(c, &filter, |rec| {
+                out.push(rec);
+                true
+            })?;
             Ok(out)
         })
         .await
+    }
+
+    /// Like [`Store::list_sandboxes`], but the rows come in batches of `batch` (the last one
+    /// may be shorter, none is empty) while the query still runs, so the caller can work on
+    /// (encode, send) the first ones meanwhile and need not hold them all at once.
+    ///
+    /// The channel is unbounded on purpose: the query holds the store's one connection, so it
+    /// must never wait for the reader (a slow HTTP client would stall every other store call,
+    /// and a reader that itself needs the store would deadlock). At worst the batches queue up,
+    /// which is the memory [`Store::list_sandboxes`] takes anyway. The query stops early when
+    /// the receiver is dropped.
+    pub fn list_sandboxes_batched(&self, filter: SandboxFilter, batch: usize) -> SandboxBatches {
+        let batch = batch.max(1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let conn = std::sync::Arc::clone(&self.conn);
+        let task = tokio::task::spawn_blocking(move || {
+            // A poisoned lock is safe to reuse: see `Store::call`.
+            let guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = Vec::with_capacity(batch);
+            let mut open = true;
+            for_each_sandbox(&guard, &filter, |rec| {
+                pending.push(rec);
+                if pending.len() == batch {
+                    let full = std::mem::replace(&mut pending, Vec::with_capacity(batch));
+                    open = tx.send(full).is_ok();
+                }
+                open
+            })?;
+            if open && !pending.is_empty() {
+                // The reader may be gone by now; then nobody wants these.
+                let _ = tx.send(pending);
+            }
+            Ok(())
+        });
+        SandboxBatches {
+            rx,
+            task: Some(task),
+        }
     }
 
     /// The size of every sandbox of workspace `workspace_id` (for its quotas): id, state, cpus,

@@ -1,11 +1,16 @@
 //! `/v1/sandboxes`: create, list, inspect, delete.
 
+use std::collections::HashMap;
+
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use burrow_core::Principal;
-use burrow_store::SandboxFilter;
+use burrow_store::{SandboxFilter, SandboxPolicy, SandboxRecord};
 use burrow_types::{ApiError, CreateSandboxRequest, Sandbox, SandboxList, SandboxState};
+use futures::StreamExt;
 
 use super::{query_pairs, single_param};
 use crate::error::HttpError;
@@ -57,7 +62,7 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     RawQuery(query): RawQuery,
-) -> Result<Json<SandboxList>, HttpError> {
+) -> Result<Response, HttpError> {
     let pairs = query_pairs(query.as_deref());
     let mut filter = SandboxFilter {
         workspace_id: super::workspace_filter(&state, &principal, &pairs).await?,
@@ -96,21 +101,105 @@ pub async fn list(
     if filter.state == Some(SandboxState::Standby) {
         filter.state = Some(SandboxState::Running);
     }
-    let mut sandboxes = Vec::new();
     // One query for every policy rather than one per sandbox: lists of thousands stay fast.
-    let mut policies: std::collections::HashMap<String, burrow_store::SandboxPolicy> =
-        state.store.sandbox_policies().await?.into_iter().collect();
-    for record in state.store.list_sandboxes(filter).await? {
-        let record = sandboxes::observe(&state, record).await?;
-        let policy = policies.remove(&record.id).unwrap_or_default();
-        let mut sandbox = sandboxes::describe(&state, record);
-        sandboxes::with_policy(&mut sandbox, policy);
-        // A sandbox found dead just now no longer matches `state=running`.
-        if wanted_state.is_none_or(|s| s == sandbox.state) {
-            sandboxes.push(sandbox);
+    let policies = state.store.sandbox_policies().await?.into_iter().collect();
+    let mut batches = state.store.list_sandboxes_batched(filter, LIST_BATCH);
+    let mut list = ListEncoder {
+        state,
+        policies,
+        wanted_state,
+        written: 0,
+    };
+    // The first batch is read and encoded before the response starts, so an error in it (the
+    // query failing, say) is still a proper error response.
+    let first = batches.next().await.transpose()?.unwrap_or_default();
+    let last = first.len() < LIST_BATCH;
+    let mut head = b"{\"sandboxes\":[".to_vec();
+    list.encode(first, &mut head).await?;
+    if last {
+        // Only the final batch is short: the whole list is here (unless the query failed after
+        // it, which `next` reports). A small list goes out in one piece, with its length.
+        if let Some(Err(e)) = batches.next().await {
+            return Err(e.into());
         }
+        head.extend_from_slice(b"]}");
+        return Ok(([(header::CONTENT_TYPE, "application/json")], head).into_response());
     }
-    Ok(Json(SandboxList { sandboxes }))
+    // The rest is encoded batch by batch while the store reads the next rows on its own thread
+    // (both cores busy, and neither all the records nor all the JSON in memory at once). The
+    // bytes are the same as `Json(SandboxList { .. })`'s. An error from here on can only cut
+    // the response: hyper closes the connection without the final chunk, so a client sees a
+    // truncated body (an incomplete-transfer error), never a shorter list that parses.
+    let head = futures::stream::once(std::future::ready(Ok(Bytes::from(head))));
+    let rest = futures::stream::unfold(Some((list, batches)), |step| async move {
+        let (mut list, mut batches) = step?;
+        match batches.next().await {
+            Some(Ok(batch)) => {
+                let mut chunk = Vec::new();
+                match list.encode(batch, &mut chunk).await {
+                    Ok(()) => Some((Ok(Bytes::from(chunk)), Some((list, batches)))),
+                    Err(e) => Some((Err(list_cut(e.to_string())), None)),
+                }
+            }
+            Some(Err(e)) => Some((Err(list_cut(e.to_string())), None)),
+            None => Some((Ok(Bytes::from_static(b"]}")), None)),
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(head.chain(rest)),
+    )
+        .into_response())
+}
+
+/// Sandboxes per batch of a streamed list: large enough that the per-batch overhead (a channel
+/// message, a body chunk) is small, small enough that the store and the encoder overlap.
+const LIST_BATCH: usize = 256;
+
+/// Turns the store's records into the list's JSON elements.
+struct ListEncoder {
+    state: AppState,
+    policies: HashMap<String, SandboxPolicy>,
+    wanted_state: Option<SandboxState>,
+    /// Elements written so far (all but the first follow a comma).
+    written: usize,
+}
+
+impl ListEncoder {
+    /// Appends the sandboxes of `records` that still match to `out`, each as in [`Sandbox`]'s
+    /// JSON, after a comma unless it is the list's first.
+    async fn encode(
+        &mut self,
+        records: Vec<SandboxRecord>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), HttpError> {
+        // About 230 bytes per sandbox with few labels; more only costs a reallocation.
+        out.reserve(records.len() * 256);
+        for record in records {
+            let record = sandboxes::observe(&self.state, record).await?;
+            let policy = self.policies.remove(&record.id).unwrap_or_default();
+            let mut sandbox = sandboxes::describe(&self.state, record);
+            sandboxes::with_policy(&mut sandbox, policy);
+            // A sandbox found dead just now no longer matches `state=running`.
+            if self.wanted_state.is_some_and(|s| s != sandbox.state) {
+                continue;
+            }
+            if self.written > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, &sandbox).map_err(|e| {
+                HttpError::internal(format!("encoding sandbox {}: {e}", sandbox.id))
+            })?;
+            self.written += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The error that ends a list already under way (the connection is cut; see [`list`]).
+fn list_cut(reason: String) -> std::io::Error {
+    tracing::warn!("GET /v1/sandboxes cut short: {reason}");
+    std::io::Error::other(reason)
 }
 
 /// One sandbox.
