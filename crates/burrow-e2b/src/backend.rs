@@ -158,6 +158,94 @@ pub struct SandboxMetric {
     pub disk_total_bytes: u64,
 }
 
+/// `POST /v3/templates`: a new build of template `name` (E2B's `templateID` is the name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTemplateBuild {
+    pub name: String,
+    /// Requested sandbox resources; a backend may ignore them.
+    pub cpu_count: Option<u32>,
+    pub memory_mb: Option<u64>,
+}
+
+/// A build waiting for its steps ([`E2bBackend::start_template_build`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateBuildCreated {
+    pub template_id: String,
+    pub build_id: String,
+}
+
+/// One step of an E2B template build, its arguments already checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateStep {
+    /// A shell command, as `user` if given (else the build's current user).
+    Run {
+        command: String,
+        user: Option<String>,
+    },
+    /// Files of the client's upload `files_hash` (paths relative to the client's context) to
+    /// `dest`; owned by `user` (`user` or `user:group`) and with `mode` if given.
+    Copy {
+        src: String,
+        dest: String,
+        user: Option<String>,
+        mode: Option<u32>,
+        files_hash: String,
+    },
+    Env {
+        vars: Vec<(String, String)>,
+    },
+    Workdir {
+        path: String,
+    },
+    User {
+        name: String,
+    },
+}
+
+/// `POST /v2/templates/{id}/builds/{buildID}`, translated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateBuildSpec {
+    /// The template to build on (`fromTemplate`, or the template a supported `fromImage` maps to).
+    pub parent: String,
+    pub steps: Vec<TemplateStep>,
+    pub start_cmd: Option<String>,
+    pub ready_cmd: Option<String>,
+}
+
+/// State of an E2B template build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildState {
+    Waiting,
+    Building,
+    Ready,
+    Error,
+}
+
+/// Level of a build log entry, in increasing severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildLogEntry {
+    pub timestamp: DateTime<Utc>,
+    pub message: String,
+    pub level: LogLevel,
+}
+
+/// A build's state and its log entries from the requested offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateBuildStatus {
+    pub state: BuildState,
+    pub entries: Vec<BuildLogEntry>,
+    /// Why the build failed (set with [`BuildState::Error`]).
+    pub reason: Option<String>,
+}
+
 /// Errors a backend reports; the router maps each to E2B's status code and error body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackendError {
@@ -170,6 +258,15 @@ pub enum BackendError {
     /// 404: unknown template.
     #[error("template '{0}' not found")]
     TemplateNotFound(String),
+    /// 404: no such template build for this principal.
+    #[error("template build {0} not found")]
+    BuildNotFound(String),
+    /// 403: a credential that is not (or no longer) good for this (e.g. a used upload token).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 413: a request body over the server's limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// 409 on pause.
     #[error("sandbox {0} is already paused")]
     AlreadyPaused(String),
@@ -284,6 +381,73 @@ pub trait E2bBackend: Send + Sync + 'static {
         principal: &Principal,
         alias: &str,
     ) -> impl Future<Output = Result<TemplateAlias, BackendError>> + Send;
+
+    /// Registers a build of template `request.name` for the caller (`POST /v3/templates`); its
+    /// steps come later with [`Self::start_template_build`]. By default builds are not
+    /// supported (501), so the other build methods find no build, upload URL or template (404,
+    /// 403).
+    fn request_template_build(
+        &self,
+        _principal: &Principal,
+        _request: NewTemplateBuild,
+    ) -> impl Future<Output = Result<TemplateBuildCreated, BackendError>> + Send {
+        async {
+            Err(BackendError::NotSupported(
+                "template builds are not supported by this backend".to_string(),
+            ))
+        }
+    }
+
+    /// Whether the caller already uploaded the files named by `files_hash` for template
+    /// `template_id`: `Ok(None)` when present, else `Some(token)` for a one-time upload URL
+    /// ([`Self::receive_template_files`]).
+    fn template_files(
+        &self,
+        _principal: &Principal,
+        template_id: &str,
+        _files_hash: &str,
+    ) -> impl Future<Output = Result<Option<String>, BackendError>> + Send {
+        let missing = BackendError::TemplateNotFound(template_id.to_string());
+        async { Err(missing) }
+    }
+
+    /// Stores an upload made to the URL [`Self::template_files`] handed out. The token is the
+    /// only authorization (like a presigned URL): no API key comes with it.
+    fn receive_template_files(
+        &self,
+        _token: &str,
+        _content_length: Option<u64>,
+        _body: axum::body::Body,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        async { Err(BackendError::Forbidden("unknown upload URL".to_string())) }
+    }
+
+    /// Starts a waiting build in the background.
+    fn start_template_build(
+        &self,
+        _principal: &Principal,
+        _template_id: &str,
+        build_id: &str,
+        _spec: TemplateBuildSpec,
+    ) -> impl Future<Output = Result<(), BackendError>> + Send {
+        let missing = BackendError::BuildNotFound(build_id.to_string());
+        async { Err(missing) }
+    }
+
+    /// A build's state and at most `limit` of its log entries from `offset` on, of level `min_level`
+    /// or above.
+    fn template_build_status(
+        &self,
+        _principal: &Principal,
+        _template_id: &str,
+        build_id: &str,
+        _offset: usize,
+        _limit: usize,
+        _min_level: LogLevel,
+    ) -> impl Future<Output = Result<TemplateBuildStatus, BackendError>> + Send {
+        let missing = BackendError::BuildNotFound(build_id.to_string());
+        async { Err(missing) }
+    }
 
     /// The domain SDKs use to build `{port}-{id}.{domain}` sandbox URLs (the `domain` response
     /// field). `None` lets the SDK fall back to its own `E2B_DOMAIN`.

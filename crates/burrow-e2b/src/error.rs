@@ -55,9 +55,12 @@ impl From<BackendError> for ApiError {
             BackendError::Unauthorized => StatusCode::UNAUTHORIZED,
             BackendError::SandboxNotFound(_)
             | BackendError::TemplateNotFound(_)
+            | BackendError::BuildNotFound(_)
             | BackendError::NotRunning(_) => StatusCode::NOT_FOUND,
             BackendError::AlreadyPaused(_) | BackendError::Conflict(_) => StatusCode::CONFLICT,
             BackendError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            BackendError::Forbidden(_) => StatusCode::FORBIDDEN,
+            BackendError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             BackendError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             BackendError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             BackendError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,

@@ -30,19 +30,20 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 pub use backend::{
-    BackendError, ConnectOptions, ConnectOutcome, CreateSandbox, DEFAULT_ENVD_VERSION, E2bBackend,
-    ListFilter, OnTimeout, Order, Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState,
-    TemplateAlias,
+    BackendError, BuildLogEntry, BuildState, ConnectOptions, ConnectOutcome, CreateSandbox,
+    DEFAULT_ENVD_VERSION, E2bBackend, ListFilter, LogLevel, NewTemplateBuild, OnTimeout, Order,
+    Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState, TemplateAlias,
+    TemplateBuildCreated, TemplateBuildSpec, TemplateBuildStatus, TemplateStep,
 };
 pub use error::ApiError;
 pub use tls_listener::{
     HANDSHAKE_TIMEOUT, MAX_CONCURRENT_HANDSHAKES, TlsConnection, TlsLimits, TlsListener,
 };
 
-use handlers::{lifecycle, sandboxes, templates, unimplemented};
+use handlers::{lifecycle, sandboxes, template_builds, templates, unimplemented};
 
 /// First path segments of E2B's API (every route of [`router`] is under one of them), for servers
 /// that serve E2B's paths next to their own on a shared host.
@@ -58,6 +59,8 @@ pub const PATH_PREFIXES: &[&str] = &[
     "/v3/templates",
     "/default-templates",
     "/unstable",
+    // burrow's own: the upload URLs of the template build API (`handlers::template_builds`).
+    "/e2b",
 ];
 
 /// The E2B API routes, ready to be mounted at the root of `api.{domain}`. E2B routes burrow does
@@ -86,7 +89,24 @@ pub fn router<S: E2bBackend>(backend: Arc<S>) -> Router {
             post(lifecycle::connect_v2::<S>),
         )
         .route("/sandboxes/{id}/metrics", get(lifecycle::metrics::<S>))
-        .route("/templates/aliases/{alias}", get(templates::alias::<S>));
+        .route("/templates/aliases/{alias}", get(templates::alias::<S>))
+        .route("/v3/templates", post(template_builds::request::<S>))
+        .route(
+            "/templates/{id}/files/{build}",
+            get(template_builds::files::<S>),
+        )
+        .route(
+            "/v2/templates/{id}/builds/{build}",
+            post(template_builds::start::<S>),
+        )
+        .route(
+            "/templates/{id}/builds/{build}/status",
+            get(template_builds::status::<S>),
+        )
+        .route(
+            &format!("{}/{{token}}", template_builds::UPLOAD_PATH),
+            put(template_builds::upload::<S>),
+        );
     unimplemented::add(routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

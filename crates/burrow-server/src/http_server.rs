@@ -122,6 +122,9 @@ pub async fn serve_tls(
     limits: HttpLimits,
     stop: watch::Receiver<bool>,
 ) {
+    // Its requests say they came over TLS: URLs the server hands out (E2B's template upload
+    // URLs) must use https.
+    let router = router.layer(axum::Extension(http::uri::Scheme::HTTPS));
     let connections = Connections::new();
     let mut stopping = stop.clone();
     loop {

@@ -76,10 +76,32 @@ impl UploadStore {
         &self,
         owner: Option<&str>,
         sha256: &str,
-        mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+        body: impl Stream<Item = Result<Bytes, E>> + Unpin,
         limit: u64,
     ) -> Result<u64, HttpError> {
         let target = self.path(owner, sha256)?;
+        self.write(&target, Some(sha256), body, limit).await
+    }
+
+    /// Stores `body` at `target` (a path this store gave out) like [`Self::store`], without
+    /// checking its hash: for uploads named by something else than their bytes' sha256 (E2B's
+    /// `filesHash` hashes the files' metadata and contents, not the tar).
+    pub async fn store_at<E: std::fmt::Display>(
+        &self,
+        target: &Path,
+        body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+        limit: u64,
+    ) -> Result<u64, HttpError> {
+        self.write(target, None, body, limit).await
+    }
+
+    async fn write<E: std::fmt::Display>(
+        &self,
+        target: &Path,
+        sha256: Option<&str>,
+        mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
+        limit: u64,
+    ) -> Result<u64, HttpError> {
         let scratch = self.scratch()?;
         let partial = scratch.path().join("upload");
         let io = |what: &'static str| {
@@ -112,14 +134,16 @@ impl UploadStore {
         file.sync_all().await.map_err(io("syncing"))?;
         drop(file);
         let got = hex::encode(hasher.finalize());
-        if got != sha256 {
+        if let Some(sha256) = sha256
+            && got != sha256
+        {
             return Err(HttpError::bad_request(format!(
                 "the body's sha256 is {got}, not the {sha256} in the URL (truncated or changed upload?)"
             )));
         }
         burrow_templates::detect_format(&head)
             .map_err(|e| HttpError::bad_request(format!("the upload is not usable: {e}")))?;
-        tokio::fs::rename(&partial, &target)
+        tokio::fs::rename(&partial, target)
             .await
             .map_err(io("storing"))?;
         let store = self.clone();

@@ -688,8 +688,8 @@ async fn e2b_routes_burrow_lacks_answer_501_on_any_host() {
         ("PUT", "/sandboxes/inosuch/network"),
         ("GET", "/volumes"),
         ("GET", "/secrets"),
-        ("POST", "/v3/templates"),
-        ("POST", "/v2/templates/t/builds/b"),
+        ("GET", "/v2/templates"),
+        ("POST", "/templates/tags"),
         ("GET", "/default-templates"),
         ("GET", "/unstable/sandboxes/inosuch/record"),
     ] {

@@ -956,3 +956,184 @@ async fn python_sdk_surfaces_a_workspace_quota_as_its_rate_limit_error() {
     );
     server.stop().await;
 }
+
+/// Creates workspace `name` with the operator key and returns an E2B-format key of it.
+async fn workspace_e2b_key(server: &TestServer, name: &str) -> String {
+    let resp = server
+        .post("/v1/workspaces")
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let created: Value = server
+        .post("/v1/api-keys")
+        .json(&json!({"name": "sdk", "workspace": name, "format": "e2b"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["key"].as_str().unwrap().to_string()
+}
+
+/// `Template.build` of the real SDK against burrow: COPY (uploaded through the URL burrow hands
+/// out, skipped the second time: same files, same destination), RUN as the template's user, ENV,
+/// USER, a start and ready command, `from_base_image`, a failing step; the
+/// result is an ordinary burrow template of the building workspace, which another workspace
+/// cannot see. Bad input is refused with a message the SDK raises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_template_build() {
+    let env = TestEnv::new();
+    if !install_test_template(env.path()) {
+        return;
+    }
+    let python = sdk_python(PYTHON_SDKS[0]).await;
+    let server = TestServer::start(env.path()).await;
+    let key_a = workspace_e2b_key(&server, "team-a").await;
+    let key_b = workspace_e2b_key(&server, "team-b").await;
+    let base = format!("http://{}", server.addr);
+    let script = r#"
+import os, tempfile
+from e2b import Template, Sandbox
+ctx = tempfile.mkdtemp()
+with open(os.path.join(ctx, 'hello.txt'), 'w') as f:
+    f.write('hello from the context\n')
+logs = []
+t = (Template(file_context_path=ctx).from_template('base')
+     .copy('hello.txt', '/home/user/hello.txt')
+     .run_cmd('echo built > /home/user/built.txt')
+     .set_envs({'GREETING': 'hi'}))
+info = Template.build(t, 'mytpl', on_build_logs=lambda e: logs.append(e.message))
+print('build', info.template_id, info.build_id)
+print('logged', any('echo built' in m for m in logs))
+print('exists', Template.exists('mytpl'))
+s = Sandbox.create('mytpl', timeout=60)
+print(s.files.read('/home/user/hello.txt').strip())
+print(s.files.read('/home/user/built.txt').strip())
+print(' '.join(s.commands.run('echo $GREETING; stat -c %U /home/user/hello.txt /home/user/built.txt').stdout.split()))
+s.kill()
+logs.clear()
+t2 = (Template(file_context_path=ctx).from_base_image()
+      .copy('hello.txt', '/home/user/hello.txt').set_user('root').run_cmd('whoami > /tmp/who')
+      .set_start_cmd('echo started > /tmp/started; sleep 1000', 'test -f /tmp/started'))
+Template.build(t2, 'mytpl2', on_build_logs=lambda e: logs.append(e.message))
+print('cached', any("Skipping upload of 'hello.txt'" in m for m in logs))
+s = Sandbox.create('mytpl2', timeout=60)
+print(s.files.read('/tmp/who').strip(), s.files.read('/home/user/hello.txt').strip(), s.files.read('/tmp/started').strip())
+s.kill()
+for name, tpl in [
+    ('Bad_Name', Template().from_template('base').run_cmd('true')),
+    ('other', Template().from_image('ubuntu:22.04').run_cmd('true')),
+    ('mytpl', Template().from_template('base').run_cmd('true')),
+    ('failing', Template().from_template('base').run_cmd('exit 3')),
+]:
+    try:
+        Template.build(tpl, name)
+        print('built', name)
+    except Exception as e:
+        print('refused', name, type(e).__name__, str(e).replace('\n', ' '))
+"#;
+    let started = std::time::Instant::now();
+    let stdout = run_python(&python, script, &base, &key_a).await;
+    eprintln!("{stdout}\nSDK script took {:?}", started.elapsed());
+    let lines: Vec<&str> = stdout.lines().collect();
+    let build_id = lines[0].strip_prefix("build mytpl ").unwrap();
+    assert_eq!(
+        lines[1..9],
+        [
+            "logged True",
+            "exists True",
+            "hello from the context",
+            "built",
+            "hi user user",
+            "cached True",
+            "root hello from the context started",
+            lines[8],
+        ]
+    );
+    assert!(
+        lines[8].starts_with("refused Bad_Name BuildException") && lines[8].contains("a-z"),
+        "{}",
+        lines[8]
+    );
+    assert!(
+        lines[9].starts_with("refused other BuildException")
+            && lines[9].contains("e2bdev/base")
+            && lines[9].contains("fromTemplate"),
+        "{}",
+        lines[9]
+    );
+    assert!(
+        lines[10].starts_with("refused mytpl") && lines[10].contains("already exists"),
+        "{}",
+        lines[10]
+    );
+    // A build that fails: status error, its reason raised by the SDK; the name is free again.
+    assert!(
+        lines[11].starts_with("refused failing BuildException") && lines[11].contains("code 3"),
+        "{}",
+        lines[11]
+    );
+
+    // An ordinary burrow template of team-a.
+    let listed: Value = server
+        .get("/v1/templates")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mytpl = listed["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "mytpl")
+        .expect("mytpl is listed");
+    assert_eq!(mytpl["source"], "build:base");
+    assert!(mytpl["workspace_id"].as_str().is_some());
+
+    // Another workspace sees neither the template nor its build.
+    let script_b = r#"
+from e2b import Template, Sandbox
+print(Template.exists('mytpl'))
+try:
+    Sandbox.create('mytpl', timeout=30)
+    print('created')
+except Exception as e:
+    print('not found' in str(e).lower())
+"#;
+    let stdout = run_python(&python, script_b, &base, &key_b).await;
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["False", "True"]);
+    let http = reqwest::Client::new();
+    let status = |key: &str| {
+        http.get(format!(
+            "{base}/templates/mytpl/builds/{build_id}/status?logsOffset=0"
+        ))
+        .header("X-API-KEY", key)
+        .send()
+    };
+    let resp = status(&key_b).await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let own: Value = status(&key_a).await.unwrap().json().await.unwrap();
+    assert_eq!(own["status"], "ready");
+    assert!(own["logEntries"].as_array().unwrap().len() <= 100);
+    // An upload URL is its own authorization: an unknown token gets nothing stored.
+    let resp = http
+        .put(format!("{base}/e2b/template-uploads/{}", "0".repeat(64)))
+        .body("not a tar")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = http
+        .get(format!("{base}/templates/mytpl/files/NOTAHASH"))
+        .header("X-API-KEY", &key_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    server.stop().await;
+}

@@ -2,6 +2,7 @@
 
 pub mod lifecycle;
 pub mod sandboxes;
+pub mod template_builds;
 pub mod templates;
 pub mod unimplemented;
 

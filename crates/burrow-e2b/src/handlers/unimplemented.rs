@@ -21,8 +21,9 @@ struct Unimplemented {
     feature: &'static str,
 }
 
-const TEMPLATE_BUILDS: &str = "E2B's template API (burrow builds templates with `burrow template \
-     build` or POST /v1/templates; use them by name in templateID)";
+const TEMPLATE_BUILDS: &str = "this part of E2B's template API (Template.build works; burrow also \
+     builds templates with `burrow template build` or POST /v1/templates; use them by name in \
+     templateID)";
 const SNAPSHOTS: &str =
     "snapshots (pause and connect keep a sandbox's files, memory and processes)";
 
@@ -60,7 +61,6 @@ const CONTROL_PLANE: &[Unimplemented] = &[
     ),
     route("/templates", &[Method::GET, Method::POST], TEMPLATE_BUILDS),
     route("/v2/templates", &[Method::GET], TEMPLATE_BUILDS),
-    route("/v3/templates", &[Method::POST], TEMPLATE_BUILDS),
     route("/default-templates", &[Method::GET], TEMPLATE_BUILDS),
     route(
         "/templates/{id}",
@@ -74,22 +74,7 @@ const CONTROL_PLANE: &[Unimplemented] = &[
         TEMPLATE_BUILDS,
     ),
     route(
-        "/v2/templates/{id}/builds/{build}",
-        &[Method::POST],
-        TEMPLATE_BUILDS,
-    ),
-    route(
-        "/templates/{id}/builds/{build}/status",
-        &[Method::GET],
-        TEMPLATE_BUILDS,
-    ),
-    route(
         "/templates/{id}/builds/{build}/logs",
-        &[Method::GET],
-        TEMPLATE_BUILDS,
-    ),
-    route(
-        "/templates/{id}/files/{build}",
         &[Method::GET],
         TEMPLATE_BUILDS,
     ),

@@ -104,8 +104,27 @@ pub async fn create(
     Extension(principal): Extension<Principal>,
     JsonBody(req): JsonBody<TemplateBuildRequest>,
 ) -> Result<Response, HttpError> {
+    let rx = start_build(&state, &principal, req).await?;
+    let lines = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|event| Ok::<Bytes, std::convert::Infallible>(ndjson_line(&event)));
+    let mut response = Response::new(Body::from_stream(lines));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    Ok(response)
+}
+
+/// Checks a build request, claims its name for the caller's workspace and runs it in the
+/// background: the native API and E2B's template API both build through here. Errors before
+/// the build starts are returned; then the receiver gets progress…, then `done` or `error`.
+pub async fn start_build(
+    state: &AppState,
+    principal: &Principal,
+    req: TemplateBuildRequest,
+) -> Result<mpsc::Receiver<TemplateBuildEvent>, HttpError> {
+    let state = state.clone();
     if let burrow_types::TemplateSource::Template { parent, .. } = &req.from {
-        burrow_core::templates::check_visible(&state, &principal, parent).await?;
+        burrow_core::templates::check_visible(&state, principal, parent).await?;
     }
     // A workspace key's template belongs to its workspace; the operator's are server-wide.
     let owner = principal.workspace_id().map(str::to_string);
@@ -152,13 +171,7 @@ pub async fn create(
         };
         let _ = tx.send(last).await;
     });
-    let lines = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|event| Ok::<Bytes, std::convert::Infallible>(ndjson_line(&event)));
-    let mut response = Response::new(Body::from_stream(lines));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
-    Ok(response)
+    Ok(rx)
 }
 
 /// Whether the server holds upload `sha256` (a client skips uploading what is present).

@@ -6,8 +6,10 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use burrow_e2b::{
-    BackendError, ConnectOptions, ConnectOutcome, CreateSandbox, E2bBackend, ListFilter, Order,
-    Principal, SandboxInfo, SandboxMetric, SandboxPage, SandboxState as E2bState, TemplateAlias,
+    BackendError, ConnectOptions, ConnectOutcome, CreateSandbox, E2bBackend, ListFilter, LogLevel,
+    NewTemplateBuild, Order, Principal, SandboxInfo, SandboxMetric, SandboxPage,
+    SandboxState as E2bState, TemplateAlias, TemplateBuildCreated, TemplateBuildSpec,
+    TemplateBuildStatus,
 };
 use burrow_runtime::SandboxHandle;
 use burrow_store::{SandboxFilter, SandboxRecord};
@@ -16,6 +18,7 @@ use chrono::{DateTime, Utc};
 
 use super::lifecycle::{Lifecycle, Lifecycles, TimeoutAction, after};
 use super::metrics::{Limits, MIN_CPU_WINDOW, MetricsRing};
+use super::template_builds::TemplateBuilds;
 use crate::error::HttpError;
 use crate::state::AppState;
 use burrow_core::sandboxes;
@@ -26,6 +29,8 @@ pub struct E2bService {
     metrics: Arc<MetricsRing>,
     /// Idempotency key → sandbox id; the lock also serialises creates that carry a key.
     idempotency: tokio::sync::Mutex<HashMap<String, String>>,
+    /// E2B template builds (`Template.build`), in memory.
+    builds: Arc<TemplateBuilds>,
 }
 
 impl E2bService {
@@ -35,6 +40,7 @@ impl E2bService {
             metrics: state.e2b_metrics.clone(),
             state,
             idempotency: tokio::sync::Mutex::default(),
+            builds: Arc::default(),
         }
     }
 
@@ -639,6 +645,75 @@ impl E2bBackend for E2bService {
                 "looking up template {name}: {e}"
             ))),
         }
+    }
+
+    async fn request_template_build(
+        &self,
+        principal: &Principal,
+        request: NewTemplateBuild,
+    ) -> Result<TemplateBuildCreated, BackendError> {
+        // cpuCount / memoryMB are not kept: burrow templates carry no resources (sandboxes get
+        // them at create).
+        self.builds
+            .request(&self.state, principal.team_id.as_deref(), &request.name)
+            .await
+    }
+
+    async fn template_files(
+        &self,
+        principal: &Principal,
+        template_id: &str,
+        files_hash: &str,
+    ) -> Result<Option<String>, BackendError> {
+        self.builds.files(
+            &self.state,
+            principal.team_id.as_deref(),
+            template_id,
+            files_hash,
+        )
+    }
+
+    async fn receive_template_files(
+        &self,
+        token: &str,
+        content_length: Option<u64>,
+        body: axum::body::Body,
+    ) -> Result<(), BackendError> {
+        self.builds
+            .receive(&self.state, token, content_length, body)
+            .await
+    }
+
+    async fn start_template_build(
+        &self,
+        principal: &Principal,
+        template_id: &str,
+        build_id: &str,
+        spec: TemplateBuildSpec,
+    ) -> Result<(), BackendError> {
+        let (core, _) = self.core_principal(principal).await?;
+        self.builds
+            .start(&self.state, &core, template_id, build_id, spec)
+            .await
+    }
+
+    async fn template_build_status(
+        &self,
+        principal: &Principal,
+        template_id: &str,
+        build_id: &str,
+        offset: usize,
+        limit: usize,
+        min_level: LogLevel,
+    ) -> Result<TemplateBuildStatus, BackendError> {
+        self.builds.status(
+            principal.team_id.as_deref(),
+            template_id,
+            build_id,
+            offset,
+            limit,
+            min_level,
+        )
     }
 
     fn sandbox_domain(&self) -> Option<String> {

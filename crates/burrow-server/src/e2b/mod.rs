@@ -11,6 +11,7 @@ mod backend;
 mod dispatch;
 pub mod lifecycle;
 pub mod metrics;
+mod template_builds;
 mod timeouts;
 
 pub use backend::E2bService;
