@@ -50,6 +50,14 @@ MIME_FIELDS = {
 }
 
 
+# As E2B's interpreter: a string result is shown as its text, not its repr
+# (`run_code("'abc'").text == "abc"`). Installed in every kernel, after each (re)start.
+STR_RESULTS_AS_TEXT = (
+    "get_ipython().display_formatter.formatters['text/plain']"
+    ".for_type(str, lambda s, p, cycle: p.text(s))\n"
+)
+
+
 class RequestError(Exception):
     def __init__(self, status, message):
         super().__init__(message)
@@ -118,6 +126,7 @@ class Context:
         # No heartbeat channel: after a standby (frozen cgroup) it would declare the kernel dead.
         self.client.start_channels(hb=False)
         await self.client.wait_for_ready(timeout=KERNEL_READY_TIMEOUT)
+        await self.run_silently(STR_RESULTS_AS_TEXT, "setting up the kernel")
 
     async def restart(self):
         async with self.lock:
@@ -130,8 +139,9 @@ class Context:
             self.client.stop_channels()
         await self.manager.shutdown_kernel(now=True)
 
-    async def run_silently(self, code):
-        """Runs bookkeeping code (env vars) without a trace in history or execution count."""
+    async def run_silently(self, code, what="setting env_vars"):
+        """Runs bookkeeping code (env vars, formatters) without a trace in history or execution
+        count."""
         msg_id = self.client.execute(code, silent=True, store_history=False)
         while True:
             reply = await self.client.get_shell_msg()
@@ -139,7 +149,7 @@ class Context:
                 if reply["content"].get("status") != "ok":
                     content = reply["content"]
                     raise RequestError(
-                        400, f"setting env_vars failed: {content.get('ename')}: {content.get('evalue')}"
+                        400, f"{what} failed: {content.get('ename')}: {content.get('evalue')}"
                     )
                 return
 

@@ -408,15 +408,15 @@ async fn code_interpreter_with_the_e2b_sdk() {
     assert_eq!(error["value"], "division by zero", "{error}");
     assert_eq!(error["traceback_mentions"], true, "{error}");
     assert_eq!(error["callback"], 1, "{error}");
-    assert_eq!(ok("envs"), "'hello'");
+    assert_eq!(ok("envs"), "hello", "a string result is its text (E2B)");
     assert_eq!(
         ok("create_envs"),
-        "'yes'",
+        "yes",
         "the kernel sees the sandbox's env"
     );
     assert_eq!(
         ok("envs_restored"),
-        "'unset'",
+        "unset",
         "env_vars last one execution"
     );
     assert_eq!(
@@ -426,7 +426,7 @@ async fn code_interpreter_with_the_e2b_sdk() {
     );
     assert_eq!(ok("pandas"), "3");
     let contexts = ok("contexts");
-    assert_eq!(contexts["cwd"], "'/tmp'", "{contexts}");
+    assert_eq!(contexts["cwd"], "/tmp", "{contexts}");
     assert_eq!(
         contexts["isolated"], "NameError",
         "contexts are separate kernels"
@@ -453,7 +453,7 @@ async fn code_interpreter_with_the_e2b_sdk() {
     );
     let death = ok("kernel_death");
     assert_eq!(death["error"], "KernelDied", "{death}");
-    assert_eq!(death["after"], "'fresh kernel'", "restarted: {death}");
+    assert_eq!(death["after"], "fresh kernel", "restarted: {death}");
     ok("kill");
     server.stop().await;
 }
