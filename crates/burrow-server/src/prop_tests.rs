@@ -11,7 +11,9 @@ use burrow_types::{CreateSandboxRequest, ExecRequest, TemplateBuildRequest, is_v
 use proptest::prelude::*;
 use serde_json::Value;
 
-use crate::proxy::{HEADER_SANDBOX_ID, HEADER_SANDBOX_PORT, ProxyTarget, request_host, route};
+use crate::proxy::{
+    HEADER_SANDBOX_ID, HEADER_SANDBOX_PORT, ProxyTarget, request_host, route, signed_files_url,
+};
 use burrow_core::validate;
 
 const DOMAIN: &str = "burrow.test";
@@ -124,6 +126,58 @@ proptest! {
                 prop_assert_eq!(id, sandbox_id.as_str());
                 prop_assert_eq!(port_text.trim().parse::<u16>().ok(), Some(port));
             }
+        }
+    }
+
+    /// Signed `/files` URLs without a sandbox id (E2B URL mode): any query never panics; a URL
+    /// built from arbitrary parts on a shared host is read back exactly, with the operation of
+    /// its method; other methods, paths and hosts are not signed-file requests.
+    #[test]
+    fn signed_file_urls_parse_exactly_what_was_signed(
+        path in "\\PC{0,30}",
+        username in prop::option::of("[a-z_][a-z0-9_-]{0,12}"),
+        signature in "[ -~]{1,60}",
+        expiration in prop::option::of(any::<i64>()),
+        junk in "[ -~]{0,60}",
+        post in any::<bool>(),
+    ) {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.append_pair("path", &path);
+        if let Some(user) = &username {
+            query.append_pair("username", user);
+        }
+        query.append_pair("signature", &signature);
+        if let Some(exp) = expiration {
+            query.append_pair("signature_expiration", &exp.to_string());
+        }
+        let query = query.finish();
+        let request = |method: &str, host: &str, target: &str| {
+            axum::http::Request::builder()
+                .method(method)
+                .uri(target)
+                .header("host", host)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let method = if post { "POST" } else { "GET" };
+        let parsed = signed_files_url(DOMAIN, &request(method, "127.0.0.1:7420", &format!("/files?{query}")))
+            .expect("a signed files URL on a shared host");
+        prop_assert_eq!(parsed.operation, if post { "write" } else { "read" });
+        prop_assert_eq!(&parsed.path, &path);
+        prop_assert_eq!(parsed.username, username.unwrap_or_default());
+        prop_assert_eq!(&parsed.signature, &signature);
+        prop_assert_eq!(parsed.expiration, expiration);
+        for (method, host, target) in [
+            ("PUT", "localhost", format!("/files?{query}")),
+            ("GET", "8080-iabc.burrow.test", format!("/files?{query}")),
+            ("GET", "localhost", format!("/filesx?{query}")),
+            ("GET", "localhost", "/files?path=/a".to_string()),
+        ] {
+            prop_assert!(signed_files_url(DOMAIN, &request(method, host, &target)).is_none());
+        }
+        // Raw junk as the query: no panic, whatever it yields.
+        if let Ok(uri) = format!("/files?{}", junk.replace(' ', "%20")).parse::<Uri>() {
+            let _ = signed_files_url(DOMAIN, &request("GET", "localhost", &uri.to_string()));
         }
     }
 

@@ -120,7 +120,7 @@ pub fn route(
 /// token, so the sandbox it was made for is the one whose token reproduces it; the agent then
 /// checks it again (and its expiration) as for any signed URL. Only on the shared hosts (where
 /// header routing applies), only for GET (read) and POST (write) `/files` with a `signature`.
-fn signed_files_url(domain: &str, request: &Request) -> Option<SignedFilesUrl> {
+pub(crate) fn signed_files_url(domain: &str, request: &Request) -> Option<SignedFilesUrl> {
     if request.uri().path() != "/files" {
         return None;
     }
@@ -158,13 +158,13 @@ fn signed_files_url(domain: &str, request: &Request) -> Option<SignedFilesUrl> {
 }
 
 /// The parts of a signed `/files` URL that its signature covers.
-#[derive(Default)]
-struct SignedFilesUrl {
-    operation: &'static str,
-    path: String,
-    username: String,
-    signature: String,
-    expiration: Option<i64>,
+#[derive(Debug, Default)]
+pub(crate) struct SignedFilesUrl {
+    pub(crate) operation: &'static str,
+    pub(crate) path: String,
+    pub(crate) username: String,
+    pub(crate) signature: String,
+    pub(crate) expiration: Option<i64>,
 }
 
 impl SignedFilesUrl {

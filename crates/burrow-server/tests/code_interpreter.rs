@@ -414,11 +414,7 @@ async fn code_interpreter_with_the_e2b_sdk() {
         "yes",
         "the kernel sees the sandbox's env"
     );
-    assert_eq!(
-        ok("envs_restored"),
-        "unset",
-        "env_vars last one execution"
-    );
+    assert_eq!(ok("envs_restored"), "unset", "env_vars last one execution");
     assert_eq!(
         ok("chart")["png"],
         true,

@@ -38,9 +38,11 @@ const NOWHERE: &str = "zulu-none";
 /// The name of B's key: no answer to A's keys may contain it.
 const B_KEY_NAME: &str = "bravo-secret";
 
-/// (method, path, E2B API?) of every endpoint that reads a JSON body, template builds excepted
-/// (an accepted build would import or build for real); `{id}` is replaced per request by a
-/// sandbox id, `{name}` by a workspace name.
+/// (method, path, E2B API?) of every endpoint that reads a JSON body, native template builds
+/// excepted (an accepted build would import or build for real; E2B's are in: an accepted
+/// `POST /v3/templates` only records a build waiting for its start, and the start names a build
+/// that does not exist); `{id}` is replaced per request by a sandbox id, `{name}` by a workspace
+/// name.
 const ENDPOINTS: &[(&str, &str, bool)] = &[
     ("POST", "/v1/sandboxes", false),
     ("POST", "/v1/sandboxes/{id}/exec", false),
@@ -55,6 +57,8 @@ const ENDPOINTS: &[(&str, &str, bool)] = &[
     ("POST", "/sandboxes/{id}/timeout", true),
     ("POST", "/sandboxes/{id}/connect", true),
     ("POST", "/v2/sandboxes/{id}/connect", true),
+    ("POST", "/v3/templates", true),
+    ("POST", "/v2/templates/{id}/builds/{id}", true),
 ];
 
 /// Sandbox ids in URL paths: the well-formed missing one, or anything URL-safe, including
@@ -99,6 +103,8 @@ const KNOWN_KEYS: &[&str] = &[
     "envVars", "network", "workspace", "role", "format", "tier", "quotas", "max_awake_sandboxes",
     "max_sandboxes", "max_vcpus_per_sandbox", "max_memory_mb_per_sandbox", "max_awake_vcpus",
     "max_awake_memory_mb", "max_disk_mb", "max_standby_age", "creates_per_minute",
+    "public_traffic", "allowPublicTraffic", "tags", "cpuCount", "memoryMB", "fromTemplate",
+    "fromImage", "fromImageRegistry", "steps", "type", "filesHash", "force", "startCmd", "readyCmd",
 ];
 
 fn json_key() -> impl Strategy<Value = String> {
