@@ -1,7 +1,8 @@
 #!/bin/bash
 # The API benchmarks on a release `burrow serve` with its own data dir (the test base template
-# linked in): create, exec; RESUME=1 also warm and deep wake; WS=1 runs them with a workspace
-# member key instead of the operator key. BIN= for another build. See docs/performance.md.
+# linked in): create, exec; RESUME=1 also warm and deep wake (WARM_ONLY=1: warm only); WS=1 runs
+# them with a workspace member key instead of the operator key. BIN= for another build;
+# BURROW_LOG=info,burrow_core=debug logs each wake's server-side time. See docs/performance.md.
 set -u
 BIN=${BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release}
 D=/var/tmp/burrow-bench
@@ -19,5 +20,5 @@ if [ -n "${WS:-}" ]; then
 fi
 $BIN/burrow bench create -n ${N:-200} --memory
 $BIN/burrow bench exec -n ${N2:-300}
-if [ -n "${RESUME:-}" ]; then $BIN/burrow bench resume -n 100; $BIN/burrow bench resume --deep -n 100; $BIN/burrow bench resume --deep -n 100; $BIN/burrow bench resume --deep -n 100 --asleep-ms 1500; fi
+if [ -n "${RESUME:-}" ]; then $BIN/burrow bench resume -n 100; [ -n "${WARM_ONLY:-}" ] && { pkill -f "burrow serve --listen 127.0.0.1:7431"; exit; }; $BIN/burrow bench resume --deep -n 100; $BIN/burrow bench resume --deep -n 100; $BIN/burrow bench resume --deep -n 100 --asleep-ms 1500; fi
 pkill -f "burrow serve --listen 127.0.0.1:7431"
