@@ -1,6 +1,7 @@
-//! The official E2B SDKs end to end against a real burrow server: Python `e2b` 2.63.0 (latest),
-//! 2.50.0 and 2.5.0 (pinned in crates/burrow-e2b/tests/e2b-control/requirements-*.txt) and the
-//! JS `e2b` 2.51.0 (latest; pinned in crates/burrow-e2b/tests/e2b-control/js/). One server, HTTPS
+//! The official E2B SDKs end to end against a real burrow server: Python `e2b` 2.64.0 (latest),
+//! 2.63.0, 2.50.0, 2.31.0 and 2.5.0 (pinned in
+//! crates/burrow-e2b/tests/e2b-control/requirements-*.txt) and the JS `e2b` 2.51.0 (pinned in
+//! crates/burrow-e2b/tests/e2b-control/js/). One server, HTTPS
 //! on 127.0.0.1:443 with burrow's local CA and domain `burrow.localhost` (SDKs always use port 443
 //! for sandbox URLs), real sandboxes, real envd through the port proxy. The drivers
 //! (tests/e2b/sdk_e2e.{py,mjs}) run one scenario each, concurrently.
@@ -20,9 +21,10 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 const DOMAIN: &str = "burrow.localhost";
-/// Python SDK versions of the matrix: latest, the last before `/v2/sandboxes`, and the last of
-/// the oldest connect generation (`/timeout` + `/resume`).
-const PYTHON_SDKS: [&str; 3] = ["2.63.0", "2.50.0", "2.5.0"];
+/// Python SDK versions of the matrix: latest, the previous one, the last before
+/// `/v2/sandboxes`, the one the OpenAI Agents SDK's E2B extra pins, and the last of the oldest
+/// connect generation (`/timeout` + `/resume`).
+const PYTHON_SDKS: [&str; 5] = ["2.64.0", "2.63.0", "2.50.0", "2.31.0", "2.5.0"];
 const JS_SDK: &str = "2.51.0";
 const PY_DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2b/sdk_e2e.py");
 const JS_DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2b/sdk_e2e.mjs");

@@ -1,6 +1,6 @@
 """Drives the official `e2b` Python SDK end to end against a real burrow server.
 
-One scenario for every pinned SDK version (2.5.x, 2.50.x, 2.63.x; the version is read from the
+One scenario for every pinned SDK version (2.5, 2.31, 2.50, 2.63, 2.64; the version is read from the
 installed package and the few API differences are handled here). Run by tests/e2b_sdk.rs with
 E2B_DOMAIN, E2B_API_KEY and SSL_CERT_FILE set: the SDK talks to https://api.{domain} and
 https://{port}-{id}.{domain} on port 443. Prints one JSON object per line:
