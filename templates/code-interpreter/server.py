@@ -15,6 +15,7 @@ sandbox whose readiness check is "port 49999 accepts" has a warm kernel.
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -235,6 +236,12 @@ class Contexts:
         cwd = cwd or self.default_cwd
         if not os.path.isdir(cwd):
             raise RequestError(400, f"cwd '{cwd}' is not a directory")
+        # A directory the kernel's user cannot enter (e.g. /root) would fail the kernel's start
+        # (a 500): say so instead.
+        if not os.access(cwd, os.X_OK):
+            raise RequestError(
+                400, f"cwd '{cwd}' is not accessible to the kernel's user ({getpass.getuser()})"
+            )
         context = Context(str(uuid.uuid4()), language, cwd)
         await context.start()
         self.by_id[context.id] = context

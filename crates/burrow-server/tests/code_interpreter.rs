@@ -430,6 +430,20 @@ async fn code_interpreter_with_the_e2b_sdk() {
     assert_eq!(contexts["listed"], true);
     assert_eq!(contexts["restart_clears"], "NameError", "{contexts}");
     assert_eq!(contexts["removed"], true);
+    // A cwd the kernel's user cannot enter, or that does not exist: a 400 saying so, not a 500.
+    let refused = &contexts["refused"];
+    assert!(
+        refused["/root"]
+            .as_str()
+            .is_some_and(|m| m.contains("not accessible")),
+        "{refused}"
+    );
+    assert!(
+        refused["/no/such/dir"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a directory")),
+        "{refused}"
+    );
     let timeout = ok("timeout");
     assert_eq!(timeout["outcome"], "TimeoutException", "{timeout}");
     assert_eq!(

@@ -130,7 +130,15 @@ def main():
         after_restart = sbx.run_code("y", context=ctx).error
         sbx.remove_code_context(ctx)
         listed_after = [c.id for c in sbx.list_code_contexts()]
+        refused = {}
+        for bad in ["/root", "/no/such/dir"]:
+            try:
+                sbx.create_code_context(cwd=bad)
+                refused[bad] = "created"
+            except Exception as e:  # the SDK's exception for a 400
+                refused[bad] = str(e)
         return {
+            "refused": refused,
             "cwd": in_ctx,
             "isolated": isolated.name if isolated else None,
             "listed": ctx.id in listed,
