@@ -407,10 +407,17 @@ async fn merge_uploads(
     }
     let uploads = state.uploads.clone();
     let owner = owner.map(str::to_string);
+    // As for a native build's context: unpacked, at most 8 times the upload limit, so a
+    // compression bomb cannot fill the disk before the build's own extraction checks it.
+    let limits = MergeLimits {
+        max_bytes: state.config.max_build_upload_bytes.saturating_mul(8),
+        max_entries: 1_000_000,
+    };
     tokio::task::spawn_blocking(move || {
         let scratch = uploads.scratch().map_err(|e| http_error(e, ""))?;
         let merged = scratch.path().join("context.tar");
-        let listings = write_merged(&sources, &merged).map_err(BackendError::InvalidRequest)?;
+        let listings =
+            write_merged(&sources, &merged, limits).map_err(BackendError::InvalidRequest)?;
         let sha = file_sha256(&merged)
             .map_err(|e| BackendError::Internal(format!("hashing the build context: {e}")))?;
         let target = uploads
@@ -424,10 +431,19 @@ async fn merge_uploads(
     .map_err(|e| BackendError::Internal(format!("build context task: {e}")))?
 }
 
+/// Bounds on what the uploads of one build may unpack to.
+#[derive(Clone, Copy)]
+struct MergeLimits {
+    max_bytes: u64,
+    max_entries: u64,
+}
+
 fn write_merged(
     sources: &[(String, PathBuf)],
     out: &Path,
+    limits: MergeLimits,
 ) -> Result<HashMap<String, Listing>, String> {
+    let (mut bytes, mut entries) = (0u64, 0u64);
     let file = std::fs::File::options()
         .write(true)
         .create_new(true)
@@ -445,6 +461,15 @@ fn write_merged(
             let kind = header.entry_type();
             if matches!(kind, tar::EntryType::XGlobalHeader) {
                 continue;
+            }
+            entries += 1;
+            bytes = bytes.saturating_add(header.size().map_err(bad)?);
+            if bytes > limits.max_bytes || entries > limits.max_entries {
+                return Err(format!(
+                    "the uploaded files unpack to more than {} bytes or {} entries (8 times \
+                     --max-build-upload-mb): upload less",
+                    limits.max_bytes, limits.max_entries
+                ));
             }
             let raw = entry.path().map_err(bad)?.into_owned();
             let rel = relative(&raw)
@@ -742,6 +767,35 @@ mod tests {
             };
             assert!(to_native_steps(spec, "user", &listings).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn merged_uploads_are_bounded_unpacked() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 MiB of zeros, gzipped to a few KiB: a small upload that unpacks big.
+        let upload = dir.path().join("bomb.tar.gz");
+        let gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&upload).unwrap(),
+            flate2::Compression::best(),
+        );
+        let mut tar = tar::Builder::new(gz);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(4 << 20);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "zeros", std::io::repeat(0).take(4 << 20))
+            .unwrap();
+        tar.into_inner().unwrap().finish().unwrap();
+        assert!(std::fs::metadata(&upload).unwrap().len() < 64 << 10);
+        let sources = [("a".repeat(64), upload)];
+        let limits = |max_bytes| MergeLimits {
+            max_bytes,
+            max_entries: 10,
+        };
+        let err =
+            write_merged(&sources, &dir.path().join("small.tar"), limits(1 << 20)).unwrap_err();
+        assert!(err.contains("unpack to more than"), "{err}");
+        write_merged(&sources, &dir.path().join("fits.tar"), limits(8 << 20)).unwrap();
     }
 
     #[test]
