@@ -72,6 +72,25 @@ async fn private_ports_need_the_traffic_token_across_standby_and_restarts() {
         token.as_str(),
         "get shows the token"
     );
+    let listed: Value = api
+        .request(reqwest::Method::GET, "/v1/sandboxes")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = listed["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(
+        entry["traffic_access_token"],
+        token.as_str(),
+        "the list shows it too"
+    );
     let public = api.create(json!({"idle_timeout": 0})).await;
     let public_id = public["id"].as_str().unwrap().to_string();
     assert!(public.get("traffic_access_token").is_none(), "{public}");

@@ -36,4 +36,14 @@ impl Store {
         })
         .await
     }
+
+    /// Every traffic token, by sandbox id (lists show them without a query per sandbox).
+    pub async fn traffic_tokens(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare("SELECT id, token FROM sandbox_traffic_tokens")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
 }

@@ -76,7 +76,8 @@ pub struct Sandbox {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envd_access_token: Option<String>,
     /// The token the proxy requires in the `e2b-traffic-access-token` header on every port but
-    /// the agent's, for a sandbox created with `public_traffic: false` (shown by create and get).
+    /// the agent's, for a sandbox created with `public_traffic: false` (shown by create, get and
+    /// lists).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_access_token: Option<String>,
     /// The workspace (`ws_…`) that owns it.

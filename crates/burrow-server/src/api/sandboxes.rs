@@ -103,10 +103,12 @@ pub async fn list(
     }
     // One query for every policy rather than one per sandbox: lists of thousands stay fast.
     let policies = state.store.sandbox_policies().await?.into_iter().collect();
+    let traffic_tokens = state.store.traffic_tokens().await?.into_iter().collect();
     let mut batches = state.store.list_sandboxes_batched(filter, LIST_BATCH);
     let mut list = ListEncoder {
         state,
         policies,
+        traffic_tokens,
         wanted_state,
         written: 0,
     };
@@ -160,6 +162,8 @@ const LIST_BATCH: usize = 256;
 struct ListEncoder {
     state: AppState,
     policies: HashMap<String, SandboxPolicy>,
+    /// Private sandboxes' traffic tokens, shown as `get` shows them.
+    traffic_tokens: HashMap<String, String>,
     wanted_state: Option<SandboxState>,
     /// Elements written so far (all but the first follow a comma).
     written: usize,
@@ -178,8 +182,10 @@ impl ListEncoder {
         for record in records {
             let record = sandboxes::observe(&self.state, record).await?;
             let policy = self.policies.remove(&record.id).unwrap_or_default();
+            let traffic_token = self.traffic_tokens.remove(&record.id);
             let mut sandbox = sandboxes::describe(&self.state, record);
             sandboxes::with_policy(&mut sandbox, policy);
+            sandbox.traffic_access_token = traffic_token;
             // A sandbox found dead just now no longer matches `state=running`.
             if self.wanted_state.is_some_and(|s| s != sandbox.state) {
                 continue;
