@@ -72,10 +72,7 @@ pub fn route(
         return Ok(None);
     };
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let shared_host = host == "localhost"
-        || host.parse::<IpAddr>().is_ok()
-        || host == format!("sandbox.{domain}");
-    if shared_host {
+    if is_shared_host(&host, &domain) {
         let id = headers.get(HEADER_SANDBOX_ID).and_then(|v| v.to_str().ok());
         let port = headers
             .get(HEADER_SANDBOX_PORT)
@@ -130,11 +127,7 @@ pub(crate) fn signed_files_url(domain: &str, request: &Request) -> Option<Signed
         _ => return None,
     };
     let host = request_host(request.headers(), request.uri())?;
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let shared_host = host == "localhost"
-        || host.parse::<IpAddr>().is_ok()
-        || host == format!("sandbox.{domain}");
-    if !shared_host {
+    if !is_shared_host(&host, &domain.trim_end_matches('.').to_ascii_lowercase()) {
         return None;
     }
     let mut url = SignedFilesUrl {
@@ -192,6 +185,13 @@ impl SignedFilesUrl {
             )
         })
     }
+}
+
+/// A host that names no sandboxes (`localhost`, an IP address, `sandbox.{domain}`; `host` and
+/// `domain` lowercase, without a trailing dot): requests on it are routed by E2B's headers, and
+/// signed `/files` URLs on it by their signature.
+fn is_shared_host(host: &str, domain: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok() || host == format!("sandbox.{domain}")
 }
 
 fn parse_port(text: &str) -> Option<u16> {

@@ -926,23 +926,13 @@ async fn python_sdk_surfaces_a_workspace_quota_as_its_rate_limit_error() {
     }
     let python = sdk_python(PYTHON_SDKS[0]).await;
     let server = TestServer::start(env.path()).await;
-    let resp = server
-        .post("/v1/workspaces")
-        .json(&json!({"name": "capped", "quotas": {"max_sandboxes": 0}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    let created: Value = server
-        .post("/v1/api-keys")
-        .json(&json!({"name": "sdk", "workspace": "capped", "format": "e2b"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = created["key"].as_str().unwrap();
+    let key = server
+        .workspace_key(
+            json!({"name": "capped", "quotas": {"max_sandboxes": 0}}),
+            json!({"name": "sdk", "workspace": "capped", "format": "e2b"}),
+        )
+        .await;
+    let key = key.as_str();
     let script = "from e2b import Sandbox, RateLimitException\n\
                   try:\n\
                   \x20   Sandbox.create('base', timeout=60)\n\
@@ -961,23 +951,12 @@ async fn python_sdk_surfaces_a_workspace_quota_as_its_rate_limit_error() {
 
 /// Creates workspace `name` with the operator key and returns an E2B-format key of it.
 async fn workspace_e2b_key(server: &TestServer, name: &str) -> String {
-    let resp = server
-        .post("/v1/workspaces")
-        .json(&json!({"name": name}))
-        .send()
+    server
+        .workspace_key(
+            json!({"name": name}),
+            json!({"name": "sdk", "workspace": name, "format": "e2b"}),
+        )
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    let created: Value = server
-        .post("/v1/api-keys")
-        .json(&json!({"name": "sdk", "workspace": name, "format": "e2b"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["key"].as_str().unwrap().to_string()
 }
 
 /// `Template.build` of the real SDK against burrow: COPY (uploaded through the URL burrow hands

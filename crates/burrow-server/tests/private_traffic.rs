@@ -152,32 +152,16 @@ async fn private_ports_need_the_traffic_token_across_standby_and_restarts() {
     }
 
     // Another workspace's key cannot read the token (the sandbox does not exist for it).
-    let workspace = api
-        .post("/v1/workspaces")
-        .json(&json!({"name": "other"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        workspace.status(),
-        201,
-        "{}",
-        workspace.text().await.unwrap()
-    );
-    let key: Value = api
-        .post("/v1/api-keys")
-        .json(&json!({"name": "other", "workspace": "other", "role": "admin"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = key["key"].as_str().unwrap();
+    let key = server
+        .workspace_key(
+            json!({"name": "other"}),
+            json!({"name": "other", "workspace": "other", "role": "admin"}),
+        )
+        .await;
     let foreign = api
         .http
         .get(format!("{}/v1/sandboxes/{id}", api.base))
-        .bearer_auth(key)
+        .bearer_auth(&key)
         .send()
         .await
         .unwrap();

@@ -145,6 +145,27 @@ impl TestServer {
         self.http.delete(self.url(path)).bearer_auth(&self.key)
     }
 
+    /// Creates a workspace (`workspace`: the `POST /v1/workspaces` body) with the operator key,
+    /// then a key of it (`key`: the `POST /v1/api-keys` body, naming that workspace); returns
+    /// the new key.
+    pub async fn workspace_key(
+        &self,
+        workspace: serde_json::Value,
+        key: serde_json::Value,
+    ) -> String {
+        let resp = self
+            .post("/v1/workspaces")
+            .json(&workspace)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        let resp = self.post("/v1/api-keys").json(&key).send().await.unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        let created: serde_json::Value = resp.json().await.unwrap();
+        created["key"].as_str().unwrap().to_string()
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
